@@ -1,0 +1,226 @@
+"""The `seal` command line (typer: typed options, generated help, exit code 2 on usage errors)."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import ConfigError, SealConfig, load_config
+from memory.documents import DocumentFormatError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="seal-agent: teach a student model new documents.")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml if present).")
+
+
+def _config(path: Optional[Path]) -> SealConfig:
+    if path is None:
+        default = Path("configs/default.yaml")
+        return load_config(default) if default.is_file() else SealConfig()
+    return load_config(path)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _guarded(fn):
+    """Bad input -> a one-line message and exit code 2, before any model is loaded or file written."""
+    from functools import wraps
+
+    from agent.experiment import ConditionError
+    from student.models import ModelSourceError
+
+    @wraps(fn)
+    def wrapper(*a, **k):
+        try:
+            return fn(*a, **k)
+        except (ConfigError, DocumentFormatError, ConditionError, ModelSourceError) as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+def _runtime(cfg: SealConfig):
+    from agent.runtime import open_runtime
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with err.status(f"loading model {cfg.model.source} ..."):
+        t = time.perf_counter()
+        rt = open_runtime(cfg)
+    err.print(f"model {rt.model_name} ready in {time.perf_counter() - t:.1f}s")
+    return rt
+
+
+def _answers_table(title: str, rows: list[tuple[str, str, str, str]]) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in ("question", "gold", "before", "after"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+@app.command()
+@_guarded
+def learn(
+    passage_file: Path = typer.Argument(..., help="JSON: one passage {title, context, questions?} or a list."),
+    index: int = typer.Option(0, help="Which passage of a list to learn."),
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/learn-<time>)."),
+    self_edit_file: Optional[Path] = typer.Option(None, help="Use completions from a SEAL-format JSON file."),
+    guard: bool = typer.Option(True, help="Drop self-edit lines not grounded in the passage."),
+):
+    """Write a self-edit for a passage, train a LoRA adapter on it, and compare closed-book answers."""
+    from agent.closed_book import answer
+    from agent.graders import contains
+    from agent.runtime import new_run_dir
+    from memory.documents import load_passages
+    from teacher.external import ExternalEdits
+
+    cfg = _config(config)
+    passages = load_passages(passage_file)
+    if not 0 <= index < len(passages):
+        _fail(f"--index {index} out of range: {passage_file} has {len(passages)} passage(s)")
+    p = passages[index]
+    external = ExternalEdits(self_edit_file) if self_edit_file else None
+    grounding = cfg.teacher.grounding.model_copy(update={"enabled": guard and cfg.teacher.grounding.enabled})
+    rt = _runtime(cfg)
+    run = new_run_dir(cfg, "learn", out)
+    qs = [qa.question for qa in p.questions]
+    before = answer(rt.student, None, qs, cfg.eval.max_new_tokens, cfg.eval.batch_size) if qs else []
+
+    console.rule(f"[bold]{p.title}")
+    t0 = time.perf_counter()
+    if external:
+        se = external.self_edit(p, cfg.teacher.format, grounding)
+    else:
+        from teacher.self_edit import build_self_edit
+        from teacher.writer import TeacherWriter
+
+        with err.status("teacher is writing a self-edit ..."):
+            raw = TeacherWriter(rt.student.model, rt.student.tokenizer, cfg.teacher).sample_raw([p], cfg.seed)[0]
+        se = build_self_edit(p, raw, cfg.teacher.format, grounding)
+    t_edit = time.perf_counter() - t0
+    console.print(f"[bold]self-edit[/] ({se.format}, {se.source}, {t_edit:.1f}s): "
+                  f"{se.parsed} units parsed, {len(se.units)} kept, {len(se.dropped)} dropped by the guard")
+    for u in se.units:
+        console.print(f"  [green]+[/] {u}")
+    for v in se.dropped:
+        console.print(f"  [red]-[/] {v.unit}  [dim]({v.reason})[/]")
+    texts = se.sequences(p, cfg.train.passage_in_training)
+    stats = rt.student.train_adapter(texts, "learned", seed=cfg.seed, progress=True, desc="training adapter")
+    path = rt.student.save("learned", run / "adapter")
+    after = answer(rt.student, "learned", qs, cfg.eval.max_new_tokens, cfg.eval.batch_size) if qs else []
+    summary = {"passage": p.title, "doc_id": p.doc_id, "self_edit": se.to_json(), "train": stats.summary(),
+               "adapter": str(path), "seconds_self_edit": round(t_edit, 2)}
+    if qs:
+        golds = [qa.answer for qa in p.questions]
+        summary["before"] = [{"q": q, "gold": g, "answer": a} for q, g, a in zip(qs, golds, before)]
+        summary["after"] = [{"q": q, "gold": g, "answer": a} for q, g, a in zip(qs, golds, after)]
+        acc_b = sum(contains(a, g) for a, g in zip(before, golds)) / len(qs)
+        acc_a = sum(contains(a, g) for a, g in zip(after, golds)) / len(qs)
+        summary["contains_before"], summary["contains_after"] = acc_b, acc_a
+        console.print(_answers_table("closed-book answers (passage not in context)",
+                                     list(zip(qs, golds, before, after))))
+        console.print(f"gold contained in answer: before {acc_b:.0%} -> after {acc_a:.0%}")
+    (run / "learn.json").write_text(json.dumps(summary, indent=2))
+    s = stats.summary()
+    console.print(f"trained {s['steps']} steps on {s['sequences']} sequences in {s['seconds']:.1f}s "
+                  f"(loss {s['loss_first']:.2f} -> {s['loss_last']:.2f}); adapter saved to {path}")
+
+
+@app.command()
+@_guarded
+def ask(
+    question: str = typer.Argument(..., help="A question for the student (closed-book)."),
+    adapter: Optional[Path] = typer.Option(None, help="An adapter folder from `seal learn`."),
+    config: Optional[Path] = ConfigOpt,
+    max_new_tokens: Optional[int] = typer.Option(None, help="Defaults to eval.max_new_tokens."),
+):
+    """Ask the student a question, with or without a learned adapter."""
+    from agent.closed_book import answer
+
+    if not question.strip():
+        _fail("question is empty")
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        _fail(f"{adapter} is not an adapter folder (no adapter_config.json)")
+    cfg = _config(config)
+    rt = _runtime(cfg)
+    name = None
+    if adapter is not None:
+        rt.student.load(adapter, "asked")
+        name = "asked"
+    console.print(answer(rt.student, name, [question], max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
+
+
+@app.command("eval")
+@_guarded
+def eval_cmd(
+    passages: Path = typer.Option(..., help="SQuAD/SEAL-style JSON list of passages with questions."),
+    conditions: str = typer.Option("none,passage,passage-repeat,self-edit",
+                                   help="Comma list: none, passage, passage-repeat, self-edit, "
+                                        "self-edit-unguarded, external:FILE."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Use the first N passages (after --offset)."),
+    offset: int = typer.Option(0, min=0, help="Skip the first K passages."),
+    every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory; an existing one is resumed."),
+    config: Optional[Path] = ConfigOpt,
+):
+    """Closed-book evaluation of update conditions, one fresh adapter per passage and condition."""
+    from agent.experiment import EvalRun, parse_conditions
+    from agent.graders import LocalJudge, OpenAIJudge
+    from agent.report import markdown, write_report
+    from agent.runtime import new_run_dir
+    from memory.documents import load_passages
+
+    cfg = _config(config)
+    conds = parse_conditions(conditions)
+    ps = load_passages(passages)[offset::every]
+    ps = ps[:limit] if limit else ps
+    if not ps:
+        _fail("no passages selected")
+    if not any(p.questions for p in ps):
+        _fail(f"{passages}: the selected passages have no questions to evaluate")
+    if cfg.eval.judge.kind == "openai":
+        try:
+            judge = OpenAIJudge.from_settings(cfg.eval.judge)
+        except ValueError as e:
+            _fail(str(e))
+    rt = _runtime(cfg)
+    if cfg.eval.judge.kind == "local":
+        judge = LocalJudge(lambda: rt.student.use(None), rt.student.tokenizer)
+    elif cfg.eval.judge.kind == "none":
+        judge = None
+    run = new_run_dir(cfg, "eval", out)
+    err.print(f"writing to {run}")
+    runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty())
+    runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed))
+    summary = write_report(run, cfg.seed)
+    console.print(markdown(summary))
+    console.print(f"records: {run / 'records.jsonl'}\nsummary: {run / 'summary.json'}")
+
+
+@app.command()
+@_guarded
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `seal eval`.")):
+    """Recompute and print the summary table of an eval run (works on a partial run)."""
+    from agent.report import markdown, write_report
+
+    if not (run_dir / "records.jsonl").is_file():
+        _fail(f"{run_dir} has no records.jsonl (not a `seal eval` run directory)")
+    console.print(markdown(write_report(run_dir)))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,58 @@
+"""Closed-book evaluation: the student answers a passage's questions with the passage absent, then is graded."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.graders import Judge, contains, exact_match, f1, recites_other
+from memory.documents import Passage
+from student.adapters import Student
+from student.generation import SamplingParams, generate
+
+QUESTION_PROMPT = "Answer the question with a short phrase.\nQuestion: {q}"
+
+
+def question_prompt(q: str) -> str:
+    return QUESTION_PROMPT.format(q=q)
+
+
+def answer(student: Student, adapter: str | None, questions: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers, batched, with `adapter` active (None = the base model)."""
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    with student.use(adapter) as model:
+        outs = generate(model, student.tokenizer, [question_prompt(q) for q in questions], params, batch_size=batch_size)
+    return [o[0] for o in outs]
+
+
+@dataclass
+class Graded:
+    question: str
+    gold: str
+    answer: str
+    em: float
+    f1: float
+    contains: float
+    recite: float
+    judge: bool | None = None
+    judged: bool = False
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def grade(passage: Passage, answers: list[str], judge: Judge | None = None) -> list[Graded]:
+    golds = [qa.answer for qa in passage.questions]
+    out = []
+    for i, (qa, a) in enumerate(zip(passage.questions, answers)):
+        others = golds[:i] + golds[i + 1 :]
+        g = Graded(qa.question, qa.answer, a, exact_match(a, qa.answer), f1(a, qa.answer), contains(a, qa.answer),
+                   recites_other(a, qa.answer, others))
+        if judge is not None:
+            g.judge, g.judged = judge.grade(qa.question, qa.answer, a), True
+        out.append(g)
+    return out
+
+
+def evaluate_passage(student: Student, adapter: str | None, passage: Passage, max_new_tokens: int, batch_size: int,
+                     judge: Judge | None = None) -> list[Graded]:
+    answers = answer(student, adapter, [qa.question for qa in passage.questions], max_new_tokens, batch_size)
+    return grade(passage, answers, judge)

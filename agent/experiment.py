@@ -1,0 +1,154 @@
+"""`seal eval`: the paper's single-passage protocol, one fresh adapter per (passage, condition).
+
+Conditions:
+  none                 the base model, no update
+  passage              LoRA on the passage alone
+  passage-repeat       the passage alone, repeated to the same optimizer steps as `self-edit` on that passage
+  self-edit            the teacher's self-edit (grounding guard per config) + the passage
+  self-edit-unguarded  the same sampled self-edit with the guard off (same sample: a paired comparison)
+  external:FILE        completions from a SEAL-format file + the passage
+
+Results go to per-question JSONL as each unit finishes; a rerun with the same --out resumes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from agent.closed_book import evaluate_passage
+from agent.config import SealConfig
+from agent.runtime import Runtime, append_jsonl, read_jsonl
+from memory.documents import Passage
+from teacher.external import ExternalEdits
+from teacher.self_edit import SelfEdit, build_self_edit
+from teacher.writer import TeacherWriter
+
+BASIC = ("none", "passage", "passage-repeat", "self-edit", "self-edit-unguarded")
+ORDER = {"none": 0, "self-edit": 1, "self-edit-unguarded": 2, "passage": 3, "passage-repeat": 4}
+
+
+class ConditionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    external: Path | None = None
+
+
+def parse_conditions(spec: str) -> list[Condition]:
+    conds: list[Condition] = []
+    for raw in [c.strip() for c in spec.split(",") if c.strip()]:
+        if raw.startswith("external:"):
+            path = Path(raw.split(":", 1)[1])
+            if not path.is_file():
+                raise ConditionError(f"external self-edit file not found: {path}")
+            conds.append(Condition(raw, path))
+        elif raw in BASIC:
+            conds.append(Condition(raw))
+        else:
+            raise ConditionError(f"unknown condition {raw!r}; use {', '.join(BASIC)} or external:FILE")
+    if not conds:
+        raise ConditionError("no conditions given")
+    if len({c.name for c in conds}) != len(conds):
+        raise ConditionError("a condition is listed twice")
+    return sorted(conds, key=lambda c: ORDER.get(c.name, 9))
+
+
+class EvalRun:
+    def __init__(self, rt: Runtime, conditions: list[Condition], out: Path,
+                 log: Callable[[str], None] = print, judge=None, progress: bool = True):
+        self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
+        self.judge, self.progress = judge, progress
+        self.records_path = out / "records.jsonl"
+        self.units_path = out / "units.jsonl"
+        self.edits_path = out / "self_edits.jsonl"
+        self.externals = {c.name: ExternalEdits(c.external) for c in conditions if c.external}
+        self.done = {(u["doc_id"], u["condition"]): u for u in read_jsonl(self.units_path)}
+        self.edits = {(e["doc_id"], e["guarded"]): e for e in read_jsonl(self.edits_path)}
+        self.writer = TeacherWriter(rt.student.model, rt.student.tokenizer, self.cfg.teacher)
+
+    # -- self-edits ------------------------------------------------------------------------------------
+    def _self_edit(self, idx: int, p: Passage, guarded: bool) -> SelfEdit:
+        key = (p.doc_id, guarded)
+        if key in self.edits:
+            e = self.edits[key]
+            return build_self_edit(p, e["raw"], e["format"],
+                                   self.cfg.teacher.grounding.model_copy(update={"enabled": guarded}))
+        other = self.edits.get((p.doc_id, not guarded))
+        if other is not None:
+            raw = other["raw"]
+        else:
+            with self.rt.student.use(None) as m:  # the teacher is the un-updated base model
+                self.writer.model = m
+                raw = self.writer.sample_raw([p], seed=self.cfg.seed * 100_003 + idx)[0]
+        se = build_self_edit(p, raw, self.cfg.teacher.format,
+                             self.cfg.teacher.grounding.model_copy(update={"enabled": guarded}))
+        rec = {**se.to_json(), "guarded": guarded, "title": p.title}
+        append_jsonl(self.edits_path, rec)
+        self.edits[key] = rec
+        return se
+
+    # -- one unit ---------------------------------------------------------------------------------------
+    def _train_texts(self, idx: int, p: Passage, cond: Condition) -> tuple[list[str] | None, dict]:
+        s = self.cfg.train
+        passage_seq = f"{p.title}\n{p.context}"
+        if cond.name == "none":
+            return None, {}
+        if cond.name == "passage":
+            return [passage_seq], {}
+        if cond.name in ("self-edit", "self-edit-unguarded"):
+            se = self._self_edit(idx, p, guarded=cond.name == "self-edit")
+            return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped),
+                                                            "parsed": se.parsed}
+        if cond.name == "passage-repeat":
+            ref = self.done.get((p.doc_id, "self-edit"))
+            n = ref["train"]["sequences"] if ref and ref.get("train") else len(self._self_edit(idx, p, True).sequences(p))
+            return [passage_seq] * n, {"matched_to": "self-edit"}
+        se = self.externals[cond.name].self_edit(p, self.cfg.teacher.format, self.cfg.teacher.grounding)
+        return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped)}
+
+    def run_unit(self, idx: int, p: Passage, cond: Condition) -> dict:
+        t0 = time.perf_counter()
+        texts, info = self._train_texts(idx, p, cond)
+        t_edit = time.perf_counter() - t0
+        adapter, train = None, None
+        if texts is not None:
+            adapter = f"u{idx}-{cond.name.replace(':', '_').replace('/', '_').replace('.', '_')}"
+            stats = self.rt.student.train_adapter(texts, adapter, seed=self.cfg.seed + idx, progress=self.progress,
+                                                  desc=f"[{idx}] {cond.name}")
+            train = stats.summary()
+        t1 = time.perf_counter()
+        graded = evaluate_passage(self.rt.student, adapter, p, self.cfg.eval.max_new_tokens,
+                                  self.cfg.eval.batch_size, self.judge)
+        t_eval = time.perf_counter() - t1
+        if adapter:
+            self.rt.student.drop(adapter)
+        for qi, g in enumerate(graded):
+            append_jsonl(self.records_path, {"passage": idx, "doc_id": p.doc_id, "title": p.title,
+                                             "condition": cond.name, "q": qi, **g.to_json()})
+        unit = {"passage": idx, "doc_id": p.doc_id, "condition": cond.name, "train": train, **info,
+                "seconds": {"self_edit": round(t_edit, 3), "eval": round(t_eval, 3),
+                            "total": round(time.perf_counter() - t0, 3)},
+                "contains": sum(g.contains for g in graded) / max(1, len(graded))}
+        append_jsonl(self.units_path, unit)
+        self.done[(p.doc_id, cond.name)] = unit
+        return unit
+
+    def run(self, passages: list[Passage], on_passage: Callable[[int], None] | None = None) -> None:
+        for idx, p in enumerate(passages):
+            if not p.questions:
+                self.log(f"[{idx}] {p.title}: no questions, skipped")
+                continue
+            for cond in self.conditions:
+                if (p.doc_id, cond.name) in self.done:
+                    continue
+                u = self.run_unit(idx, p, cond)
+                steps = u["train"]["steps"] if u["train"] else 0
+                self.log(f"[{idx}] {p.title[:28]:28s} {cond.name:20s} contains={u['contains']:.2f} "
+                         f"steps={steps:4d} {u['seconds']['total']:.1f}s")
+            if on_passage:
+                on_passage(idx)

@@ -1,0 +1,98 @@
+"""Summaries of an eval run directory: means with passage-bootstrap intervals and paired differences."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from agent.runtime import read_jsonl
+from agent.stats import bootstrap_mean, paired_difference
+
+METRICS = ("contains", "f1", "em", "recite")
+PAIRS = [("self-edit", "passage"), ("self-edit", "passage-repeat"), ("self-edit", "self-edit-unguarded"),
+         ("self-edit-unguarded", "passage"), ("passage", "none"), ("passage-repeat", "passage")]
+
+
+def _by_condition(records: list[dict], metric: str) -> dict[str, dict[str, list[float]]]:
+    """condition -> doc_id -> per-question values (ordered by question index, last write wins)."""
+    cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        v = r.get(metric)
+        if metric == "judge":
+            if not r.get("judged") or v is None:
+                continue
+            v = float(v)
+        cells[r["condition"]][r["doc_id"]][r["q"]] = float(v)
+    return {c: {d: [qs[k] for k in sorted(qs)] for d, qs in docs.items()} for c, docs in cells.items()}
+
+
+def summarize(run_dir: Path, seed: int = 0) -> dict:
+    records = read_jsonl(run_dir / "records.jsonl")
+    units = read_jsonl(run_dir / "units.jsonl")
+    conds = list(dict.fromkeys(r["condition"] for r in records))
+    # Compare conditions only on passages every condition finished, so a partial run is still paired.
+    docs_per_cond = defaultdict(set)
+    for u in units:
+        docs_per_cond[u["condition"]].add(u["doc_id"])
+    common = set.intersection(*docs_per_cond.values()) if docs_per_cond else set()
+    order = [d for d in dict.fromkeys(r["doc_id"] for r in records) if d in common]
+    out: dict = {"passages": len(order), "conditions": {}, "paired": {}}
+    by_metric = {m: _by_condition(records, m) for m in (*METRICS, "judge")}
+    for c in conds:
+        row = {}
+        for m in METRICS:
+            row[m] = bootstrap_mean([by_metric[m].get(c, {}).get(d, []) for d in order], seed=seed)
+        judged = [by_metric["judge"].get(c, {}).get(d, []) for d in order]
+        n_judge_rows = sum(1 for r in records if r["condition"] == c and r["doc_id"] in common and r.get("judged"))
+        if n_judge_rows:
+            row["judge"] = bootstrap_mean(judged, seed=seed)
+            row["ungraded"] = n_judge_rows - sum(len(j) for j in judged)
+        cu = [u for u in units if u["condition"] == c and u["doc_id"] in common]
+        steps = [u["train"]["steps"] for u in cu if u.get("train")]
+        secs = [u["train"]["seconds"] for u in cu if u.get("train")]
+        row["mean_steps"] = sum(steps) / len(steps) if steps else 0
+        row["mean_train_s"] = sum(secs) / len(secs) if secs else 0
+        row["mean_unit_s"] = sum(u["seconds"]["total"] for u in cu) / max(1, len(cu))
+        if any("units" in u for u in cu):
+            row["mean_units_kept"] = sum(u.get("units", 0) for u in cu) / max(1, len(cu))
+            row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
+        out["conditions"][c] = row
+    for a, b in PAIRS:
+        if a in conds and b in conds:
+            out["paired"][f"{a} - {b}"] = {
+                m: paired_difference([by_metric[m][a].get(d, []) for d in order],
+                                     [by_metric[m][b].get(d, []) for d in order], seed=seed)
+                for m in ("contains", "f1", "recite")
+            }
+    return out
+
+
+def _pct(x: dict) -> str:
+    return f"{100 * x['mean']:.1f} [{100 * x['lo']:.1f}, {100 * x['hi']:.1f}]"
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"Passages: {summary['passages']}  (mean, 95% passage-bootstrap interval, in %)", "",
+             "| condition | contains | F1 | EM | recites other gold | steps | train s | units kept/dropped |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c, r in summary["conditions"].items():
+        kd = (f"{r['mean_units_kept']:.1f}/{r['mean_units_dropped']:.1f}" if "mean_units_kept" in r else "")
+        lines.append(f"| {c} | {_pct(r['contains'])} | {_pct(r['f1'])} | {_pct(r['em'])} | {_pct(r['recite'])} | "
+                     f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {kd} |")
+        if "judge" in r:
+            lines[-1] += f" judge {_pct(r['judge'])}, ungraded {r['ungraded']}"
+    if summary["paired"]:
+        lines += ["", "| paired difference | contains | F1 | recites |", "|---|---|---|---|"]
+        for k, d in summary["paired"].items():
+            cell = lambda x: f"{100 * x['diff']:+.1f} [{100 * x['lo']:+.1f}, {100 * x['hi']:+.1f}]"  # noqa: E731
+            lines.append(f"| {k} | {cell(d['contains'])} | {cell(d['f1'])} | {cell(d['recite'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, seed: int = 0) -> dict:
+    s = summarize(run_dir, seed)
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(s, indent=2))
+    tmp.replace(run_dir / "summary.json")
+    (run_dir / "table.md").write_text(markdown(s))
+    return s

@@ -1,0 +1,82 @@
+"""Process set-up shared by every command: threads, seeds, the one model load, run directories."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from agent.config import SealConfig
+
+
+def configure_process(cfg: SealConfig) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(cfg.runtime.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+
+@dataclass
+class Runtime:
+    cfg: SealConfig
+    student: "object"  # student.adapters.Student
+    model_name: str
+
+
+def open_runtime(cfg: SealConfig) -> Runtime:
+    from student.adapters import Student
+    from student.models import load_model
+
+    configure_process(cfg)
+    lm = load_model(cfg.model)
+    return Runtime(cfg, Student(lm.model, lm.tokenizer, cfg.train), lm.name)
+
+
+def new_run_dir(cfg: SealConfig, kind: str, out: str | Path | None = None) -> Path:
+    """Every run gets its own folder (never overwritten) with the config it ran with."""
+    if out is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out = Path(cfg.runs_dir) / f"{kind}-{stamp}-{secrets.token_hex(2)}"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file = out / "config.yaml"
+    if not cfg_file.exists():
+        cfg_file.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    return out
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """One line per record, flushed and fsynced: a killed run keeps everything it measured."""
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(("\n" if torn else "") + json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill: ignore it, its unit is redone
+    return out

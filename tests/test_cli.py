@@ -1,0 +1,92 @@
+"""CLI smoke tests on the tiny model: real commands, real files, exit codes."""
+import json
+
+from typer.testing import CliRunner
+
+from agent.cli import app
+from agent.runtime import read_jsonl
+from tests.conftest import ROOT
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_eval_writes_records_summary_and_resumes(tiny_config_file, passages_file, tmp_path):
+    out = tmp_path / "ev"
+    r = run("eval", "--passages", passages_file, "--conditions", "none,passage,passage-repeat,self-edit",
+            "--out", out, "-c", tiny_config_file)
+    assert r.exit_code == 0, r.output
+    recs = read_jsonl(out / "records.jsonl")
+    n_q = sum(len(p["questions"]) for p in json.loads(passages_file.read_text()))
+    assert len(recs) == 4 * n_q
+    assert {"em", "f1", "contains", "recite", "answer", "gold"} <= set(recs[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["conditions"]) == {"none", "passage", "passage-repeat", "self-edit"}
+    assert "self-edit - passage" in summary["paired"]
+    units = read_jsonl(out / "units.jsonl")
+    steps = {(u["doc_id"], u["condition"]): (u["train"] or {}).get("steps") for u in units}
+    for doc in {u["doc_id"] for u in units}:
+        assert steps[(doc, "passage-repeat")] == steps[(doc, "self-edit")]  # matched optimizer steps
+    assert (out / "table.md").read_text().startswith("Passages: 2")
+    assert (out / "config.yaml").is_file() and (out / "self_edits.jsonl").is_file()
+    # Rerun: nothing is redone, nothing duplicated.
+    r2 = run("eval", "--passages", passages_file, "--conditions", "none,passage,passage-repeat,self-edit",
+             "--out", out, "-c", tiny_config_file)
+    assert r2.exit_code == 0 and len(read_jsonl(out / "records.jsonl")) == len(recs)
+
+
+def test_eval_external_condition(tiny_config_file, tmp_path):
+    out = tmp_path / "ext"
+    edits = ROOT / "examples/self_edits.json"
+    r = run("eval", "--passages", ROOT / "examples/passages.json", "--limit", 1,
+            "--conditions", f"none,external:{edits}", "--out", out, "-c", tiny_config_file)
+    assert r.exit_code == 0, r.output
+    units = read_jsonl(out / "units.jsonl")
+    ext = [u for u in units if u["condition"].startswith("external:")][0]
+    assert ext["units"] >= 5 and ext["train"]["sequences"] == ext["units"] + 1
+
+
+def test_eval_bad_input_exits_2_and_writes_nothing(tiny_config_file, passages_file, tmp_path):
+    out = tmp_path / "nothing"
+    for args in (["--conditions", "none,bogus"], ["--conditions", "external:/no/such.json"],
+                 ["--conditions", "none,none"]):
+        r = run("eval", "--passages", passages_file, *args, "--out", out, "-c", tiny_config_file)
+        assert r.exit_code == 2, r.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert run("eval", "--passages", bad, "--out", out, "-c", tiny_config_file).exit_code == 2
+    assert run("eval", "--passages", passages_file, "--out", out, "-c", tmp_path / "nope.yaml").exit_code == 2
+    assert not out.exists()
+
+
+def test_learn_then_ask_with_adapter(tiny_config_file, tmp_path):
+    out = tmp_path / "learn"
+    r = run("learn", ROOT / "examples/passages.json", "--self-edit-file", ROOT / "examples/self_edits.json",
+            "--out", out, "-c", tiny_config_file)
+    assert r.exit_code == 0, r.output
+    assert "self-edit" in r.output and "adapter saved" in r.output
+    info = json.loads((out / "learn.json").read_text())
+    assert info["train"]["steps"] > 0 and len(info["after"]) == 5
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    r = run("ask", "Who wrote Walking Into Fresno?", "--adapter", out / "adapter", "-c", tiny_config_file)
+    assert r.exit_code == 0 and r.output.strip(), r.output
+
+
+def test_learn_and_ask_bad_input(tiny_config_file, tmp_path):
+    assert run("learn", tmp_path / "missing.json", "-c", tiny_config_file).exit_code == 2
+    assert run("learn", ROOT / "examples/passages.json", "--index", 7, "-c", tiny_config_file).exit_code == 2
+    assert run("ask", "  ", "-c", tiny_config_file).exit_code == 2
+    assert run("ask", "q?", "--adapter", tmp_path, "-c", tiny_config_file).exit_code == 2
+
+
+def test_report_recomputes(tiny_config_file, passages_file, tmp_path):
+    out = tmp_path / "ev"
+    assert run("eval", "--passages", passages_file, "--conditions", "none,passage", "--limit", 1,
+               "--out", out, "-c", tiny_config_file).exit_code == 0
+    (out / "summary.json").unlink()
+    r = run("report", out)
+    assert r.exit_code == 0 and "passage - none" in r.output and (out / "summary.json").is_file()
+    assert run("report", tmp_path).exit_code == 2

@@ -1,0 +1,127 @@
+import torch
+
+from student.models import ModelSourceError, resolve_folder
+from student.sequences import IGNORE, collate, epoch_batches, tokenize_sequences
+from student.settings import ModelSettings, TrainSettings
+from student.tiny import build_tiny_model
+import pytest
+import random
+
+FACT = "Zorblax river flows into the Quimby sea near the town of Frell."
+
+
+def test_collate_masks_padding_out_of_the_loss():
+    b = collate([[5, 6, 7], [8]], pad_id=0)
+    assert b.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert b.labels.tolist() == [[5, 6, 7], [8, IGNORE, IGNORE]]
+    assert (b.real_tokens, b.pad_tokens) == (4, 2)
+
+
+def test_epoch_batches_cover_everything_and_group_by_length():
+    lengths = [random.Random(i).randint(5, 200) for i in range(64)]
+    batches = epoch_batches(64, lengths, 4, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(64))
+    grouped_pad = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    rng = random.Random(0)
+    order = list(range(64))
+    rng.shuffle(order)
+    naive = [order[i:i + 4] for i in range(0, 64, 4)]
+    naive_pad = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in naive)
+    assert grouped_pad < naive_pad / 2
+
+
+def test_tokenize_appends_eos_and_truncates(runtime):
+    tok = runtime.student.tokenizer
+    seqs = tokenize_sequences(tok, [FACT, "word " * 500], max_len=32)
+    assert seqs[0][-1] == tok.eos_token_id and len(seqs[1]) == 32
+
+
+def test_tiny_builder_is_cached(cache_dir):
+    a = build_tiny_model(cache_dir)
+    mtime = (a / "config.json").stat().st_mtime
+    assert build_tiny_model(cache_dir) == a and (a / "config.json").stat().st_mtime == mtime
+
+
+def test_model_source_errors(tmp_path):
+    with pytest.raises(ModelSourceError, match="allow_download"):
+        resolve_folder(ModelSettings(source="someorg/some-model", cache_dir=str(tmp_path)))
+    with pytest.raises(ModelSourceError, match="not found"):
+        resolve_folder(ModelSettings(source=str(tmp_path / "x.gguf"), cache_dir=str(tmp_path)))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelSourceError, match="config.json"):
+        resolve_folder(ModelSettings(source=str(tmp_path / "empty"), cache_dir=str(tmp_path)))
+
+
+def _greedy(student, adapter, prompt, n=12):
+    tok = student.tokenizer
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with student.use(adapter) as m:
+        out = m.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_lora_training_learns_the_text_and_leaves_base_alone(runtime):
+    st = runtime.student
+    base_before = _greedy(st, None, "Zorblax river flows")
+    stats = st.train_adapter([FACT], "learn-fact", seed=0, settings=st.settings.model_copy(update={"epochs": 30}))
+    try:
+        assert stats.losses[-1] < stats.losses[0] * 0.9  # tiny random model: flat softmax, argmax learns first
+        assert _greedy(st, "learn-fact", "Zorblax river flows").startswith(" into the Quimby sea")
+        assert _greedy(st, None, "Zorblax river flows") == base_before
+        assert not any(p.requires_grad for p in st.model.parameters())
+    finally:
+        st.drop("learn-fact")
+
+
+def test_training_is_deterministic_for_a_seed(runtime):
+    st = runtime.student
+    texts = [FACT, "The committee met on Monday and voted to build a library."]
+    a = st.train_adapter(texts, "det-a", seed=3)
+    b = st.train_adapter(texts, "det-b", seed=3)
+    c = st.train_adapter(texts, "det-c", seed=4)
+    for n in ("det-a", "det-b", "det-c"):
+        st.drop(n)
+    assert a.losses == b.losses
+    assert a.losses != c.losses
+
+
+def test_other_adapters_stay_frozen_while_a_new_one_trains(runtime):
+    st = runtime.student
+    st.train_adapter([FACT], "frozen-1", seed=0)
+    snap = {n: p.detach().clone() for n, p in st.peft.named_parameters() if ".frozen-1." in n}
+    st.train_adapter(["The moon orbits the earth."], "frozen-2", seed=1)
+    try:
+        after = {n: p for n, p in st.peft.named_parameters() if ".frozen-1." in n}
+        assert snap and all(torch.equal(snap[n], after[n]) for n in snap)
+    finally:
+        st.drop("frozen-1")
+        st.drop("frozen-2")
+
+
+def test_save_and_load_round_trip(runtime, tmp_path):
+    st = runtime.student
+    st.train_adapter([FACT], "saved", seed=0, settings=st.settings.model_copy(update={"epochs": 20}))
+    want = _greedy(st, "saved", "Zorblax river")
+    path = st.save("saved", tmp_path / "adapter")
+    st.drop("saved")
+    assert (path / "adapter_config.json").is_file() and not list(tmp_path.glob(".adapter-*"))
+    st.load(path, "reloaded")
+    try:
+        assert _greedy(st, "reloaded", "Zorblax river") == want
+    finally:
+        st.drop("reloaded")
+
+
+def test_batched_training_pads_only_what_it_must(runtime):
+    st = runtime.student
+    texts = ["short one here.", FACT, "A much longer sentence " * 6, "tiny", "another medium sized line of text."]
+    s = st.train_adapter(texts, "b3", seed=0, settings=st.settings.model_copy(update={"batch_size": 3, "epochs": 2}))
+    st.drop("b3")
+    assert s.steps == 4 and s.pad_tokens > 0 and 0 < s.padding_fraction < 0.6
+
+
+def test_invalid_train_settings():
+    with pytest.raises(ValueError):
+        TrainSettings(target_modules=[])
+    with pytest.raises(ValueError):
+        TrainSettings(rank=0)
