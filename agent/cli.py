@@ -20,13 +20,40 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml if present).")
+SetOpt = typer.Option(None, "--set", help="Override a config value, e.g. --set runtime.threads=1 (repeatable).")
 
 
-def _config(path: Optional[Path]) -> SealConfig:
+def _config(path: Optional[Path], sets: Optional[list[str]] = None) -> SealConfig:
     if path is None:
         default = Path("configs/default.yaml")
-        return load_config(default) if default.is_file() else SealConfig()
-    return load_config(path)
+        cfg = load_config(default) if default.is_file() else SealConfig()
+    else:
+        cfg = load_config(path)
+    return apply_sets(cfg, sets or [])
+
+
+def apply_sets(cfg: SealConfig, sets: list[str]) -> SealConfig:
+    """`--set section.key=value` overrides (value parsed as YAML), validated like the file itself."""
+    import yaml
+    from pydantic import ValidationError
+
+    data = cfg.model_dump()
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: no config section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {key}: unknown key {parts[-1]!r}")
+        node[parts[-1]] = yaml.safe_load(value)
+    try:
+        return SealConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid --set override:\n{e}") from e
 
 
 def _fail(msg: str) -> None:
@@ -80,6 +107,7 @@ def learn(
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/learn-<time>)."),
     self_edit_file: Optional[Path] = typer.Option(None, help="Use completions from a SEAL-format JSON file."),
     guard: bool = typer.Option(True, help="Drop self-edit lines not grounded in the passage."),
+    set_: Optional[list[str]] = SetOpt,
 ):
     """Write a self-edit for a passage, train a LoRA adapter on it, and compare closed-book answers."""
     from agent.closed_book import answer
@@ -88,7 +116,7 @@ def learn(
     from memory.documents import load_passages
     from teacher.external import ExternalEdits
 
-    cfg = _config(config)
+    cfg = _config(config, set_)
     passages = load_passages(passage_file)
     if not 0 <= index < len(passages):
         _fail(f"--index {index} out of range: {passage_file} has {len(passages)} passage(s)")
@@ -147,6 +175,7 @@ def ask(
     adapter: Optional[Path] = typer.Option(None, help="An adapter folder from `seal learn`."),
     config: Optional[Path] = ConfigOpt,
     max_new_tokens: Optional[int] = typer.Option(None, help="Defaults to eval.max_new_tokens."),
+    set_: Optional[list[str]] = SetOpt,
 ):
     """Ask the student a question, with or without a learned adapter."""
     from agent.closed_book import answer
@@ -155,7 +184,7 @@ def ask(
         _fail("question is empty")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         _fail(f"{adapter} is not an adapter folder (no adapter_config.json)")
-    cfg = _config(config)
+    cfg = _config(config, set_)
     rt = _runtime(cfg)
     name = None
     if adapter is not None:
@@ -176,6 +205,7 @@ def eval_cmd(
     every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
     out: Optional[Path] = typer.Option(None, help="Run directory; an existing one is resumed."),
     config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
 ):
     """Closed-book evaluation of update conditions, one fresh adapter per passage and condition."""
     from agent.experiment import EvalRun, parse_conditions
@@ -184,7 +214,7 @@ def eval_cmd(
     from agent.runtime import new_run_dir
     from memory.documents import load_passages
 
-    cfg = _config(config)
+    cfg = _config(config, set_)
     conds = parse_conditions(conditions)
     ps = load_passages(passages)[offset::every]
     ps = ps[:limit] if limit else ps

