@@ -83,8 +83,7 @@ class EvalRun:
             raw = other["raw"]
         else:
             with self.rt.student.use(None) as m:  # the teacher is the un-updated base model
-                self.writer.model = m
-                raw = self.writer.sample_raw([p], seed=self.cfg.seed * 100_003 + idx)[0]
+                raw = self.writer.sample_raw([p], seed=self.cfg.seed * 100_003 + idx, model=m)[0]
         se = build_self_edit(p, raw, self.cfg.teacher.format,
                              self.cfg.teacher.grounding.model_copy(update={"enabled": guarded}))
         rec = {**se.to_json(), "guarded": guarded, "title": p.title}

@@ -75,20 +75,31 @@ class Student:
     def adapters(self) -> list[str]:
         return [] if self.peft is None else [a for a in self.peft.peft_config]
 
-    def _add(self, name: str, seed: int) -> None:
+    def _add(self, name: str, seed: int, settings: TrainSettings | None = None) -> None:
         torch.manual_seed(seed)  # LoRA A matrices are drawn from the global RNG
-        cfg = lora_config(self.settings)
+        cfg = lora_config(settings or self.settings)
         if self.peft is None:
             self.peft = get_peft_model(self.base, cfg, adapter_name=name)
         else:
             if name in self.peft.peft_config:
                 raise ValueError(f"adapter {name!r} already exists")
             self.peft.add_adapter(name, cfg)
-        self.peft.set_adapter(name)
+        self._set_active([name])
 
-    def _activate(self, name: str) -> None:
-        """peft's set_adapter marks the active adapter trainable; serving must not, so freeze again."""
-        self.peft.set_adapter(name)
+    def _set_active(self, names: list[str]) -> None:
+        """PeftModel tracks one 'active adapter' of its own (used in forward) besides the tuner's list; keep
+        both pointing at live adapters, or a deleted name breaks the next forward."""
+        self.peft.active_adapter = names[-1]
+        self.peft.base_model.set_adapter(names)
+
+    def _activate(self, names: str | list[str]) -> None:
+        """Activate one adapter or a stack (their deltas add up). peft's set_adapter marks active adapters
+        trainable; serving must not train, so everything is frozen again."""
+        names = [names] if isinstance(names, str) else list(names)
+        missing = [n for n in names if self.peft is None or n not in self.peft.peft_config]
+        if missing:
+            raise KeyError(f"no adapter named {missing[0]!r}")
+        self._set_active(names)
         for p in self.peft.parameters():
             p.requires_grad_(False)
 
@@ -97,14 +108,14 @@ class Student:
             self.peft.delete_adapter(name)
 
     @contextlib.contextmanager
-    def use(self, name: str | None):
-        """Generate with one adapter active, or with none (the base model)."""
+    def use(self, name: str | list[str] | None):
+        """Generate with one adapter or a stack of adapters active, or with none (the base model)."""
         if name is None:
             if not self.adapters():  # LoRA layers with no adapters left are pass-throughs
                 yield self.base
             else:
                 if self.peft.active_adapter not in self.peft.peft_config:
-                    self.peft.set_adapter(self.adapters()[0])
+                    self._set_active([self.adapters()[0]])
                 try:
                     with self.peft.disable_adapter():
                         yield self.peft
@@ -112,23 +123,26 @@ class Student:
                     for p in self.peft.parameters():
                         p.requires_grad_(False)
             return
-        if self.peft is None or name not in self.peft.peft_config:
-            raise KeyError(f"no adapter named {name!r}")
         self._activate(name)
         yield self.peft
 
     # -- training ------------------------------------------------------------------------------------
     def train_adapter(
         self, texts: list[str], name: str, seed: int, *, settings: TrainSettings | None = None,
-        progress: bool = False, desc: str | None = None,
+        progress: bool = False, desc: str | None = None, stack: list[str] | tuple[str, ...] = (),
     ) -> TrainStats:
-        """LoRA SFT of a fresh adapter: next-token loss on real tokens only (padding is masked out)."""
+        """LoRA SFT of a fresh adapter: next-token loss on real tokens only (padding is masked out).
+
+        With `stack`, those adapters stay active (the new one learns on top of them) but frozen.
+        """
         s = settings or self.settings
         if not texts:
             raise ValueError("no training sequences")
         seqs = tokenize_sequences(self.tokenizer, texts, s.max_seq_len)
-        self._add(name, seed)
+        self._add(name, seed, s)
         peft = self.peft
+        if stack:
+            self._set_active([*stack, name])
         params = []
         for n, p in peft.named_parameters():
             own = "lora_" in n and f".{name}." in n
@@ -191,6 +205,11 @@ class Student:
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(src, dest)
+            dfd = os.open(dest.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)  # make the rename itself durable
+            finally:
+                os.close(dfd)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dest

@@ -1,0 +1,205 @@
+"""The persisted adapter stack: immutable versions (manifests), immutable adapter folders, movable aliases.
+
+Layout under the stack root:
+    adapters/a00017/          adapter files (written by Student.save: temp folder + fsync + rename)
+    versions/v00017.json      manifest of student-v17: the ordered adapters, with a sha256 per file
+    aliases.json              {"latest": 17, "prod": 15}   (replaced atomically)
+    .lock                     flock: one writer of the stack at a time
+
+A version never changes after it is written; every change (new document, consolidation, removal) makes a
+new one, so rollback is moving an alias. Checksums are verified when a version is loaded.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+NAME = re.compile(r"^student-v(\d+)$")
+
+
+class StackError(ValueError):
+    """A version, alias or adapter that does not exist or cannot be used."""
+
+
+class CorruptAdapterError(StackError):
+    """An adapter file is missing or its checksum does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    id: str
+    doc_ids: tuple[str, ...]
+    rank: int
+    kind: str  # "lora" (one document) | "consolidated" (several, folded)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+    @classmethod
+    def from_json(cls, d: dict) -> "AdapterRef":
+        return cls(d["id"], tuple(d["doc_ids"]), int(d["rank"]), d["kind"], dict(d["files"]))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    parent: int | None
+    adapters: tuple[AdapterRef, ...]
+    created_at: str
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"student-v{self.version}"
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return [d for a in self.adapters for d in a.doc_ids]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["name"] = self.name
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Manifest":
+        return cls(int(d["version"]), d["parent"], tuple(AdapterRef.from_json(a) for a in d["adapters"]),
+                   d["created_at"], d.get("note", ""))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class StackStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        for d in ("adapters", "versions"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+
+    # -- locking and reading -----------------------------------------------------------------------------
+    @contextmanager
+    def writer(self):
+        """Serialize writers across processes (workers, CLI) with an advisory file lock."""
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def versions(self) -> list[int]:
+        out = []
+        for p in (self.root / "versions").glob("v*.json"):
+            if p.stem[1:].isdigit():
+                out.append(int(p.stem[1:]))
+        return sorted(out)
+
+    def manifest(self, version: int) -> Manifest:
+        p = self.root / "versions" / f"v{version:05d}.json"
+        if not p.is_file():
+            raise StackError(f"no version student-v{version}")
+        return Manifest.from_json(json.loads(p.read_text()))
+
+    def aliases(self) -> dict[str, int]:
+        p = self.root / "aliases.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def resolve(self, ref: str | int) -> Manifest:
+        """`17`, `student-v17`, or an alias such as `latest` / `prod`."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return self.manifest(int(ref))
+        if m := NAME.match(ref):
+            return self.manifest(int(m.group(1)))
+        aliases = self.aliases()
+        if ref not in aliases:
+            raise StackError(f"unknown version or alias {ref!r}; aliases: {sorted(aliases) or 'none'}")
+        return self.manifest(aliases[ref])
+
+    def adapter_dir(self, adapter_id: str) -> Path:
+        return self.root / "adapters" / adapter_id
+
+    def verify(self, manifest: Manifest) -> None:
+        for a in manifest.adapters:
+            folder = self.adapter_dir(a.id)
+            for fname, digest in a.files.items():
+                f = folder / fname
+                if not f.is_file():
+                    raise CorruptAdapterError(f"{manifest.name}: adapter {a.id} is missing {fname}")
+                if sha256_file(f) != digest:
+                    raise CorruptAdapterError(f"{manifest.name}: adapter {a.id} file {fname} fails its checksum")
+
+    # -- writing (call inside `with store.writer():`) -------------------------------------------------------
+    def next_version(self) -> int:
+        vs = self.versions()
+        return (vs[-1] + 1) if vs else 1
+
+    def add_adapter(self, student, live_name: str, adapter_id: str, doc_ids: list[str], kind: str = "lora") -> AdapterRef:
+        """Save a trained adapter from the live model as an immutable folder and return its reference."""
+        folder = self.adapter_dir(adapter_id)
+        if folder.exists():
+            raise StackError(f"adapter {adapter_id} already exists (adapters are immutable)")
+        student.save(live_name, folder)
+        cfg = json.loads((folder / "adapter_config.json").read_text())
+        files = {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file()}
+        return AdapterRef(adapter_id, tuple(doc_ids), int(cfg["r"]), kind, files)
+
+    def commit(self, adapters: list[AdapterRef], parent: int | None, note: str = "",
+               move: tuple[str, ...] = ("latest",)) -> Manifest:
+        """Write a new immutable version, then move aliases. The manifest is written last (after its
+        adapters), so a crash before it leaves the previous version intact and only an orphan folder."""
+        m = Manifest(self.next_version(), parent, tuple(adapters), datetime.now(timezone.utc).isoformat(), note)
+        path = self.root / "versions" / f"v{m.version:05d}.json"
+        if path.exists():
+            raise StackError(f"{m.name} already exists")
+        _atomic_write_json(path, m.to_json())
+        for alias in move:
+            self.set_alias(alias, m.version)
+        return m
+
+    def set_alias(self, alias: str, version: int) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", alias) or NAME.match(alias):
+            raise StackError(f"invalid alias name {alias!r}")
+        self.manifest(version)  # must exist
+        aliases = self.aliases()
+        aliases[alias] = version
+        _atomic_write_json(self.root / "aliases.json", aliases)
+
+
+def load_version(store: StackStore, student, manifest: Manifest) -> list[str]:
+    """Verify, load the version's adapters into the live student (once each), return their live names."""
+    store.verify(manifest)
+    names = []
+    for a in manifest.adapters:
+        if a.id not in student.adapters():
+            student.load(store.adapter_dir(a.id), a.id)
+        names.append(a.id)
+    return names
