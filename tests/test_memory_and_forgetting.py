@@ -1,0 +1,51 @@
+import pytest
+
+from agent.forgetting import compute, plot
+from memory.documents import QA, passage_from_dict
+from memory.store import MemoryStore
+
+
+def test_metrics_on_a_hand_made_matrix():
+    # doc a learned at v1, b at v2, c at v3
+    ledger = {
+        1: {"a": 0.8},
+        2: {"a": 0.6, "b": 1.0},
+        3: {"a": 0.4, "b": 0.5, "c": 0.9},
+    }
+    r = compute(ledger, {"a": 1, "b": 2, "c": 3}, base={"a": 0.2, "b": 0.0, "c": 0.1})
+    assert r.docs == ["a", "b", "c"]
+    assert r.matrix == [[0.8, None, None], [0.6, 1.0, None], [0.4, 0.5, 0.9]]
+    assert r.avg_accuracy == pytest.approx([0.8, 0.8, 0.6])
+    assert r.bwt[0] is None
+    assert r.bwt[1] == pytest.approx(-0.2)
+    assert r.bwt[2] == pytest.approx(((0.4 - 0.8) + (0.5 - 1.0)) / 2)
+    assert r.forgetting == pytest.approx({"a": 0.4, "b": 0.5})  # c was learned by the last version
+    assert r.retention_by_age == pytest.approx({0: 0.9, 1: 0.55, 2: 0.4})
+    assert r.to_json()["base_avg"] == pytest.approx(0.1)
+
+
+def test_plots_are_written(tmp_path):
+    r = compute({1: {"a": 1.0}, 2: {"a": 0.5, "b": 1.0}}, {"a": 1, "b": 2})
+    paths = plot(r, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_memory_store_documents_probes_ledger(tmp_path):
+    s = MemoryStore(tmp_path / "m.sqlite")
+    p = passage_from_dict({"title": "T", "context": "Ctx.", "questions": [{"question": "q?", "answer": "a"}]})
+    s.add_document(p)
+    s.add_document(p)  # idempotent
+    assert [x.question for x in s.probes(p.doc_id)] == ["q?"]
+    q = passage_from_dict({"title": "U", "context": "No QA here."})
+    s.add_document(q, probes=[QA("written?", "yes")], source="teacher")
+    assert s.probes(q.doc_id)[0].source == "teacher"
+    s.mark_learned(p.doc_id, 1)
+    s.mark_learned(q.doc_id, 2)
+    s.record(1, p.doc_id, 1, 1)
+    s.record(2, p.doc_id, 0, 1)
+    s.record(2, q.doc_id, 1, 1)
+    s.close()
+    s2 = MemoryStore(tmp_path / "m.sqlite")  # persisted
+    assert s2.learned_at() == {p.doc_id: 1, q.doc_id: 2}
+    assert s2.ledger() == {1: {p.doc_id: 1.0}, 2: {p.doc_id: 0.0, q.doc_id: 1.0}}
+    assert s2.document(q.doc_id).questions == (QA("written?", "yes"),)
