@@ -38,6 +38,48 @@ class EvalSettings(BaseModel):
     judge: JudgeSettings = JudgeSettings()
 
 
+class ReplaySettings(BaseModel):
+    """Mix earlier documents' training sequences into the new adapter's training (counters interference)."""
+
+    model_config = ConfigDict(extra="forbid")
+    docs: int = Field(0, ge=0)  # 0 disables replay
+    sequences_per_doc: int = Field(2, ge=1)
+
+
+class MonitorSettings(BaseModel):
+    """Which past documents' probes are replayed after each update: all, or the most similar + a random few."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget: int | None = Field(None, ge=1)  # None = every past document
+    similar: int = Field(4, ge=0)
+
+
+class GateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    min_gain: float = 0.0  # new document's probe accuracy gain must be >= this
+    max_forgetting: float = Field(0.05, ge=0)  # mean drop on replayed past probes must be <= this
+
+
+class ConsolidationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(0, ge=0)  # fold the stack every N promoted updates (0 = never by count)
+    max_depth: int = Field(8, ge=1)  # ... or when the stack holds more adapters than this
+    rank: int | None = Field(None, ge=1)  # None = exact fold (ranks add up); else SVD to this rank
+
+
+class ContinualSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state_dir: str = "state"
+    train_on: Literal["self-edit", "passage"] = "self-edit"
+    write_probes: bool = True  # teacher writes probes for documents without QA
+    merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights
+    replay: ReplaySettings = ReplaySettings()
+    monitor: MonitorSettings = MonitorSettings()
+    gate: GateSettings = GateSettings()
+    consolidation: ConsolidationSettings = ConsolidationSettings()
+
+
 class SealConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
@@ -47,6 +89,7 @@ class SealConfig(BaseModel):
     teacher: TeacherSettings = TeacherSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    continual: ContinualSettings = ContinualSettings()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
         data = self.model_dump()

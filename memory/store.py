@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS ledger (
     measured_at REAL NOT NULL, PRIMARY KEY (version, doc_id)
 );
 CREATE TABLE IF NOT EXISTS embeddings (doc_id TEXT PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sequences (
+    doc_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY (doc_id, idx)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    version INTEGER PRIMARY KEY, doc_id TEXT, parent INTEGER, status TEXT NOT NULL, reason TEXT,
+    gain REAL, forgetting REAL, info TEXT, created_at REAL NOT NULL
+);
 """
 
 
@@ -99,6 +106,29 @@ class MemoryStore:
         for v, d, c, n in self.db.execute("SELECT version, doc_id, correct, total FROM ledger ORDER BY version"):
             out.setdefault(v, {})[d] = c / n if n else float("nan")
         return out
+
+    # -- training sequences (for replay) and update outcomes ------------------------------------------------
+    def put_sequences(self, doc_id: str, texts: list[str]) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM sequences WHERE doc_id=?", (doc_id,))
+            db.executemany("INSERT INTO sequences VALUES (?,?,?)", [(doc_id, i, t) for i, t in enumerate(texts)])
+
+    def sequences(self, doc_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT text FROM sequences WHERE doc_id=? ORDER BY idx", (doc_id,))]
+
+    def record_update(self, version: int, doc_id: str | None, parent: int | None, status: str, reason: str = "",
+                      gain: float | None = None, forgetting: float | None = None, info: dict | None = None) -> None:
+        import json
+
+        self.db.execute("INSERT OR REPLACE INTO updates VALUES (?,?,?,?,?,?,?,?,?)",
+                        (version, doc_id, parent, status, reason, gain, forgetting, json.dumps(info or {}), time.time()))
+
+    def updates(self) -> list[dict]:
+        import json
+
+        cols = ("version", "doc_id", "parent", "status", "reason", "gain", "forgetting", "info", "created_at")
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM updates ORDER BY version").fetchall()
+        return [dict(zip(cols, r)) | {"info": json.loads(r[7])} for r in rows]
 
     # -- embeddings (for picking which past documents to replay) ----------------------------------------------
     def put_embedding(self, doc_id: str, vector) -> None:

@@ -187,6 +187,17 @@ class Student:
         stats.seconds = time.perf_counter() - t0
         return stats
 
+    @torch.no_grad()
+    def merge_into_base(self, name: str) -> None:
+        """Add an adapter's delta into the base weights and delete it (the paper's continual protocol: each
+        update is merged before the next). Irreversible in memory; persist a base snapshot to keep it."""
+        for mod in self.peft.modules():
+            if hasattr(mod, "lora_A") and name in getattr(mod, "lora_A", {}):
+                w = mod.get_base_layer().weight
+                delta = mod.lora_B[name].weight @ mod.lora_A[name].weight * mod.scaling[name]
+                w.add_(delta.to(w.dtype))
+        self.drop(name)
+
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, name: str, path: str | Path) -> Path:
         """Write to a temp folder beside the target, then rename: a crash never leaves half an adapter."""

@@ -133,3 +133,27 @@ def test_external_edits_malformed(tmp_path, content, needle):
     f.write_text(content)
     with pytest.raises(DocumentFormatError, match=needle):
         ExternalEdits(f)
+
+
+def test_probe_candidates_must_be_short_spans_of_the_passage():
+    from teacher.probes import candidate_probes
+
+    raw = ["Q: Who wrote the song?\nA: Bill Aken\nQ: Who sang it?\nA: Elvis Presley\n"
+           "Q: Where did Aken grow up?\nA: in the neighboring town of Madera, a place with many farms and fields\n"
+           "Q: Did Bill Aken write it?\nA: Bill Aken", "Q: Who wrote the song?\nA: Bill Aken"]
+    res = candidate_probes(PASSAGE, raw)
+    assert [(q.question, q.answer) for q in res.kept] == [("Who wrote the song?", "Bill Aken")]
+    reasons = sorted(r for _, r in res.dropped)
+    assert reasons == ["answer missing or too long", "answer not in passage", "question gives the answer away"]
+
+
+def test_teacher_probes_are_grounded_and_checked_in_context(runtime):
+    from teacher.probes import write_probes
+    from teacher.settings import TeacherSettings
+
+    # The tiny model writes noise: whatever survives must satisfy the guarantees, and drops carry reasons.
+    res = write_probes(runtime.student.model, runtime.student.tokenizer, PASSAGE,
+                       TeacherSettings(samples=2, max_new_tokens=48, temperature=1.0), seed=0)
+    for qa in res.kept:
+        assert qa.answer.lower() in PASSAGE.context.lower()
+    assert all(reason for _, reason in res.dropped)

@@ -1,0 +1,243 @@
+"""The continual student: learn documents one after another as stacked adapters, watch for forgetting.
+
+One update (one document):
+  probes     given QA, or teacher-written probes checked in context (documents without QA)
+  before     the document's probe accuracy on the current prod version (the pre-update baseline)
+  train      a new adapter on the self-edit (+ replayed sequences of earlier documents), with every older
+             adapter of the stack active and frozen
+  commit     a new immutable version (latest moves)
+  monitor    the new document's probes and past documents' probes (all, or nearest by faiss + random) on the
+             new version -> ledger R[version][document]
+  gate       promote to prod if gain >= min_gain and forgetting <= max_forgetting; else keep it as a rejected
+             candidate with the reason (the next update builds on prod, not on the rejected one)
+  fold       by policy, fold the stack into one adapter (a new version with the same documents)
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from agent.closed_book import evaluate_passage
+from agent.config import SealConfig
+from memory.documents import QA, Passage
+from memory.store import MemoryStore
+from student.adapters import Student
+from student.consolidate import fold
+from student.stack import Manifest, StackStore, load_version
+from teacher.self_edit import build_self_edit
+from teacher.writer import TeacherWriter
+
+
+@dataclass
+class UpdateResult:
+    doc_id: str
+    version: int
+    parent: int
+    status: str  # promoted | rejected
+    reason: str
+    before: float
+    after: float
+    forgetting: float
+    replayed_docs: int
+    probes: int
+    probe_source: str
+    seconds: dict = field(default_factory=dict)
+    consolidated_to: int | None = None
+
+    @property
+    def gain(self) -> float:
+        return self.after - self.before
+
+
+def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) -> float | None:
+    """The most recent measurement of `doc` in a version <= `at_or_before` (folds add no ledger rows)."""
+    for v in sorted((v for v in ledger if v <= at_or_before), reverse=True):
+        if doc in ledger[v]:
+            return ledger[v][doc]
+    return None
+
+
+class ContinualLearner:
+    def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore):
+        self.student, self.cfg, self.stack, self.memory = student, cfg, stack, memory
+        self.c = cfg.continual
+        self.writer = TeacherWriter(student.model, student.tokenizer, cfg.teacher)
+        self.rng = random.Random(cfg.seed)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def prod(self) -> Manifest | None:
+        return self.stack.resolve("prod") if "prod" in self.stack.aliases() else None
+
+    def _names(self, m: Manifest | None) -> list[str]:
+        return load_version(self.stack, self.student, m) if m and m.adapters else []
+
+    def accuracy(self, names: list[str], doc: Passage) -> float:
+        graded = evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
+                                  self.cfg.eval.batch_size)
+        return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
+
+    def _probes(self, p: Passage, seed: int) -> tuple[list[QA], str]:
+        if p.questions:
+            return list(p.questions), "given"
+        if not self.c.write_probes:
+            return [], "none"
+        from teacher.probes import write_probes
+
+        with self.student.use(None) as m:
+            res = write_probes(m, self.student.tokenizer, p, self.cfg.teacher, seed)
+        return res.kept, "teacher"
+
+    def _train_texts(self, p: Passage, seed: int) -> list[str]:
+        if self.c.train_on == "passage":
+            return [f"{p.title}\n{p.context}"]
+        with self.student.use(None) as m:
+            raw = self.writer.sample_raw([p], seed=seed, model=m)[0]
+        se = build_self_edit(p, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
+        return se.sequences(p, self.cfg.train.passage_in_training)
+
+    def _replay(self, learned: list[str]) -> list[str]:
+        r = self.c.replay
+        if not r.docs or not learned:
+            return []
+        out = []
+        for d in self.rng.sample(learned, min(r.docs, len(learned))):
+            seqs = self.memory.sequences(d)
+            out += self.rng.sample(seqs, min(r.sequences_per_doc, len(seqs)))
+        return out
+
+    def _monitored(self, new_doc: str, learned: list[str]) -> list[str]:
+        """Past documents to replay probes for: all, or nearest by faiss + a random sample."""
+        b = self.c.monitor.budget
+        if b is None or len(learned) <= b:
+            return list(learned)
+        import faiss
+        import numpy as np
+
+        ids, vecs = self.memory.embeddings()
+        pos = {d: i for i, d in enumerate(ids)}
+        near: list[str] = []
+        if new_doc in pos and self.c.monitor.similar:
+            cand = [d for d in learned if d in pos]
+            index = faiss.IndexFlatIP(vecs.shape[1])
+            index.add(np.stack([vecs[pos[d]] for d in cand]))
+            _, hits = index.search(vecs[pos[new_doc]][None], min(self.c.monitor.similar, len(cand)))
+            near = [cand[i] for i in hits[0] if i >= 0]
+        rest = [d for d in learned if d not in near]
+        return near + self.rng.sample(rest, max(0, min(b - len(near), len(rest))))
+
+    def measure_base(self, docs: list[Passage]) -> None:
+        """Ledger row 0: the untouched model, for the 'above the base model' comparison."""
+        for d in docs:
+            if d.questions:
+                self.memory.record(0, d.doc_id, self.accuracy([], d) * len(d.questions), len(d.questions))
+
+    # -- one update ---------------------------------------------------------------------------------------------
+    def learn(self, passage: Passage, seed: int | None = None) -> UpdateResult:
+        seed = self.cfg.seed if seed is None else seed
+        t0 = time.perf_counter()
+        probes, source = self._probes(passage, seed)
+        doc = Passage(passage.title, passage.context, tuple(probes))
+        self.memory.add_document(passage, probes, source)
+        if not any(e == doc.doc_id for e in self.memory.embeddings()[0]):
+            from student.embedding import embed
+
+            self.memory.put_embedding(doc.doc_id, embed(self.student, [f"{doc.title}\n{doc.context}"])[0])
+        parent = self.prod()
+        parent_v = parent.version if parent else 0
+        stack_names = self._names(parent)
+        if self.c.merge_each_update:  # documents live in the weights, not in manifests
+            learned = [d for d in self.memory.learned_at() if d != doc.doc_id]
+        else:
+            learned = [d for d in (parent.doc_ids if parent else []) if d != doc.doc_id]
+        t_probe = time.perf_counter()
+        before = self.accuracy(stack_names, doc) if probes else float("nan")
+
+        texts = self._train_texts(doc, seed)
+        self.memory.put_sequences(doc.doc_id, texts)
+        replay = self._replay(learned)
+        t_edit = time.perf_counter()
+        with self.stack.writer():
+            version = self.stack.next_version()
+            live = f"a{version:05d}"
+            self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
+            t_train = time.perf_counter()
+            if self.c.merge_each_update:
+                # Paper baseline: merge into the weights. The stack stays empty; versions record documents only.
+                self.student.merge_into_base(live)
+                ref_list = []
+            else:
+                ref_list = [*(parent.adapters if parent else ()), self.stack.add_adapter(self.student, live, live,
+                                                                                       [doc.doc_id])]
+            m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
+        names = [a.id for a in m.adapters]
+        after = self.accuracy(names, doc) if probes else float("nan")
+        if probes:
+            self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
+        monitored = self._monitored(doc.doc_id, learned)
+        drops = []
+        ledger = self.memory.ledger()
+        for d in monitored:
+            past = self.memory.document(d)
+            if not past.questions:
+                continue
+            acc = self.accuracy(names, past)
+            self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
+            prev = _latest(ledger, d, parent_v)
+            if prev is not None:
+                drops.append(max(0.0, prev - acc))
+        forgetting = sum(drops) / len(drops) if drops else 0.0
+        t_mon = time.perf_counter()
+
+        g = self.c.gate
+        status, reason = "promoted", ""
+        if g.enabled and not self.c.merge_each_update:
+            if probes and after - before < g.min_gain:
+                status, reason = "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
+            elif forgetting > g.max_forgetting:
+                status, reason = "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
+        if status == "promoted":
+            self.stack.set_alias("prod", m.version)
+            self.memory.mark_learned(doc.doc_id, m.version)
+        res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
+                           len(monitored), len(probes), source)
+        self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
+                                  {"replay_sequences": len(replay), "train_sequences": len(texts)})
+        if status == "promoted" and not self.c.merge_each_update:
+            res.consolidated_to = self._maybe_consolidate(m)
+        res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
+                       "train": round(t_train - t_edit, 2), "monitor": round(t_mon - t_train, 2),
+                       "total": round(time.perf_counter() - t0, 2)}
+        for n in names:  # keep live adapters bounded: drop those no longer in prod
+            if n not in {a.id for a in (self.prod().adapters if self.prod() else ())}:
+                self.student.drop(n)
+        return res
+
+    def _maybe_consolidate(self, m: Manifest) -> int | None:
+        cs = self.c.consolidation
+        promoted = sum(1 for u in self.memory.updates() if u["status"] == "promoted")
+        due = len(m.adapters) > cs.max_depth or (cs.every and promoted % cs.every == 0)
+        if not due or len(m.adapters) < 2:
+            return None
+        names = load_version(self.stack, self.student, m)
+        with self.stack.writer():
+            version = self.stack.next_version()
+            live = f"a{version:05d}"
+            rep = fold(self.student, names, live, rank=cs.rank)
+            ref = self.stack.add_adapter(self.student, live, live, m.doc_ids, kind="consolidated")
+            new = self.stack.commit([ref], m.version, note=f"fold {len(names)} adapters, rank {rep.rank_out}, "
+                                                         f"rel error {rep.rel_error:.4f}", move=("latest", "prod"))
+        self.memory.record_update(new.version, None, m.version, "consolidated", new.note)
+        for n in names:
+            self.student.drop(n)
+        return new.version
+
+
+def forgetting_report(memory: MemoryStore):
+    """The ledger restricted to promoted updates (rejected candidates and folds are not steps of the stream)."""
+    from agent.forgetting import compute
+
+    ledger = memory.ledger()
+    promoted = {u["version"] for u in memory.updates() if u["status"] == "promoted"}
+    steps = {v: row for v, row in ledger.items() if v in promoted}
+    return compute(steps, memory.learned_at(), base=ledger.get(0, {}))

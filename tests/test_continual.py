@@ -1,0 +1,86 @@
+"""The continual learner on the tiny model: versions, ledger, gate, merge baseline, consolidation."""
+import pytest
+import torch
+
+from agent.continual import ContinualLearner, forgetting_report
+from memory.documents import passage_from_dict
+from memory.store import MemoryStore
+from student.stack import StackStore
+
+DOCS = [passage_from_dict({"title": f"Doc {i}", "context": c, "questions": [{"question": q, "answer": a}]})
+        for i, (c, q, a) in enumerate([
+            ("The Zorblax river flows into the Quimby sea near Frell.", "Where does the Zorblax flow?", "Quimby sea"),
+            ("Anna Berg painted the northern harbour in winter.", "Who painted the harbour?", "Anna Berg"),
+            ("Carl Olsen repaired the old lighthouse on Monday.", "Who repaired the lighthouse?", "Carl Olsen"),
+        ])]
+
+
+@pytest.fixture()
+def learner(runtime, tiny_cfg, tmp_path):
+    def make(**continual):
+        cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "train_on": "passage", **continual})
+        st = runtime.student
+        before = set(st.adapters())
+        lr = ContinualLearner(st, cfg, StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "mem.sqlite"))
+        made.append((st, before))
+        return lr
+
+    made = []
+    yield make
+    for st, before in made:
+        for n in set(st.adapters()) - before:
+            st.drop(n)
+
+
+def test_stream_builds_versions_and_a_ledger(learner):
+    lr = learner()
+    lr.measure_base(DOCS)
+    results = [lr.learn(d) for d in DOCS]
+    assert [r.version for r in results] == [1, 2, 3] and all(r.status == "promoted" for r in results)
+    assert lr.stack.aliases() == {"latest": 3, "prod": 3}
+    assert [len(lr.stack.manifest(v).adapters) for v in (1, 2, 3)] == [1, 2, 3]
+    assert results[2].replayed_docs == 2
+    rep = forgetting_report(lr.memory)
+    assert rep.versions == [1, 2, 3] and len(rep.docs) == 3
+    assert rep.matrix[0][1] is None and all(x is not None for x in rep.matrix[2])
+    assert set(rep.base) == {d.doc_id for d in DOCS}
+
+
+def test_gate_rejects_and_keeps_prod(learner):
+    lr = learner(gate={"enabled": True, "min_gain": 2.0, "max_forgetting": 0.05})
+    r = lr.learn(DOCS[0])
+    assert r.status == "rejected" and "gain" in r.reason
+    assert "prod" not in lr.stack.aliases() and lr.stack.aliases()["latest"] == 1
+    assert lr.memory.updates()[0]["status"] == "rejected" and lr.memory.learned_at() == {}
+
+
+def test_exact_consolidation_keeps_the_function(learner):
+    from student.stack import load_version
+
+    lr = learner(consolidation={"every": 0, "max_depth": 2, "rank": None})
+    results = [lr.learn(d) for d in DOCS]
+    assert [r.consolidated_to for r in results] == [None, None, 4]  # v3 holds 3 adapters > 2 -> fold into v4
+    folded = lr.stack.resolve("prod")
+    assert folded.version == 4 and len(folded.adapters) == 1 and folded.adapters[0].kind == "consolidated"
+    assert folded.adapters[0].rank == 3 * lr.cfg.train.rank
+    assert set(folded.doc_ids) == {d.doc_id for d in DOCS}
+    assert lr.memory.updates()[-1]["status"] == "consolidated"
+    ids = lr.student.tokenizer(["The Zorblax river flows into the Quimby sea"], return_tensors="pt")
+    with lr.student.use(load_version(lr.stack, lr.student, lr.stack.manifest(3))) as m, torch.no_grad():
+        want = m(**ids).logits
+    with lr.student.use(load_version(lr.stack, lr.student, folded)) as m, torch.no_grad():
+        got = m(**ids).logits
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_merge_baseline_changes_the_weights_and_keeps_no_adapters(tiny_cfg, tmp_path):
+    from agent.runtime import open_runtime
+
+    cfg = tiny_cfg.with_overrides(continual={"train_on": "passage", "merge_each_update": True})
+    st = open_runtime(cfg).student  # its own copy: merging is irreversible
+    lr = ContinualLearner(st, cfg, StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "mem.sqlite"))
+    w = next(p for n, p in st.base.named_parameters() if n.endswith("q_proj.weight"))
+    w0 = w.detach().clone()
+    results = [lr.learn(d) for d in DOCS[:2]]
+    assert all(not lr.stack.manifest(r.version).adapters for r in results)
+    assert not torch.equal(w0, w) and results[1].replayed_docs == 1 and st.adapters() == []
