@@ -237,7 +237,7 @@ def eval_cmd(
     runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty())
     runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed))
     summary = write_report(run, cfg.seed)
-    console.print(markdown(summary))
+    typer.echo(markdown(summary))
     console.print(f"records: {run / 'records.jsonl'}\nsummary: {run / 'summary.json'}")
 
 
@@ -249,7 +249,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
 
     if not (run_dir / "records.jsonl").is_file():
         _fail(f"{run_dir} has no records.jsonl (not a `seal eval` run directory)")
-    console.print(markdown(write_report(run_dir)))
+    typer.echo(markdown(write_report(run_dir)))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def grade(passage: Passage, answers: list[str], judge: Judge | None = None) -> l
     for i, (qa, a) in enumerate(zip(passage.questions, answers)):
         others = golds[:i] + golds[i + 1 :]
         g = Graded(qa.question, qa.answer, a, exact_match(a, qa.answer), f1(a, qa.answer), contains(a, qa.answer),
-                   recites_other(a, qa.answer, others))
+                   recites_other(a, qa.answer, others, qa.question))
         if judge is not None:
             g.judge, g.judged = judge.grade(qa.question, qa.answer, a), True
         out.append(g)

@@ -44,16 +44,16 @@ def contains(pred: str, gold: str) -> float:
     return float(_contains(pred, gold))
 
 
-def recites_other(pred: str, gold: str, other_golds: list[str]) -> float:
+def recites_other(pred: str, gold: str, other_golds: list[str], question: str = "") -> float:
     """1 if the answer contains the gold answer of a *different* question on the same passage.
 
-    Other golds that overlap this question's own gold (one contains the other) are ignored: containing
-    them is not evidence of recitation.
+    Ignored: other golds that overlap this question's own gold (one contains the other), and other golds
+    the question itself mentions (echoing the question is not recitation).
     """
     own = normalize(gold)
     for o in other_golds:
         on = normalize(o)
-        if not on or on in own or own in on:
+        if not on or on in own or own in on or (question and _contains(question, o)):
             continue
         if _contains(pred, o):
             return 1.0

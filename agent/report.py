@@ -26,8 +26,21 @@ def _by_condition(records: list[dict], metric: str) -> dict[str, dict[str, list[
     return {c: {d: [qs[k] for k in sorted(qs)] for d, qs in docs.items()} for c, docs in cells.items()}
 
 
+def _regrade_recitation(records: list[dict]) -> None:
+    """Recompute the recitation control from the stored answers, so a refined control applies to old runs."""
+    from agent.graders import recites_other
+
+    golds: dict[tuple, dict[int, str]] = defaultdict(dict)
+    for r in records:
+        golds[(r["doc_id"], r["condition"])][r["q"]] = r["gold"]
+    for r in records:
+        others = [g for q, g in golds[(r["doc_id"], r["condition"])].items() if q != r["q"]]
+        r["recite"] = recites_other(r["answer"], r["gold"], others, r.get("question", ""))
+
+
 def summarize(run_dir: Path, seed: int = 0) -> dict:
     records = read_jsonl(run_dir / "records.jsonl")
+    _regrade_recitation(records)
     units = read_jsonl(run_dir / "units.jsonl")
     conds = list(dict.fromkeys(r["condition"] for r in records))
     # Compare conditions only on passages every condition finished, so a partial run is still paired.

@@ -36,6 +36,8 @@ def test_recitation_control():
     # "Aken" overlaps the own gold "Bill Aken": not evidence of recitation
     assert recites_other("Bill Aken", "Bill Aken", others) == 0.0
     assert recites_other("no idea", "Bill Aken", others) == 0.0
+    # echoing a name the question mentions is not recitation
+    assert recites_other("Bob Gallion sang it", "Bill Aken", others, "Who wrote the song Bob Gallion sang?") == 0.0
 
 
 class _JudgeHandler(BaseHTTPRequestHandler):
