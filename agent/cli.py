@@ -16,8 +16,9 @@ from agent.config import ConfigError, SealConfig, load_config
 from memory.documents import DocumentFormatError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="seal-agent: teach a student model new documents.")
-console = Console(stderr=False)
-err = Console(stderr=True)
+# Piped output (CI logs, files, tests) gets wide tables instead of 80-column wrapping.
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml if present).")
 SetOpt = typer.Option(None, "--set", help="Override a config value, e.g. --set runtime.threads=1 (repeatable).")
@@ -173,6 +174,7 @@ def learn(
 def ask(
     question: str = typer.Argument(..., help="A question for the student (closed-book)."),
     adapter: Optional[Path] = typer.Option(None, help="An adapter folder from `seal learn`."),
+    version: Optional[str] = typer.Option(None, help="A continual student version or alias (prod, student-v3)."),
     config: Optional[Path] = ConfigOpt,
     max_new_tokens: Optional[int] = typer.Option(None, help="Defaults to eval.max_new_tokens."),
     set_: Optional[list[str]] = SetOpt,
@@ -190,6 +192,14 @@ def ask(
     if adapter is not None:
         rt.student.load(adapter, "asked")
         name = "asked"
+    elif version is not None:
+        from student.stack import StackError, StackStore, load_version
+
+        store = StackStore(Path(cfg.continual.state_dir) / "stack")
+        try:
+            name = load_version(store, rt.student, store.resolve(version)) or None
+        except StackError as e:
+            _fail(str(e))
     console.print(answer(rt.student, name, [question], max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
 
 
@@ -250,6 +260,144 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     if not (run_dir / "records.jsonl").is_file():
         _fail(f"{run_dir} has no records.jsonl (not a `seal eval` run directory)")
     typer.echo(markdown(write_report(run_dir)))
+
+
+def _learner(cfg: SealConfig):
+    from agent.continual import open_learner
+
+    return open_learner(_runtime(cfg).student, cfg)
+
+
+@app.command()
+@_guarded
+def ingest(
+    path: Path = typer.Argument(..., help="A JSON file of passages, or a folder of them (*.json)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Learn at most N documents."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Learn documents one after another into the continual student (embedded mode, in this process)."""
+    from tqdm import tqdm
+
+    from memory.documents import load_passages
+
+    cfg = _config(config, set_)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files:
+        _fail(f"{path}: no .json files")
+    docs = [p for f in files for p in load_passages(f)][:limit]
+    lr = _learner(cfg)
+    if lr.memory.ledger().get(0) is None:
+        lr.measure_base([d for d in docs if d.questions])
+    known = set(lr.memory.learned_at())
+    for i, d in enumerate(tqdm(docs, desc="ingest", unit="doc")):
+        if d.doc_id in known:
+            err.print(f"skip {d.title!r}: already learned")
+            continue
+        r = lr.learn(d, seed=cfg.seed + i)
+        err.print(f"{r.status:8s} student-v{r.version} {d.title[:40]!r}: probe accuracy {r.before:.2f} -> "
+                  f"{r.after:.2f}, forgetting {r.forgetting:.2f} over {r.replayed_docs} past docs"
+                  + (f" ({r.reason})" if r.reason else "") + (f"; folded into student-v{r.consolidated_to}"
+                                                               if r.consolidated_to else ""))
+
+
+@app.command()
+@_guarded
+def forgetting(
+    out: Optional[Path] = typer.Option(None, help="Folder for forgetting.png/svg and forgetting.json."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Print the accuracy ledger R[version][document] and forgetting metrics; write plots."""
+    from agent.continual import forgetting_report
+    from agent.forgetting import plot
+    from memory.store import MemoryStore
+
+    cfg = _config(config, set_)
+    db = Path(cfg.continual.state_dir) / "memory.sqlite"
+    if not db.is_file():
+        _fail(f"no continual state at {cfg.continual.state_dir} (run `seal ingest` first)")
+    rep = forgetting_report(MemoryStore(db))
+    t = Table(title="probe accuracy R[version][document] (columns in learning order)")
+    t.add_column("version")
+    for i, _ in enumerate(rep.docs):
+        t.add_column(f"d{i}", justify="right")
+    t.add_column("avg", justify="right")
+    t.add_column("BWT", justify="right")
+    fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
+    if rep.base:
+        t.add_row("base", *[fmt(rep.base.get(d)) for d in rep.docs], "", "")
+    for v, row, a, b in zip(rep.versions, rep.matrix, rep.avg_accuracy, rep.bwt):
+        t.add_row(f"v{v}", *[fmt(x) for x in row], fmt(a), fmt(b))
+    console.print(t)
+    console.print(f"final average accuracy {fmt(rep.final_avg)}, BWT {fmt(rep.final_bwt)}, "
+                  f"untouched model {fmt(rep.to_json()['base_avg'])}; retention by age "
+                  + ", ".join(f"{k}:{v:.2f}" for k, v in rep.retention_by_age.items()))
+    out = out or Path(cfg.continual.state_dir) / "reports"
+    paths = plot(rep, out)
+    (out / "forgetting.json").write_text(json.dumps(rep.to_json(), indent=2))
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_guarded
+def adapters(config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """List student versions, their adapters and documents, update outcomes and aliases."""
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    cfg = _config(config, set_)
+    root = Path(cfg.continual.state_dir)
+    store = StackStore(root / "stack")
+    ups = {u["version"]: u for u in MemoryStore(root / "memory.sqlite").updates()}
+    aliases = store.aliases()
+    t = Table(title=f"student versions in {root}")
+    for c in ("version", "aliases", "adapters", "docs", "status", "gain", "forgetting", "note"):
+        t.add_column(c)
+    for v in store.versions():
+        m, u = store.manifest(v), ups.get(v, {})
+        t.add_row(m.name, ",".join(a for a, x in aliases.items() if x == v), str(len(m.adapters)),
+                  str(len(m.doc_ids)), u.get("status", ""), "" if u.get("gain") is None else f"{u['gain']:+.2f}",
+                  "" if u.get("forgetting") is None else f"{u['forgetting']:.2f}", u.get("reason") or m.note)
+    console.print(t)
+
+
+@app.command()
+@_guarded
+def promote(version: str = typer.Argument(..., help="student-vN, N, or an alias"),
+            alias: str = typer.Option("prod", help="Alias to move (rollback = promote an earlier version)."),
+            config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Point an alias (default prod) at a version: promotion and rollback are the same move."""
+    from student.stack import StackError, StackStore
+
+    cfg = _config(config, set_)
+    store = StackStore(Path(cfg.continual.state_dir) / "stack")
+    try:
+        m = store.resolve(version)
+        store.verify(m)
+        with store.writer():
+            store.set_alias(alias, m.version)
+    except StackError as e:
+        _fail(str(e))
+    console.print(f"{alias} -> {m.name} ({len(m.adapters)} adapters, {len(m.doc_ids)} documents)")
+
+
+@app.command("remove-doc")
+@_guarded
+def remove_doc(doc_id: str = typer.Argument(..., help="Document id (see `seal adapters` / forgetting.json)."),
+               config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Remove one document's adapter from prod (a new version); report what else changed on the probes."""
+    from agent.continual import remove_document
+
+    cfg = _config(config, set_)
+    lr = _learner(cfg)
+    try:
+        new, changes = remove_document(lr, doc_id)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"prod -> {new.name}")
+    for d, (b, a) in changes.items():
+        console.print(f"  {d}{' (removed)' if d == doc_id else ''}: {b:.2f} -> {a:.2f}")
 
 
 if __name__ == "__main__":

@@ -241,3 +241,38 @@ def forgetting_report(memory: MemoryStore):
     promoted = {u["version"] for u in memory.updates() if u["status"] == "promoted"}
     steps = {v: row for v, row in ledger.items() if v in promoted}
     return compute(steps, memory.learned_at(), base=ledger.get(0, {}))
+
+
+def open_learner(student: Student, cfg: SealConfig) -> ContinualLearner:
+    from pathlib import Path
+
+    root = Path(cfg.continual.state_dir)
+    return ContinualLearner(student, cfg, StackStore(root / "stack"), MemoryStore(root / "memory.sqlite"))
+
+
+def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:
+    """Undo one document: a new version without its adapter, promoted; returns per-document accuracy before
+    and after on every learned document's probes (what else changed)."""
+    prod = lr.prod()
+    if prod is None:
+        raise ValueError("nothing learned yet")
+    hits = [a for a in prod.adapters if doc_id in a.doc_ids]
+    if not hits:
+        raise ValueError(f"document {doc_id} is not in {prod.name}")
+    if len(hits[0].doc_ids) > 1:
+        raise ValueError(f"document {doc_id} was folded into consolidated adapter {hits[0].id} with "
+                         f"{len(hits[0].doc_ids) - 1} other documents; roll back to a version before the fold")
+    old_names = lr._names(prod)
+    with lr.stack.writer():
+        new = lr.stack.commit([a for a in prod.adapters if a.id != hits[0].id], prod.version,
+                              note=f"remove document {doc_id}", move=("latest", "prod"))
+    new_names = [a.id for a in new.adapters]
+    changes = {}
+    for d in prod.doc_ids:
+        p = lr.memory.document(d)
+        if p.questions:
+            before, after = lr.accuracy(old_names, p), lr.accuracy(new_names, p)
+            lr.memory.record(new.version, d, after * len(p.questions), len(p.questions))
+            changes[d] = (before, after)
+    lr.memory.record_update(new.version, doc_id, prod.version, "removed", f"removed {doc_id}")
+    return new, changes

@@ -90,3 +90,27 @@ def test_report_recomputes(tiny_config_file, passages_file, tmp_path):
     r = run("report", out)
     assert r.exit_code == 0 and "passage - none" in r.output and (out / "summary.json").is_file()
     assert run("report", tmp_path).exit_code == 2
+
+
+def test_continual_cli_flow(tiny_config_file, tmp_path):
+    state = tmp_path / "state"
+    sets = ["--set", f"continual.state_dir={state}", "--set", "continual.train_on=passage"]
+    r = run("ingest", ROOT / "examples/passages.json", "-c", tiny_config_file, *sets)
+    assert r.exit_code == 0, r.output
+    r = run("ingest", ROOT / "examples/passages.json", "-c", tiny_config_file, *sets)  # idempotent
+    assert r.exit_code == 0 and r.output.count("already learned") == 3, r.output
+    r = run("forgetting", "-c", tiny_config_file, *sets)
+    assert r.exit_code == 0 and "BWT" in r.output, r.output
+    assert (state / "reports" / "forgetting.png").is_file()
+    rep = json.loads((state / "reports" / "forgetting.json").read_text())
+    assert rep["versions"] == [1, 2, 3] and len(rep["docs"]) == 3
+    r = run("adapters", "-c", tiny_config_file, *sets)
+    assert r.exit_code == 0 and "student-v3" in r.output
+    assert run("promote", "student-v1", "-c", tiny_config_file, *sets).exit_code == 0
+    assert run("promote", "student-v9", "-c", tiny_config_file, *sets).exit_code == 2
+    r = run("ask", "Who wrote Walking Into Fresno?", "--version", "prod", "-c", tiny_config_file, *sets)
+    assert r.exit_code == 0, r.output
+    assert run("promote", "3", "-c", tiny_config_file, *sets).exit_code == 0
+    r = run("remove-doc", rep["docs"][1], "-c", tiny_config_file, *sets)
+    assert r.exit_code == 0 and "(removed)" in r.output and "student-v4" in r.output, r.output
+    assert run("remove-doc", "nope", "-c", tiny_config_file, *sets).exit_code == 2
