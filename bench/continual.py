@@ -1,0 +1,156 @@
+"""The paper's continual protocol: sequences of passages learned one by one, with the forgetting ledger.
+
+For each sequence (disjoint passages drawn with the sequence's seed from --passages), a fresh student state
+learns the passages in order with the chosen configuration, then every passage's questions are asked of the
+final version. Per sequence it writes the ledger, the final accuracies and the untouched model's accuracies
+(same questions, same run); sequences already written are skipped on a rerun (resume).
+
+Modes:
+  naive   stacked adapters, no replay, no gate
+  merge   each adapter merged into the weights before the next (the paper's continual run)
+  ours    stacked adapters + replay of earlier documents + promotion gate (settings in the config's
+          `continual` section, overridable with --set)
+
+    python bench/continual.py --config configs/default.yaml --mode ours --sequences 4 --length 8 --out DIR
+
+Ends with `RESULT mode=... final_avg=... base_avg=... bwt=... diag=...` (means over sequences).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODE_SETTINGS = {
+    "naive": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": False},
+    "merge": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": True},
+    "ours": {},  # from the config (continual.replay / continual.gate), see configs/continual-ours.yaml
+}
+
+
+def pick_sequences(passages, n_seq: int, length: int, seed: int):
+    pool = [p for p in passages if p.questions]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    if n_seq * length > len(pool):
+        raise SystemExit(f"need {n_seq * length} passages with questions, have {len(pool)}")
+    return [pool[i * length:(i + 1) * length] for i in range(n_seq)]
+
+
+def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
+    from agent.closed_book import evaluate_passage
+    from agent.continual import ContinualLearner, forgetting_report
+    from agent.runtime import open_runtime
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    import shutil
+
+    state = out / f"seq{seq_idx}-state"
+    shutil.rmtree(state, ignore_errors=True)  # a sequence killed midway restarts clean
+    rt = open_runtime(cfg)  # fresh base per sequence (merge mode edits the weights)
+    lr = ContinualLearner(rt.student, cfg, StackStore(state / "stack"), MemoryStore(state / "memory.sqlite"))
+    t0 = time.perf_counter()
+    lr.measure_base(seq)
+    updates = []
+    for i, p in enumerate(seq):
+        r = lr.learn(p, seed=cfg.seed + 1000 * seq_idx + i)
+        updates.append({"doc": p.doc_id, "version": r.version, "status": r.status, "reason": r.reason,
+                        "before": r.before, "after": r.after, "forgetting": r.forgetting, "seconds": r.seconds})
+        print(f"  seq {seq_idx} [{i}] {r.status:8s} before {r.before:.2f} after {r.after:.2f} "
+              f"forgetting {r.forgetting:.2f} ({r.seconds['total']:.0f}s)", flush=True)
+    prod = lr.prod()
+    names = [a.id for a in prod.adapters] if prod else []
+    if prod and names:
+        from student.stack import load_version
+
+        names = load_version(lr.stack, lr.student, prod)
+    final = {}
+    for p in seq:
+        g = evaluate_passage(lr.student, names or None, p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+        final[p.doc_id] = sum(x.contains for x in g) / len(g)
+    ledger = lr.memory.ledger()
+    base = {d: ledger[0][d] for d in ledger.get(0, {})}
+    rep = forgetting_report(lr.memory)
+    nq = {p.doc_id: len(p.questions) for p in seq}
+    qw = lambda accs: sum(accs[d] * nq[d] for d in accs) / sum(nq[d] for d in accs)  # noqa: E731
+    return {
+        "mode": mode, "sequence": seq_idx, "docs": [p.doc_id for p in seq],
+        "final_avg": statistics.mean(final.values()), "base_avg": statistics.mean(base.values()),
+        "final_avg_q": qw(final), "base_avg_q": qw(base),
+        "diag": statistics.mean(u["after"] for u in updates),
+        "bwt": rep.final_bwt, "promoted": sum(u["status"] == "promoted" for u in updates),
+        "final": final, "base": base, "updates": updates, "ledger": rep.to_json(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    def ms(key):
+        xs = [r[key] for r in rows if r.get(key) is not None]
+        return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
+
+    return {k: ms(k) for k in ("final_avg", "base_avg", "bwt", "diag", "promoted", "seconds")} | {"n": len(rows)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
+    ap.add_argument("--mode", choices=sorted(MODE_SETTINGS), default="ours")
+    ap.add_argument("--passages", default=str(ROOT.parent / "shared/data/squad/dev.json"))
+    ap.add_argument("--sequences", type=int, default=4)
+    ap.add_argument("--length", type=int, default=8)
+    ap.add_argument("--only", type=int, nargs="*", help="run only these sequence indices (parallel workers)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
+    args = ap.parse_args(argv)
+
+    from agent.cli import apply_sets
+    from agent.config import load_config
+    from memory.documents import load_passages
+
+    cfg = apply_sets(load_config(args.config), args.set)
+    mode_over = MODE_SETTINGS[args.mode]
+    if mode_over:
+        cont = cfg.continual.model_dump()
+        for k, v in mode_over.items():
+            cont[k] = {**cont[k], **v} if isinstance(v, dict) else v
+        cfg = cfg.with_overrides(continual=cont)
+    out = Path(args.out) / args.mode
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    seqs = pick_sequences(load_passages(args.passages), args.sequences, args.length, cfg.seed)
+    for i, seq in enumerate(seqs):
+        f = out / f"seq{i}.json"
+        if f.exists() or (args.only is not None and i not in args.only):
+            continue
+        print(f"[{args.mode}] sequence {i}: {len(seq)} passages", flush=True)
+        row = run_sequence(cfg, args.mode, seq, out, i)
+        f.write_text(json.dumps(row, indent=2))
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("seq*.json"))]
+    if not rows:
+        return 0
+    s = summarize(rows)
+    (out / "summary.json").write_text(json.dumps(s, indent=2))
+    print(f"\n| mode | sequences | final avg | untouched | BWT | just-learned (diag) | promoted |")
+    print("|---|---|---|---|---|---|---|")
+    for mode_dir in sorted(Path(args.out).iterdir()):
+        if (mode_dir / "summary.json").is_file():
+            m = json.loads((mode_dir / "summary.json").read_text())
+            cell = lambda k: f"{m[k][0]:.3f} ± {m[k][1]:.3f}"  # noqa: E731
+            print(f"| {mode_dir.name} | {m['n']} | {cell('final_avg')} | {cell('base_avg')} | {cell('bwt')} | "
+                  f"{cell('diag')} | {m['promoted'][0]:.1f} |")
+    print(f"RESULT mode={args.mode} sequences={s['n']} final_avg={s['final_avg'][0]:.4f} "
+          f"base_avg={s['base_avg'][0]:.4f} bwt={s['bwt'][0]:.4f} diag={s['diag'][0]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Query latency of the student vs. number of documents learned, with and without consolidation.
+
+Latency does not depend on what the adapters learned, only on their shapes, so the stack is built from
+randomly initialised rank-r adapters (B non-zero so no kernel can skip them). For each depth D it measures
+greedy generation of --tokens tokens for one question:
+  base        the bare model (the reference, measured in the same run)
+  stack       D adapters active (one LoRA matmul pair per adapter per module)
+  fold-exact  the D adapters folded into one adapter of rank D*r (same function)
+  fold-svd    folded and SVD-compressed to --svd-rank (the consolidation policy with a rank)
+(Merging into a new base snapshot leaves no adapter at all: its latency is the base's by construction.)
+Ratios are to the base, all in one run; the median of --repeats is used. Ends with `RESULT ...`.
+
+    python bench/latency.py --config configs/default.yaml --depths 1 8 32 64
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
+    ap.add_argument("--depths", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--svd-rank", type=int, default=None, help="default: the adapter rank (train.rank)")
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from agent.closed_book import question_prompt
+    from agent.config import load_config
+    from agent.runtime import open_runtime
+    from student.consolidate import fold
+    from student.generation import render_prompt
+
+    cfg = load_config(args.config)
+    rt = open_runtime(cfg)
+    st = rt.student
+    tok = st.tokenizer
+    enc = tok([render_prompt(tok, question_prompt("Who recorded the song Walking Into Fresno?"))],
+              return_tensors="pt", add_special_tokens=False)
+    svd_rank = args.svd_rank or cfg.train.rank
+    out = Path(args.out or Path(cfg.runs_dir) / f"bench-latency-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def timed(names) -> float:
+        xs = []
+        with st.use(names) as m, torch.inference_mode():
+            m.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                m.generate(**enc, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
+                           pad_token_id=tok.pad_token_id)
+                xs.append(time.perf_counter() - t)
+        return statistics.median(xs)
+
+    rows = []
+    built: list[str] = []
+    for depth in sorted(args.depths):
+        while len(built) < depth:
+            name = f"lat{len(built)}"
+            st._add(name, seed=len(built))
+            with torch.no_grad():
+                for mod in st.peft.modules():
+                    if hasattr(mod, "lora_B") and name in mod.lora_B:
+                        torch.nn.init.normal_(mod.lora_B[name].weight, std=1e-3)
+            built.append(name)
+        row = {"depth": depth, "base": timed(None), "stack": timed(built)}
+        fold(st, built, "lat-exact")
+        row["fold-exact"] = timed("lat-exact")
+        st.drop("lat-exact")
+        fold(st, built, "lat-svd", rank=svd_rank)
+        row["fold-svd"] = timed("lat-svd")
+        st.drop("lat-svd")
+        row |= {f"{k}_ratio": row[k] / row["base"] for k in ("stack", "fold-exact", "fold-svd")}
+        rows.append(row)
+        print(f"depth {depth:3d}: base {row['base'] * 1000:7.1f} ms | stack x{row['stack_ratio']:.2f} | "
+              f"fold-exact x{row['fold-exact_ratio']:.2f} | fold-svd(r{svd_rank}) x{row['fold-svd_ratio']:.2f}",
+              flush=True)
+        (out / "latency.json").write_text(json.dumps({"tokens": args.tokens, "svd_rank": svd_rank, "rows": rows},
+                                                     indent=2))
+    print(f"\n| documents | base ms | stack | fold exact (rank D*{cfg.train.rank}) | fold SVD (rank {svd_rank}) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['depth']} | {r['base'] * 1000:.0f} | {r['stack_ratio']:.2f}x | {r['fold-exact_ratio']:.2f}x | "
+              f"{r['fold-svd_ratio']:.2f}x |")
+    worst = max(r["fold-svd_ratio"] for r in rows)
+    print(f"wrote {out / 'latency.json'}")
+    print("RESULT " + " ".join(f"stack_d{r['depth']}={r['stack_ratio']:.3f}" for r in rows)
+          + f" fold_svd_max={worst:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
