@@ -51,7 +51,29 @@ def new_run_dir(cfg: SealConfig, kind: str, out: str | Path | None = None) -> Pa
     cfg_file = out / "config.yaml"
     if not cfg_file.exists():
         cfg_file.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        (out / "meta.json").write_text(json.dumps(_provenance(), indent=2))
     return out
+
+
+def _provenance() -> dict:
+    """What produced a run: command line, code revision, library versions."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "seal-agent"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"argv": sys.argv, "git_rev": rev, "python": sys.version.split()[0], "versions": versions,
+            "started_at": datetime.now(timezone.utc).isoformat()}
 
 
 def append_jsonl(path: Path, record: dict) -> None:

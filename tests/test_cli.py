@@ -32,6 +32,7 @@ def test_eval_writes_records_summary_and_resumes(tiny_config_file, passages_file
         assert steps[(doc, "passage-repeat")] == steps[(doc, "self-edit")]  # matched optimizer steps
     assert (out / "table.md").read_text().startswith("Passages: 2")
     assert (out / "config.yaml").is_file() and (out / "self_edits.jsonl").is_file()
+    assert json.loads((out / "meta.json").read_text())["versions"]["peft"]
     # Rerun: nothing is redone, nothing duplicated.
     r2 = run("eval", "--passages", passages_file, "--conditions", "none,passage,passage-repeat,self-edit",
              "--out", out, "-c", tiny_config_file)
