@@ -69,8 +69,9 @@ class Student:
     # -- adapter bookkeeping -------------------------------------------------------------------------
     @property
     def model(self):
-        """The model to generate with: the PEFT wrapper once an adapter exists, else the bare base."""
-        return self.peft if self.peft is not None else self.base
+        """The model to generate with: the PEFT wrapper while adapters exist, else the bare base (LoRA layers
+        without adapters are pass-throughs). To be explicit about which adapters are active, use `use()`."""
+        return self.peft if self.adapters() else self.base
 
     def adapters(self) -> list[str]:
         return [] if self.peft is None else [a for a in self.peft.peft_config]
@@ -106,6 +107,9 @@ class Student:
     def drop(self, name: str) -> None:
         if self.peft is not None and name in self.peft.peft_config:
             self.peft.delete_adapter(name)
+            left = self.adapters()
+            if left and self.peft.active_adapter not in self.peft.peft_config:
+                self._activate([left[-1]])
 
     @contextlib.contextmanager
     def use(self, name: str | list[str] | None):
