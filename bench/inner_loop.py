@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ext = ExternalEdits(args.edits)
     p = load_passages(args.edits)[0]
     texts = ext.self_edit(p, cfg.teacher.format, cfg.teacher.grounding).sequences(p)
-    base = rt.student.base
+    base = copy.deepcopy(rt.student.base)  # pristine copy, before our Student injects any LoRA layer into it
     baseline_loop(base, rt.student.tokenizer, texts[:1], cfg.train.model_copy(update={"epochs": 1}), cfg.seed)
     rt.student.drop(rt.student.train_adapter(texts[:1], "warmup", seed=0, settings=cfg.train.model_copy(
         update={"epochs": 1})).adapter)  # warm-up: first-call allocations are not what we compare
