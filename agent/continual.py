@@ -139,7 +139,7 @@ class ContinualLearner:
         probes, source = self._probes(passage, seed)
         doc = Passage(passage.title, passage.context, tuple(probes))
         self.memory.add_document(passage, probes, source)
-        if not any(e == doc.doc_id for e in self.memory.embeddings()[0]):
+        if not self.memory.has_embedding(doc.doc_id):
             from student.embedding import embed
 
             self.memory.put_embedding(doc.doc_id, embed(self.student, [f"{doc.title}\n{doc.context}"])[0])
@@ -208,8 +208,10 @@ class ContinualLearner:
         res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
                        "train": round(t_train - t_edit, 2), "monitor": round(t_mon - t_train, 2),
                        "total": round(time.perf_counter() - t0, 2)}
+        prod = self.prod()
+        keep = {a.id for a in prod.adapters} if prod else set()
         for n in names:  # keep live adapters bounded: drop those no longer in prod
-            if n not in {a.id for a in (self.prod().adapters if self.prod() else ())}:
+            if n not in keep:
                 self.student.drop(n)
         return res
 

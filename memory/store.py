@@ -137,6 +137,9 @@ class MemoryStore:
         self.db.execute("INSERT OR REPLACE INTO embeddings VALUES (?,?)",
                         (doc_id, np.asarray(vector, dtype=np.float32).tobytes()))
 
+    def has_embedding(self, doc_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM embeddings WHERE doc_id=?", (doc_id,)).fetchone() is not None
+
     def embeddings(self) -> tuple[list[str], "object"]:
         import numpy as np
 
