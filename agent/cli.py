@@ -309,15 +309,14 @@ def forgetting(
     set_: Optional[list[str]] = SetOpt,
 ):
     """Print the accuracy ledger R[version][document] and forgetting metrics; write plots."""
-    from agent.continual import forgetting_report
+    from agent.continual import forgetting_report, has_state, memory_target
     from agent.forgetting import plot
     from memory.store import MemoryStore
 
     cfg = _config(config, set_)
-    db = Path(cfg.continual.state_dir) / "memory.sqlite"
-    if not db.is_file():
+    if not has_state(cfg):
         _fail(f"no continual state at {cfg.continual.state_dir} (run `seal ingest` first)")
-    rep = forgetting_report(MemoryStore(db))
+    rep = forgetting_report(MemoryStore(memory_target(cfg)))
     t = Table(title="probe accuracy R[version][document] (columns in learning order)")
     t.add_column("version")
     for i, _ in enumerate(rep.docs):
@@ -349,7 +348,9 @@ def adapters(config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = Set
     cfg = _config(config, set_)
     root = Path(cfg.continual.state_dir)
     store = StackStore(root / "stack")
-    ups = {u["version"]: u for u in MemoryStore(root / "memory.sqlite").updates()}
+    from agent.continual import memory_target
+
+    ups = {u["version"]: u for u in MemoryStore(memory_target(cfg)).updates()}
     aliases = store.aliases()
     t = Table(title=f"student versions in {root}")
     for c in ("version", "aliases", "adapters", "docs", "status", "gain", "forgetting", "note"):

@@ -66,11 +66,16 @@ class ConsolidationSettings(BaseModel):
     every: int = Field(0, ge=0)  # fold the stack every N promoted updates (0 = never by count)
     max_depth: int = Field(8, ge=1)  # ... or when the stack holds more adapters than this
     rank: int | None = Field(None, ge=1)  # None = exact fold (ranks add up); else SVD to this rank
+    # adapter: fold into one adapter (one LoRA matmul per module per query).
+    # base: merge into the served base weights (a new base snapshot, recorded as merged adapters in the
+    #       manifest and applied on load): queries cost what the bare base costs; rollback stays exact.
+    into: Literal["adapter", "base"] = "adapter"
 
 
 class ContinualSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state_dir: str = "state"
+    database: str | None = None  # None = SQLite at <state_dir>/memory.sqlite; or postgresql://user@host/db
     train_on: Literal["self-edit", "passage"] = "self-edit"
     write_probes: bool = True  # teacher writes probes for documents without QA
     merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights

@@ -24,7 +24,7 @@ from memory.documents import QA, Passage
 from memory.store import MemoryStore
 from student.adapters import Student
 from student.consolidate import fold
-from student.stack import Manifest, StackStore, load_version
+from student.stack import AdapterRef, Manifest, StackStore, load_version
 from teacher.self_edit import build_self_edit
 from teacher.writer import TeacherWriter
 
@@ -70,7 +70,11 @@ class ContinualLearner:
         return self.stack.resolve("prod") if "prod" in self.stack.aliases() else None
 
     def _names(self, m: Manifest | None) -> list[str]:
-        return load_version(self.stack, self.student, m) if m and m.adapters else []
+        if m is None:  # the untouched base
+            if self.student.merged:
+                self.student.restore_base()
+            return []
+        return load_version(self.stack, self.student, m)
 
     def accuracy(self, names: list[str], doc: Passage) -> float:
         graded = evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
@@ -170,7 +174,7 @@ class ContinualLearner:
                 ref_list = [*(parent.adapters if parent else ()), self.stack.add_adapter(self.student, live, live,
                                                                                        [doc.doc_id])]
             m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
-        names = [a.id for a in m.adapters]
+        names = [a.id for a in m.adapters if not a.merged]  # the live base already holds the merged ones
         after = self.accuracy(names, doc) if probes else float("nan")
         if probes:
             self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
@@ -217,21 +221,35 @@ class ContinualLearner:
 
     def _maybe_consolidate(self, m: Manifest) -> int | None:
         cs = self.c.consolidation
+        live_refs = [a for a in m.adapters if not a.merged]
         promoted = sum(1 for u in self.memory.updates() if u["status"] == "promoted")
-        due = len(m.adapters) > cs.max_depth or (cs.every and promoted % cs.every == 0)
-        if not due or len(m.adapters) < 2:
+        due = len(live_refs) > cs.max_depth or bool(cs.every and promoted % cs.every == 0)
+        if not due or not live_refs or (cs.into == "adapter" and len(live_refs) < 2):
             return None
         names = load_version(self.stack, self.student, m)
+        merged_refs = [a for a in m.adapters if a.merged]
         with self.stack.writer():
-            version = self.stack.next_version()
-            live = f"a{version:05d}"
-            rep = fold(self.student, names, live, rank=cs.rank)
-            ref = self.stack.add_adapter(self.student, live, live, m.doc_ids, kind="consolidated")
-            new = self.stack.commit([ref], m.version, note=f"fold {len(names)} adapters, rank {rep.rank_out}, "
-                                                         f"rel error {rep.rel_error:.4f}", move=("latest", "prod"))
+            if cs.into == "base" and len(live_refs) == 1 and cs.rank is None:
+                # one adapter: serve it merged as it is (same files, so nothing new is written)
+                ref = live_refs[0]
+                new_refs = [*merged_refs, AdapterRef(ref.id, ref.doc_ids, ref.rank, ref.kind, ref.files, True)]
+                note = f"merge {ref.id} into the base"
+            else:
+                version = self.stack.next_version()
+                live = f"a{version:05d}"
+                rep = fold(self.student, names, live, rank=cs.rank)
+                ref = self.stack.add_adapter(self.student, live, live, [d for a in live_refs for d in a.doc_ids],
+                                             kind="consolidated")
+                if cs.into == "base":
+                    ref = AdapterRef(ref.id, ref.doc_ids, ref.rank, ref.kind, ref.files, True)
+                new_refs = [*merged_refs, ref]
+                note = (f"fold {len(names)} adapters, rank {rep.rank_out}, rel error {rep.rel_error:.4f}"
+                        + (", merged into the base" if cs.into == "base" else ""))
+            new = self.stack.commit(new_refs, m.version, note=note, move=("latest", "prod"))
         self.memory.record_update(new.version, None, m.version, "consolidated", new.note)
         for n in names:
             self.student.drop(n)
+        load_version(self.stack, self.student, new)  # serve the consolidated form from now on
         return new.version
 
 
@@ -245,11 +263,23 @@ def forgetting_report(memory: MemoryStore):
     return compute(steps, memory.learned_at(), base=ledger.get(0, {}))
 
 
+def memory_target(cfg: SealConfig) -> str:
+    from pathlib import Path
+
+    return cfg.continual.database or str(Path(cfg.continual.state_dir) / "memory.sqlite")
+
+
+def has_state(cfg: SealConfig) -> bool:
+    from pathlib import Path
+
+    return bool(cfg.continual.database) or (Path(cfg.continual.state_dir) / "memory.sqlite").is_file()
+
+
 def open_learner(student: Student, cfg: SealConfig) -> ContinualLearner:
     from pathlib import Path
 
     root = Path(cfg.continual.state_dir)
-    return ContinualLearner(student, cfg, StackStore(root / "stack"), MemoryStore(root / "memory.sqlite"))
+    return ContinualLearner(student, cfg, StackStore(root / "stack"), MemoryStore(memory_target(cfg)))
 
 
 def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:
@@ -265,16 +295,16 @@ def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[s
         raise ValueError(f"document {doc_id} was folded into consolidated adapter {hits[0].id} with "
                          f"{len(hits[0].doc_ids) - 1} other documents; roll back to a version before the fold")
     old_names = lr._names(prod)
+    docs = [p for p in (lr.memory.document(d) for d in prod.doc_ids) if p.questions]
+    before = {p.doc_id: lr.accuracy(old_names, p) for p in docs}
     with lr.stack.writer():
         new = lr.stack.commit([a for a in prod.adapters if a.id != hits[0].id], prod.version,
                               note=f"remove document {doc_id}", move=("latest", "prod"))
-    new_names = [a.id for a in new.adapters]
+    new_names = lr._names(new)  # a removed merged adapter means the base is rebuilt without it
     changes = {}
-    for d in prod.doc_ids:
-        p = lr.memory.document(d)
-        if p.questions:
-            before, after = lr.accuracy(old_names, p), lr.accuracy(new_names, p)
-            lr.memory.record(new.version, d, after * len(p.questions), len(p.questions))
-            changes[d] = (before, after)
+    for p in docs:
+        after = lr.accuracy(new_names, p)
+        lr.memory.record(new.version, p.doc_id, after * len(p.questions), len(p.questions))
+        changes[p.doc_id] = (before[p.doc_id], after)
     lr.memory.record_update(new.version, doc_id, prod.version, "removed", f"removed {doc_id}")
     return new, changes

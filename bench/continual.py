@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 MODE_SETTINGS = {
     "naive": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": False},
     "merge": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": True},
-    "ours": {},  # from the config (continual.replay / continual.gate), see configs/continual-ours.yaml
+    "ours": {},  # from the config (continual.replay / continual.gate), configs/continual-ours.yaml is our best
 }
 
 

@@ -7,7 +7,8 @@ greedy generation of --tokens tokens for one question:
   stack       D adapters active (one LoRA matmul pair per adapter per module)
   fold-exact  the D adapters folded into one adapter of rank D*r (same function)
   fold-svd    folded and SVD-compressed to --svd-rank (the consolidation policy with a rank)
-(Merging into a new base snapshot leaves no adapter at all: its latency is the base's by construction.)
+  merged      the fold merged into the served weights (consolidation `into: base`): no adapter left
+The base is timed twice per depth (before the folds and after the merge is undone) and the mean is used.
 Ratios are to the base, all in one run; the median of --repeats is used. Ends with `RESULT ...`.
 
     python bench/latency.py --config configs/default.yaml --depths 1 8 32 64
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     args = ap.parse_args(argv)
 
     import torch
@@ -43,7 +45,9 @@ def main(argv=None) -> int:
     from student.consolidate import fold
     from student.generation import render_prompt
 
-    cfg = load_config(args.config)
+    from agent.cli import apply_sets
+
+    cfg = apply_sets(load_config(args.config), args.set)
     rt = open_runtime(cfg)
     st = rt.student
     tok = st.tokenizer
@@ -83,24 +87,29 @@ def main(argv=None) -> int:
         row["base"] = timed(None)
         row["fold-exact"] = timed("lat-exact")
         row["fold-svd"] = timed("lat-svd")
-        st.drop("lat-exact")
         st.drop("lat-svd")
-        row |= {f"{k}_ratio": row[k] / row["base"] for k in ("stack", "fold-exact", "fold-svd")}
+        st.merge_into_base("lat-exact", track=True)
+        row["merged"] = timed(None)
+        st.restore_base()
+        row["base"] = (row["base"] + timed(None)) / 2
+        row |= {f"{k}_ratio": row[k] / row["base"] for k in ("stack", "fold-exact", "fold-svd", "merged")}
         rows.append(row)
         print(f"depth {depth:3d}: base {row['base'] * 1000:7.1f} ms | stack x{row['stack_ratio']:.2f} | "
-              f"fold-exact x{row['fold-exact_ratio']:.2f} | fold-svd(r{svd_rank}) x{row['fold-svd_ratio']:.2f}",
+              f"fold-exact x{row['fold-exact_ratio']:.2f} | fold-svd(r{svd_rank}) x{row['fold-svd_ratio']:.2f} | "
+              f"merged x{row['merged_ratio']:.2f}",
               flush=True)
         (out / "latency.json").write_text(json.dumps({"tokens": args.tokens, "svd_rank": svd_rank, "rows": rows},
                                                      indent=2))
-    print(f"\n| documents | base ms | stack | fold exact (rank D*{cfg.train.rank}) | fold SVD (rank {svd_rank}) |")
-    print("|---|---|---|---|---|")
+    print(f"\n| documents | base ms | stack | fold exact (rank D*{cfg.train.rank}) | fold SVD (rank {svd_rank}) | merged into base |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['depth']} | {r['base'] * 1000:.0f} | {r['stack_ratio']:.2f}x | {r['fold-exact_ratio']:.2f}x | "
-              f"{r['fold-svd_ratio']:.2f}x |")
+              f"{r['fold-svd_ratio']:.2f}x | {r['merged_ratio']:.2f}x |")
     worst = max(r["fold-svd_ratio"] for r in rows)
+    worst_merged = max(r["merged_ratio"] for r in rows)
     print(f"wrote {out / 'latency.json'}")
     print("RESULT " + " ".join(f"stack_d{r['depth']}={r['stack_ratio']:.3f}" for r in rows)
-          + f" fold_svd_max={worst:.3f}")
+          + f" fold_svd_max={worst:.3f} merged_max={worst_merged:.3f}")
     return 0
 
 

@@ -1,40 +1,38 @@
-"""What the agent remembers, in SQLite: learned documents, their QA probes, and the accuracy ledger
+"""What the agent remembers, in SQLite or PostgreSQL: learned documents, their QA probes, and the accuracy ledger
 R[version][document] that the forgetting monitor fills after every update."""
 from __future__ import annotations
 
-import sqlite3
+import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import (Column, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, delete, func,
+                        select)
+
+from memory.database import insert, open_engine
 from memory.documents import QA, Passage
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, context TEXT NOT NULL, added_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS probes (
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id), idx INTEGER NOT NULL,
-    question TEXT NOT NULL, answer TEXT NOT NULL, source TEXT NOT NULL,
-    PRIMARY KEY (doc_id, idx)
-);
-CREATE TABLE IF NOT EXISTS learned (
-    doc_id TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (doc_id, version)
-);
-CREATE TABLE IF NOT EXISTS ledger (
-    version INTEGER NOT NULL, doc_id TEXT NOT NULL, correct REAL NOT NULL, total INTEGER NOT NULL,
-    measured_at REAL NOT NULL, PRIMARY KEY (version, doc_id)
-);
-CREATE TABLE IF NOT EXISTS embeddings (doc_id TEXT PRIMARY KEY, vector BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS sequences (
-    doc_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY (doc_id, idx)
-);
-CREATE TABLE IF NOT EXISTS updates (
-    version INTEGER PRIMARY KEY, doc_id TEXT, parent INTEGER, status TEXT NOT NULL, reason TEXT,
-    gain REAL, forgetting REAL, info TEXT, created_at REAL NOT NULL
-);
-"""
+META = MetaData()
+DOCUMENTS = Table("documents", META, Column("doc_id", String(64), primary_key=True),
+                  Column("title", Text, nullable=False), Column("context", Text, nullable=False),
+                  Column("added_at", Float, nullable=False))
+PROBES = Table("probes", META, Column("doc_id", String(64), ForeignKey("documents.doc_id"), primary_key=True),
+               Column("idx", Integer, primary_key=True), Column("question", Text, nullable=False),
+               Column("answer", Text, nullable=False), Column("source", String(16), nullable=False))
+LEARNED = Table("learned", META, Column("doc_id", String(64), primary_key=True),
+                Column("version", Integer, primary_key=True))
+LEDGER = Table("ledger", META, Column("version", Integer, primary_key=True), Column("doc_id", String(64), primary_key=True),
+               Column("correct", Float, nullable=False), Column("total", Integer, nullable=False),
+               Column("measured_at", Float, nullable=False))
+EMBEDDINGS = Table("embeddings", META, Column("doc_id", String(64), primary_key=True),
+                   Column("vector", LargeBinary, nullable=False))
+SEQUENCES = Table("sequences", META, Column("doc_id", String(64), primary_key=True),
+                  Column("idx", Integer, primary_key=True), Column("text", Text, nullable=False))
+UPDATES = Table("updates", META, Column("version", Integer, primary_key=True, autoincrement=False),
+                Column("doc_id", String(64)), Column("parent", Integer), Column("status", String(16), nullable=False),
+                Column("reason", Text), Column("gain", Float), Column("forgetting", Float), Column("info", Text),
+                Column("created_at", Float, nullable=False))
 
 
 @dataclass(frozen=True)
@@ -47,103 +45,112 @@ class Probe:
 
 
 class MemoryStore:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+    """`target` is a SQLite file path (the embedded default) or a `postgresql://` URL."""
+
+    def __init__(self, target: str | Path):
+        self.target = target
+        self.engine = open_engine(target)
+        META.create_all(self.engine)
 
     def close(self) -> None:
-        self.db.close()
+        self.engine.dispose()
 
-    @contextmanager
-    def tx(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+    def _rows(self, stmt):
+        with self.engine.begin() as c:
+            return c.execute(stmt).fetchall()
 
     # -- documents and probes -----------------------------------------------------------------------------
     def add_document(self, p: Passage, probes: list[QA] | None = None, source: str = "given") -> None:
         """Idempotent by content hash: adding the same passage twice changes nothing."""
         probes = list(p.questions) if probes is None else probes
-        with self.tx() as db:
-            db.execute("INSERT OR IGNORE INTO documents VALUES (?,?,?,?)", (p.doc_id, p.title, p.context, time.time()))
-            have = db.execute("SELECT COUNT(*) FROM probes WHERE doc_id=?", (p.doc_id,)).fetchone()[0]
-            if not have:
-                db.executemany("INSERT INTO probes VALUES (?,?,?,?,?)",
-                               [(p.doc_id, i, q.question, q.answer, source) for i, q in enumerate(probes)])
+        with self.engine.begin() as c:
+            c.execute(insert(self.engine, DOCUMENTS).values(doc_id=p.doc_id, title=p.title, context=p.context,
+                                                            added_at=time.time()).on_conflict_do_nothing())
+            have = c.execute(select(func.count()).select_from(PROBES).where(PROBES.c.doc_id == p.doc_id)).scalar()
+            if not have and probes:
+                c.execute(PROBES.insert(), [dict(doc_id=p.doc_id, idx=i, question=q.question, answer=q.answer,
+                                                 source=source) for i, q in enumerate(probes)])
+
+    def has_document(self, doc_id: str) -> bool:
+        return bool(self._rows(select(DOCUMENTS.c.doc_id).where(DOCUMENTS.c.doc_id == doc_id)))
 
     def document(self, doc_id: str) -> Passage:
-        row = self.db.execute("SELECT title, context FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
-        if row is None:
+        rows = self._rows(select(DOCUMENTS.c.title, DOCUMENTS.c.context).where(DOCUMENTS.c.doc_id == doc_id))
+        if not rows:
             raise KeyError(f"unknown document {doc_id}")
-        return Passage(row[0], row[1], tuple(QA(p.question, p.answer) for p in self.probes(doc_id)))
+        return Passage(rows[0][0], rows[0][1], tuple(QA(p.question, p.answer) for p in self.probes(doc_id)))
 
     def probes(self, doc_id: str) -> list[Probe]:
-        rows = self.db.execute("SELECT doc_id, idx, question, answer, source FROM probes WHERE doc_id=? ORDER BY idx",
-                               (doc_id,)).fetchall()
+        rows = self._rows(select(PROBES.c.doc_id, PROBES.c.idx, PROBES.c.question, PROBES.c.answer, PROBES.c.source)
+                          .where(PROBES.c.doc_id == doc_id).order_by(PROBES.c.idx))
         return [Probe(*r) for r in rows]
 
     def mark_learned(self, doc_id: str, version: int) -> None:
-        self.db.execute("INSERT OR IGNORE INTO learned VALUES (?,?)", (doc_id, version))
+        with self.engine.begin() as c:
+            c.execute(insert(self.engine, LEARNED).values(doc_id=doc_id, version=version).on_conflict_do_nothing())
 
     def learned_at(self) -> dict[str, int]:
         """doc_id -> first version that contained it."""
-        return dict(self.db.execute("SELECT doc_id, MIN(version) FROM learned GROUP BY doc_id").fetchall())
+        return dict(self._rows(select(LEARNED.c.doc_id, func.min(LEARNED.c.version)).group_by(LEARNED.c.doc_id)))
 
     # -- ledger -------------------------------------------------------------------------------------------
     def record(self, version: int, doc_id: str, correct: float, total: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO ledger VALUES (?,?,?,?,?)", (version, doc_id, correct, total, time.time()))
+        now = time.time()
+        stmt = insert(self.engine, LEDGER).values(version=version, doc_id=doc_id, correct=correct, total=total,
+                                                  measured_at=now)
+        stmt = stmt.on_conflict_do_update(index_elements=["version", "doc_id"],
+                                          set_=dict(correct=correct, total=total, measured_at=now))
+        with self.engine.begin() as c:
+            c.execute(stmt)
 
     def ledger(self) -> dict[int, dict[str, float]]:
         out: dict[int, dict[str, float]] = {}
-        for v, d, c, n in self.db.execute("SELECT version, doc_id, correct, total FROM ledger ORDER BY version"):
+        rows = self._rows(select(LEDGER.c.version, LEDGER.c.doc_id, LEDGER.c.correct, LEDGER.c.total)
+                          .order_by(LEDGER.c.version, LEDGER.c.doc_id))
+        for v, d, c, n in rows:
             out.setdefault(v, {})[d] = c / n if n else float("nan")
         return out
 
     # -- training sequences (for replay) and update outcomes ------------------------------------------------
     def put_sequences(self, doc_id: str, texts: list[str]) -> None:
-        with self.tx() as db:
-            db.execute("DELETE FROM sequences WHERE doc_id=?", (doc_id,))
-            db.executemany("INSERT INTO sequences VALUES (?,?,?)", [(doc_id, i, t) for i, t in enumerate(texts)])
+        with self.engine.begin() as c:
+            c.execute(delete(SEQUENCES).where(SEQUENCES.c.doc_id == doc_id))
+            if texts:
+                c.execute(SEQUENCES.insert(), [dict(doc_id=doc_id, idx=i, text=t) for i, t in enumerate(texts)])
 
     def sequences(self, doc_id: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT text FROM sequences WHERE doc_id=? ORDER BY idx", (doc_id,))]
+        return [r[0] for r in self._rows(select(SEQUENCES.c.text).where(SEQUENCES.c.doc_id == doc_id)
+                                         .order_by(SEQUENCES.c.idx))]
 
     def record_update(self, version: int, doc_id: str | None, parent: int | None, status: str, reason: str = "",
                       gain: float | None = None, forgetting: float | None = None, info: dict | None = None) -> None:
-        import json
-
-        self.db.execute("INSERT OR REPLACE INTO updates VALUES (?,?,?,?,?,?,?,?,?)",
-                        (version, doc_id, parent, status, reason, gain, forgetting, json.dumps(info or {}), time.time()))
+        row = dict(doc_id=doc_id, parent=parent, status=status, reason=reason, gain=gain, forgetting=forgetting,
+                   info=json.dumps(info or {}), created_at=time.time())
+        stmt = insert(self.engine, UPDATES).values(version=version, **row)
+        with self.engine.begin() as c:
+            c.execute(stmt.on_conflict_do_update(index_elements=["version"], set_=row))
 
     def updates(self) -> list[dict]:
-        import json
-
         cols = ("version", "doc_id", "parent", "status", "reason", "gain", "forgetting", "info", "created_at")
-        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM updates ORDER BY version").fetchall()
+        rows = self._rows(select(*(UPDATES.c[k] for k in cols)).order_by(UPDATES.c.version))
         return [dict(zip(cols, r)) | {"info": json.loads(r[7])} for r in rows]
 
     # -- embeddings (for picking which past documents to replay) ----------------------------------------------
     def put_embedding(self, doc_id: str, vector) -> None:
         import numpy as np
 
-        self.db.execute("INSERT OR REPLACE INTO embeddings VALUES (?,?)",
-                        (doc_id, np.asarray(vector, dtype=np.float32).tobytes()))
+        blob = np.asarray(vector, dtype=np.float32).tobytes()
+        stmt = insert(self.engine, EMBEDDINGS).values(doc_id=doc_id, vector=blob)
+        with self.engine.begin() as c:
+            c.execute(stmt.on_conflict_do_update(index_elements=["doc_id"], set_=dict(vector=blob)))
 
     def has_embedding(self, doc_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM embeddings WHERE doc_id=?", (doc_id,)).fetchone() is not None
+        return bool(self._rows(select(EMBEDDINGS.c.doc_id).where(EMBEDDINGS.c.doc_id == doc_id)))
 
     def embeddings(self) -> tuple[list[str], "object"]:
         import numpy as np
 
-        rows = self.db.execute("SELECT doc_id, vector FROM embeddings ORDER BY doc_id").fetchall()
+        rows = self._rows(select(EMBEDDINGS.c.doc_id, EMBEDDINGS.c.vector).order_by(EMBEDDINGS.c.doc_id))
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
-        return [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        return [r[0] for r in rows], np.stack([np.frombuffer(bytes(r[1]), dtype=np.float32) for r in rows])

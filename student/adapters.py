@@ -63,6 +63,8 @@ class Student:
         self.tokenizer = tokenizer
         self.settings = settings
         self.peft: PeftModel | None = None
+        self.merged: tuple[str, ...] = ()  # adapters whose deltas live in the base weights (in this order)
+        self._originals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(weight) -> (weight, original)
         for p in self.base.parameters():
             p.requires_grad_(False)
 
@@ -192,15 +194,30 @@ class Student:
         return stats
 
     @torch.no_grad()
-    def merge_into_base(self, name: str) -> None:
-        """Add an adapter's delta into the base weights and delete it (the paper's continual protocol: each
-        update is merged before the next). Irreversible in memory; persist a base snapshot to keep it."""
+    def merge_into_base(self, name: str, track: bool = False) -> None:
+        """Add an adapter's delta into the base weights and delete the adapter.
+
+        Untracked, this is the paper's continual protocol (irreversible). Tracked, the adapter is recorded in
+        `merged` and `restore_base()` can undo it exactly: the first time a weight is changed its original is
+        kept, so going back never accumulates float error from subtracting deltas."""
         for mod in self.peft.modules():
             if hasattr(mod, "lora_A") and name in getattr(mod, "lora_A", {}):
                 w = mod.get_base_layer().weight
+                if id(w) not in self._originals:
+                    self._originals[id(w)] = (w, w.detach().clone())
                 delta = mod.lora_B[name].weight @ mod.lora_A[name].weight * mod.scaling[name]
                 w.add_(delta.to(w.dtype))
         self.drop(name)
+        if track:
+            self.merged = (*self.merged, name)
+
+    @torch.no_grad()
+    def restore_base(self) -> None:
+        """Put back the weights as loaded (undo every merge)."""
+        for w, orig in self._originals.values():
+            w.copy_(orig)
+        self._originals.clear()
+        self.merged = ()
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, name: str, path: str | Path) -> Path:

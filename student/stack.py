@@ -40,10 +40,12 @@ class AdapterRef:
     rank: int
     kind: str  # "lora" (one document) | "consolidated" (several, folded)
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    merged: bool = False  # served merged into the base weights (no per-query adapter cost)
 
     @classmethod
     def from_json(cls, d: dict) -> "AdapterRef":
-        return cls(d["id"], tuple(d["doc_ids"]), int(d["rank"]), d["kind"], dict(d["files"]))
+        return cls(d["id"], tuple(d["doc_ids"]), int(d["rank"]), d["kind"], dict(d["files"]),
+                   bool(d.get("merged", False)))
 
 
 @dataclass(frozen=True)
@@ -195,10 +197,24 @@ class StackStore:
 
 
 def load_version(store: StackStore, student, manifest: Manifest) -> list[str]:
-    """Verify, load the version's adapters into the live student (once each), return their live names."""
+    """Verify, make the live student equal to the version, and return the names of its active adapters.
+
+    Merged adapters are applied to the base weights (restoring the original weights first unless the live
+    base already holds a prefix of them); the others are loaded once each and returned for `student.use()`.
+    """
     store.verify(manifest)
+    want = tuple(a.id for a in manifest.adapters if a.merged)
+    if student.merged != want:
+        if student.merged != want[:len(student.merged)]:
+            student.restore_base()
+        for aid in want[len(student.merged):]:
+            student.drop(aid)
+            student.load(store.adapter_dir(aid), aid)
+            student.merge_into_base(aid, track=True)
     names = []
     for a in manifest.adapters:
+        if a.merged:
+            continue
         if a.id not in student.adapters():
             student.load(store.adapter_dir(a.id), a.id)
         names.append(a.id)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("SEAL_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,24 @@ def passages_file(tmp_path) -> Path:
     p = tmp_path / "passages.json"
     p.write_text(json.dumps(data))
     return p
+
+
+@pytest.fixture()
+def postgres_url():
+    """A fresh, empty PostgreSQL database on the machine's server (dropped afterwards)."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    admin = os.environ.get("SEAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"seal_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server at {admin}: {e}")
+    conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()

@@ -30,6 +30,7 @@ def learner(runtime, tiny_cfg, tmp_path):
     for st, before in made:
         for n in set(st.adapters()) - before:
             st.drop(n)
+        st.restore_base()  # the session's shared model must leave as it came
 
 
 def test_stream_builds_versions_and_a_ledger(learner):
@@ -71,6 +72,41 @@ def test_exact_consolidation_keeps_the_function(learner):
     with lr.student.use(load_version(lr.stack, lr.student, folded)) as m, torch.no_grad():
         got = m(**ids).logits
     assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_consolidation_into_the_base_serves_without_adapters_and_rolls_back_exactly(learner):
+    from agent.continual import remove_document
+    from student.stack import load_version
+
+    lr = learner(consolidation={"every": 1, "max_depth": 8, "rank": None, "into": "base"})
+    ids = lr.student.tokenizer(["Anna Berg painted the northern harbour"], return_tensors="pt")
+
+    def logits(version):
+        names = load_version(lr.stack, lr.student, lr.stack.manifest(version))
+        with lr.student.use(names or None) as m, torch.no_grad():
+            return names, m(**ids).logits
+
+    with lr.student.use(None) as m, torch.no_grad():
+        bare = m(**ids).logits
+    r1, r2 = lr.learn(DOCS[0]), lr.learn(DOCS[1])
+    assert (r1.version, r1.consolidated_to, r2.version, r2.consolidated_to) == (1, 2, 3, 4)
+    prod = lr.stack.resolve("prod")
+    assert prod.version == 4 and all(a.merged for a in prod.adapters) and len(prod.adapters) == 2
+    assert lr.student.adapters() == [] and lr.student.merged == tuple(a.id for a in prod.adapters)
+    names, served = logits(4)
+    assert names == []  # queries on prod run the bare architecture: no LoRA matmul at all
+    names3, stacked = logits(3)  # v3 = v2's merged adapter + doc 1's live adapter
+    assert names3 == [prod.adapters[1].id]
+    assert torch.allclose(served, stacked, atol=1e-4)
+    assert not torch.allclose(served, bare, atol=1e-3)
+    _, again = logits(4)
+    assert torch.allclose(again, served, atol=1e-5)
+    # removing a merged document rebuilds the base without it; the untouched base comes back exactly
+    new, changes = remove_document(lr, DOCS[1].doc_id)
+    assert [a.doc_ids for a in new.adapters] == [(DOCS[0].doc_id,)] and set(changes) == {d.doc_id for d in DOCS[:2]}
+    lr.student.restore_base()
+    with lr.student.use(None) as m, torch.no_grad():
+        assert torch.equal(m(**ids).logits, bare)
 
 
 def test_merge_baseline_changes_the_weights_and_keeps_no_adapters(tiny_cfg, tmp_path):

@@ -30,8 +30,15 @@ def test_plots_are_written(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
 
 
-def test_memory_store_documents_probes_ledger(tmp_path):
-    s = MemoryStore(tmp_path / "m.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request, tmp_path):
+    if request.param == "sqlite":
+        return tmp_path / "m.sqlite"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_memory_store_documents_probes_ledger(db_target):
+    s = MemoryStore(db_target)
     p = passage_from_dict({"title": "T", "context": "Ctx.", "questions": [{"question": "q?", "answer": "a"}]})
     s.add_document(p)
     s.add_document(p)  # idempotent
@@ -45,7 +52,22 @@ def test_memory_store_documents_probes_ledger(tmp_path):
     s.record(2, p.doc_id, 0, 1)
     s.record(2, q.doc_id, 1, 1)
     s.close()
-    s2 = MemoryStore(tmp_path / "m.sqlite")  # persisted
+    s.record(2, q.doc_id, 1, 1)  # re-recording replaces the cell (upsert)
+    s.put_sequences(p.doc_id, ["a", "b"])
+    s.put_sequences(p.doc_id, ["c"])
+    s.put_embedding(p.doc_id, [1.0, 2.0])
+    s.put_embedding(p.doc_id, [3.0, 4.0])
+    s.record_update(1, p.doc_id, None, "promoted", gain=0.5, info={"k": 1})
+    s.record_update(1, p.doc_id, None, "promoted", gain=0.25, info={"k": 2})
+    s.close()
+    s2 = MemoryStore(db_target)  # persisted
     assert s2.learned_at() == {p.doc_id: 1, q.doc_id: 2}
     assert s2.ledger() == {1: {p.doc_id: 1.0}, 2: {p.doc_id: 0.0, q.doc_id: 1.0}}
     assert s2.document(q.doc_id).questions == (QA("written?", "yes"),)
+    assert s2.sequences(p.doc_id) == ["c"]
+    ids, vecs = s2.embeddings()
+    assert ids == [p.doc_id] and vecs.tolist() == [[3.0, 4.0]]
+    [u] = s2.updates()
+    assert (u["gain"], u["info"]) == (0.25, {"k": 2})
+    with pytest.raises(KeyError):
+        s2.document("nope")
