@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 from agent.closed_book import evaluate_passage
 from agent.config import SealConfig
@@ -44,10 +46,21 @@ class UpdateResult:
     probe_source: str
     seconds: dict = field(default_factory=dict)
     consolidated_to: int | None = None
+    replayed: bool = False  # True when this update had already been done (a redelivered job): nothing re-ran
 
     @property
     def gain(self) -> float:
         return self.after - self.before
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("replayed")
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "UpdateResult":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) -> float | None:
@@ -81,6 +94,14 @@ class ContinualLearner:
                                   self.cfg.eval.batch_size)
         return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
 
+    @contextmanager
+    def _teacher(self):
+        """The teacher (and the embedder) is the untouched base: undo merges first (load_version redoes them)."""
+        if self.student.merged:
+            self.student.restore_base()
+        with self.student.use(None) as m:
+            yield m
+
     def _probes(self, p: Passage, seed: int) -> tuple[list[QA], str]:
         if p.questions:
             return list(p.questions), "given"
@@ -88,14 +109,14 @@ class ContinualLearner:
             return [], "none"
         from teacher.probes import write_probes
 
-        with self.student.use(None) as m:
+        with self._teacher() as m:
             res = write_probes(m, self.student.tokenizer, p, self.cfg.teacher, seed)
         return res.kept, "teacher"
 
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
         if self.c.train_on == "passage":
             return [f"{p.title}\n{p.context}"]
-        with self.student.use(None) as m:
+        with self._teacher() as m:
             raw = self.writer.sample_raw([p], seed=seed, model=m)[0]
         se = build_self_edit(p, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
         return se.sequences(p, self.cfg.train.passage_in_training)
@@ -137,87 +158,140 @@ class ContinualLearner:
                 self.memory.record(0, d.doc_id, self.accuracy([], d) * len(d.questions), len(d.questions))
 
     # -- one update ---------------------------------------------------------------------------------------------
-    def learn(self, passage: Passage, seed: int | None = None) -> UpdateResult:
+    def learn(self, passage: Passage, seed: int | None = None,
+              on_stage: Callable[[str], None] | None = None) -> UpdateResult:
+        """One document, in stages (`on_stage` hears each: writing_probes, self_editing, training, evaluating, and
+        may raise to cancel). Safe to run again after a crash at any point: stored probes and self-edits are
+        reused, a committed candidate for the same (document, parent version) is evaluated instead of retrained,
+        and a finished update is returned as recorded; so a redelivered job does its work once."""
         seed = self.cfg.seed if seed is None else seed
+        stage = on_stage or (lambda _name: None)
         t0 = time.perf_counter()
-        probes, source = self._probes(passage, seed)
+        stage("writing_probes")
+        stored = self.memory.probes(passage.doc_id)
+        if stored and not passage.questions:
+            probes, source = [QA(p.question, p.answer) for p in stored], stored[0].source
+        else:
+            probes, source = self._probes(passage, seed)
         doc = Passage(passage.title, passage.context, tuple(probes))
         self.memory.add_document(passage, probes, source)
         if not self.memory.has_embedding(doc.doc_id):
             from student.embedding import embed
 
-            self.memory.put_embedding(doc.doc_id, embed(self.student, [f"{doc.title}\n{doc.context}"])[0])
-        parent = self.prod()
-        parent_v = parent.version if parent else 0
-        stack_names = self._names(parent)
-        if self.c.merge_each_update:  # documents live in the weights, not in manifests
-            learned = [d for d in self.memory.learned_at() if d != doc.doc_id]
-        else:
-            learned = [d for d in (parent.doc_ids if parent else []) if d != doc.doc_id]
+            with self._teacher():
+                self.memory.put_embedding(doc.doc_id, embed(self.student, [f"{doc.title}\n{doc.context}"])[0])
         t_probe = time.perf_counter()
-        before = self.accuracy(stack_names, doc) if probes else float("nan")
-
-        texts = self._train_texts(doc, seed)
-        self.memory.put_sequences(doc.doc_id, texts)
-        replay = self._replay(learned)
+        stage("self_editing")
+        texts = self.memory.sequences(doc.doc_id)
+        if not texts:
+            texts = self._train_texts(doc, seed)
+            self.memory.put_sequences(doc.doc_id, texts)
         t_edit = time.perf_counter()
-        with self.stack.writer():
-            version = self.stack.next_version()
-            live = f"a{version:05d}"
-            self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
-            t_train = time.perf_counter()
-            if self.c.merge_each_update:
-                # Paper baseline: merge into the weights. The stack stays empty; versions record documents only.
-                self.student.merge_into_base(live)
-                ref_list = []
-            else:
-                ref_list = [*(parent.adapters if parent else ()), self.stack.add_adapter(self.student, live, live,
-                                                                                       [doc.doc_id])]
-            m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
-        names = [a.id for a in m.adapters if not a.merged]  # the live base already holds the merged ones
-        after = self.accuracy(names, doc) if probes else float("nan")
-        if probes:
-            self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
-        monitored = self._monitored(doc.doc_id, learned)
-        drops = []
-        ledger = self.memory.ledger()
-        for d in monitored:
-            past = self.memory.document(d)
-            if not past.questions:
-                continue
-            acc = self.accuracy(names, past)
-            self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
-            prev = _latest(ledger, d, parent_v)
-            if prev is not None:
-                drops.append(max(0.0, prev - acc))
-        forgetting = sum(drops) / len(drops) if drops else 0.0
-        t_mon = time.perf_counter()
 
-        g = self.c.gate
-        status, reason = "promoted", ""
-        if g.enabled and not self.c.merge_each_update:
-            if probes and after - before < g.min_gain:
-                status, reason = "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
-            elif forgetting > g.max_forgetting:
-                status, reason = "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
-        if status == "promoted":
-            self.stack.set_alias("prod", m.version)
-            self.memory.mark_learned(doc.doc_id, m.version)
-        res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
-                           len(monitored), len(probes), source)
-        self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
-                                  {"replay_sequences": len(replay), "train_sequences": len(texts)})
-        if status == "promoted" and not self.c.merge_each_update:
-            res.consolidated_to = self._maybe_consolidate(m)
-        res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
-                       "train": round(t_train - t_edit, 2), "monitor": round(t_mon - t_train, 2),
-                       "total": round(time.perf_counter() - t0, 2)}
-        prod = self.prod()
-        keep = {a.id for a in prod.adapters} if prod else set()
-        for n in names:  # keep live adapters bounded: drop those no longer in prod
-            if n not in keep:
-                self.student.drop(n)
-        return res
+        with self.stack.updating():  # one writer of the stack from reading prod to promoting
+            parent = self.prod()
+            parent_v = parent.version if parent else 0
+            if self.c.merge_each_update:  # documents live in the weights, not in manifests
+                learned = [d for d in self.memory.learned_at() if d != doc.doc_id]
+                attempt = None
+            else:
+                learned = [d for d in (parent.doc_ids if parent else []) if d != doc.doc_id]
+                attempt = self._find_attempt(doc.doc_id, parent_v)
+            if attempt is not None:
+                done = self.memory.update(attempt.version)
+                if done is not None and done["status"] in ("promoted", "rejected"):
+                    return self._recorded(done)
+            stack_names = self._names(parent)
+            before = self.accuracy(stack_names, doc) if probes else float("nan")
+            replay = self._replay(learned)
+            stage("training")
+            t_train0 = time.perf_counter()
+            if attempt is not None:  # trained and committed before a crash: evaluate it, do not train again
+                m = attempt
+                names = load_version(self.stack, self.student, m)
+            else:
+                with self.stack.writer():
+                    version = self.stack.next_version()
+                    live = f"a{version:05d}"
+                    self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
+                    if self.c.merge_each_update:
+                        # Paper baseline: merge into the weights. The stack stays empty; versions record documents.
+                        self.student.merge_into_base(live)
+                        ref_list = []
+                    else:
+                        ref_list = [*(parent.adapters if parent else ()),
+                                    self.stack.add_adapter(self.student, live, live, [doc.doc_id])]
+                    m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
+                names = [a.id for a in m.adapters if not a.merged]  # the live base already holds the merged ones
+            t_train = time.perf_counter()
+            stage("evaluating")
+            after = self.accuracy(names, doc) if probes else float("nan")
+            if probes:
+                self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
+            monitored = self._monitored(doc.doc_id, learned)
+            drops = []
+            ledger = self.memory.ledger()
+            for d in monitored:
+                past = self.memory.document(d)
+                if not past.questions:
+                    continue
+                acc = self.accuracy(names, past)
+                self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
+                prev = _latest(ledger, d, parent_v)
+                if prev is not None:
+                    drops.append(max(0.0, prev - acc))
+            forgetting = sum(drops) / len(drops) if drops else 0.0
+            t_mon = time.perf_counter()
+
+            g = self.c.gate
+            status, reason = "promoted", ""
+            if g.enabled and not self.c.merge_each_update:
+                if probes and after - before < g.min_gain:
+                    status, reason = "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
+                elif forgetting > g.max_forgetting:
+                    status, reason = "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
+            if status == "promoted":
+                self.stack.set_alias("prod", m.version)
+                self.memory.mark_learned(doc.doc_id, m.version)
+            res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
+                               len(monitored), len(probes), source)
+            res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
+                           "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
+            info = {"replay_sequences": len(replay), "train_sequences": len(texts)}
+            self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
+                                      info | {"result": res.to_json()})
+            if status == "promoted" and not self.c.merge_each_update:
+                res.consolidated_to = self._maybe_consolidate(m)
+            res.seconds["total"] = round(time.perf_counter() - t0, 2)
+            self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
+                                      info | {"result": res.to_json()})
+            prod = self.prod()
+            keep = {a.id for a in prod.adapters} if prod else set()
+            for n in names:  # keep live adapters bounded: drop those no longer in prod
+                if n not in keep:
+                    self.student.drop(n)
+            return res
+
+    def _find_attempt(self, doc_id: str, parent_v: int) -> Manifest | None:
+        """A version already committed for this document on this parent (the idempotency key)."""
+        for v in reversed(self.stack.versions()):
+            m = self.stack.manifest(v)
+            if ((m.parent or 0) == parent_v and m.note.startswith("learn ") and m.adapters
+                    and m.adapters[-1].doc_ids == (doc_id,) and m.adapters[-1].kind == "lora"):
+                return m
+            if v <= parent_v:
+                break
+        return None
+
+    def _recorded(self, row: dict) -> UpdateResult:
+        r = dict(row["info"].get("result") or {})
+        if not r:  # recorded by an older version of this code: rebuild what the row holds
+            r = {"doc_id": row["doc_id"], "version": row["version"], "parent": row["parent"] or 0,
+                 "status": row["status"], "reason": row["reason"] or "", "before": float("nan"),
+                 "after": float("nan"), "forgetting": row["forgetting"] or 0.0, "replayed_docs": 0, "probes": 0,
+                 "probe_source": ""}
+        r["replayed"] = True
+        return UpdateResult.from_json(r)
 
     def _maybe_consolidate(self, m: Manifest) -> int | None:
         cs = self.c.consolidation

@@ -130,10 +130,15 @@ class MemoryStore:
         with self.engine.begin() as c:
             c.execute(stmt.on_conflict_do_update(index_elements=["version"], set_=row))
 
+    _UPDATE_COLS = ("version", "doc_id", "parent", "status", "reason", "gain", "forgetting", "info", "created_at")
+
     def updates(self) -> list[dict]:
-        cols = ("version", "doc_id", "parent", "status", "reason", "gain", "forgetting", "info", "created_at")
-        rows = self._rows(select(*(UPDATES.c[k] for k in cols)).order_by(UPDATES.c.version))
-        return [dict(zip(cols, r)) | {"info": json.loads(r[7])} for r in rows]
+        rows = self._rows(select(*(UPDATES.c[k] for k in self._UPDATE_COLS)).order_by(UPDATES.c.version))
+        return [dict(zip(self._UPDATE_COLS, r)) | {"info": json.loads(r[7])} for r in rows]
+
+    def update(self, version: int) -> dict | None:
+        rows = self._rows(select(*(UPDATES.c[k] for k in self._UPDATE_COLS)).where(UPDATES.c.version == version))
+        return dict(zip(self._UPDATE_COLS, rows[0])) | {"info": json.loads(rows[0][7])} if rows else None
 
     # -- embeddings (for picking which past documents to replay) ----------------------------------------------
     def put_embedding(self, doc_id: str, vector) -> None:

@@ -118,6 +118,17 @@ class StackStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    @contextmanager
+    def updating(self):
+        """Serialize whole updates (read prod, train, evaluate, promote) across threads and processes; a
+        separate lock from `writer()`, which the update takes inside it for each write."""
+        with open(self.root / ".update.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def versions(self) -> list[int]:
         out = []
         for p in (self.root / "versions").glob("v*.json"):

@@ -120,3 +120,33 @@ def test_merge_baseline_changes_the_weights_and_keeps_no_adapters(tiny_cfg, tmp_
     results = [lr.learn(d) for d in DOCS[:2]]
     assert all(not lr.stack.manifest(r.version).adapters for r in results)
     assert not torch.equal(w0, w) and results[1].replayed_docs == 1 and st.adapters() == []
+
+
+def test_an_update_interrupted_after_commit_is_finished_without_retraining(learner):
+    """A redelivered job: the first run dies after the adapter was committed; the rerun evaluates that same
+    version instead of training a duplicate, and a third run returns the recorded result untouched."""
+    lr = learner()
+    lr.learn(DOCS[0])
+    seen = []
+
+    def die_at_evaluating(stage):
+        seen.append(stage)
+        if stage == "evaluating":
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError):
+        lr.learn(DOCS[1], on_stage=die_at_evaluating)
+    assert seen == ["writing_probes", "self_editing", "training", "evaluating"]
+    assert lr.stack.versions() == [1, 2] and lr.stack.aliases()["prod"] == 1  # committed, not promoted
+    adapters = sorted(p.name for p in (lr.stack.root / "adapters").iterdir())
+    stages = []
+    r = lr.learn(DOCS[1], on_stage=stages.append)
+    assert (r.version, r.status, r.replayed) == (2, "promoted", False)
+    assert "training" in stages and lr.stack.versions() == [1, 2] and lr.stack.aliases()["prod"] == 2
+    assert sorted(p.name for p in (lr.stack.root / "adapters").iterdir()) == adapters  # no duplicate adapter
+    assert [a.doc_ids for a in lr.stack.manifest(2).adapters] == [(DOCS[0].doc_id,), (DOCS[1].doc_id,)]
+    # a delivery of the same update after it finished (same document, same parent): the recorded outcome
+    lr.stack.set_alias("prod", 1)
+    again = lr.learn(DOCS[1])
+    assert (again.version, again.status, again.replayed) == (2, "promoted", True)
+    assert again.after == r.after and lr.stack.versions() == [1, 2]
