@@ -8,7 +8,8 @@ greedy generation of --tokens tokens for one question:
   fold-exact  the D adapters folded into one adapter of rank D*r (same function)
   fold-svd    folded and SVD-compressed to --svd-rank (the consolidation policy with a rank)
   merged      the fold merged into the served weights (consolidation `into: base`): no adapter left
-The base is timed twice per depth (before the folds and after the merge is undone) and the mean is used.
+All conditions of a depth are timed in turn, round after round (the median of --repeats rounds is used), so
+that drift on a busy machine hits them alike.
 Ratios are to the base, all in one run; the median of --repeats is used. Ends with `RESULT ...`.
 
     python bench/latency.py --config configs/default.yaml --depths 1 8 32 64
@@ -57,16 +58,30 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(cfg.runs_dir) / f"bench-latency-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
 
-    def timed(names) -> float:
-        xs = []
-        with st.use(names) as m, torch.inference_mode():
-            m.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                m.generate(**enc, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
+    import copy
+
+    bare = copy.deepcopy(st.base)  # the plain model, before any LoRA layer is injected
+
+    def once(model) -> float:
+        with torch.inference_mode():
+            t = time.perf_counter()
+            model.generate(**enc, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
                            pad_token_id=tok.pad_token_id)
-                xs.append(time.perf_counter() - t)
-        return statistics.median(xs)
+            return time.perf_counter() - t
+
+    def round_robin(conds: dict) -> dict:
+        """Time every condition once per round, in turn, so drift on a busy machine hits them all alike."""
+        xs = {k: [] for k in conds}
+        for r in range(args.repeats + 1):  # round 0 warms up
+            for k, (model, names) in conds.items():
+                if names is not None:
+                    with st.use(names) as m:
+                        x = once(m)
+                else:
+                    x = once(model)
+                if r:
+                    xs[k].append(x)
+        return {k: statistics.median(v) for k, v in xs.items()}
 
     rows = []
     for depth in sorted(args.depths):
@@ -79,19 +94,24 @@ def main(argv=None) -> int:
                     if hasattr(mod, "lora_B") and name in mod.lora_B:
                         torch.nn.init.normal_(mod.lora_B[name].weight, std=1e-3)
             built.append(name)
-        row = {"depth": depth, "stack": timed(built)}
         fold(st, built, "lat-exact")
         fold(st, built, "lat-svd", rank=svd_rank)
-        for n in built:  # a consolidated student serves the fold alone: the originals are unloaded
+        merged = copy.deepcopy(bare)  # consolidation `into: base`: the fold's delta added to plain weights
+        plain = dict(merged.named_modules())
+        with torch.no_grad():
+            for mname, mod in st.peft.named_modules():
+                if hasattr(mod, "lora_A") and "lat-exact" in mod.lora_A:
+                    key = mname.split("base_model.model.", 1)[-1]
+                    w = plain[key].weight
+                    w.add_((mod.lora_B["lat-exact"].weight @ mod.lora_A["lat-exact"].weight
+                            * mod.scaling["lat-exact"]).to(w.dtype))
+        # inactive adapters cost nothing in peft's forward, so all conditions can live side by side
+        row = {"depth": depth} | round_robin({"base": (bare, None), "stack": (None, built),
+                                              "fold-exact": (None, "lat-exact"), "fold-svd": (None, "lat-svd"),
+                                              "merged": (merged, None)})
+        for n in [*built, "lat-exact", "lat-svd"]:
             st.drop(n)
-        row["base"] = timed(None)
-        row["fold-exact"] = timed("lat-exact")
-        row["fold-svd"] = timed("lat-svd")
-        st.drop("lat-svd")
-        st.merge_into_base("lat-exact", track=True)
-        row["merged"] = timed(None)
-        st.restore_base()
-        row["base"] = (row["base"] + timed(None)) / 2
+        del merged
         row |= {f"{k}_ratio": row[k] / row["base"] for k in ("stack", "fold-exact", "fold-svd", "merged")}
         rows.append(row)
         print(f"depth {depth:3d}: base {row['base'] * 1000:7.1f} ms | stack x{row['stack_ratio']:.2f} | "
