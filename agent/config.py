@@ -85,6 +85,26 @@ class ContinualSettings(BaseModel):
     consolidation: ConsolidationSettings = ConsolidationSettings()
 
 
+class ServiceSettings(BaseModel):
+    """The long-running agent: transport, HTTP server, auth and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["embedded", "celery"] = "embedded"  # embedded: in-process worker, no broker to install
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/0"
+    queue: str = "seal"
+    visibility_timeout_s: int = Field(4 * 3600, ge=1)  # longer than the longest job, or Redis redelivers it
+    max_attempts: int = Field(3, ge=1)  # deliveries of one job before it is failed (a worker lost each time)
+    api_keys: dict[str, Literal["read", "write"]] = {}  # key -> scope; also SEAL_API_KEYS="key:scope,..."
+    max_request_bytes: int = Field(2_000_000, ge=1024)
+    max_documents_per_request: int = Field(64, ge=1)
+    max_new_tokens: int = Field(512, ge=1)  # the most a completion request may ask for
+    serve_model: Literal["separate", "shared"] = "separate"  # embedded: own model copy for queries (no waiting
+    #                                                          behind training) or share the worker's
+
+
 class SealConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
@@ -95,6 +115,7 @@ class SealConfig(BaseModel):
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
     continual: ContinualSettings = ContinualSettings()
+    service: ServiceSettings = ServiceSettings()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
         data = self.model_dump()

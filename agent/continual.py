@@ -159,7 +159,7 @@ class ContinualLearner:
 
     # -- one update ---------------------------------------------------------------------------------------------
     def learn(self, passage: Passage, seed: int | None = None,
-              on_stage: Callable[[str], None] | None = None) -> UpdateResult:
+              on_stage: Callable[[str], None] | None = None, measure_base: bool = False) -> UpdateResult:
         """One document, in stages (`on_stage` hears each: writing_probes, self_editing, training, evaluating, and
         may raise to cancel). Safe to run again after a crash at any point: stored probes and self-edits are
         reused, a committed candidate for the same (document, parent version) is evaluated instead of retrained,
@@ -175,6 +175,9 @@ class ContinualLearner:
             probes, source = self._probes(passage, seed)
         doc = Passage(passage.title, passage.context, tuple(probes))
         self.memory.add_document(passage, probes, source)
+        if measure_base and probes and doc.doc_id not in self.memory.ledger().get(0, {}):
+            with self._teacher():  # ledger row 0: the untouched model on this document (for the audit)
+                self.memory.record(0, doc.doc_id, self.accuracy([], doc) * len(probes), len(probes))
         if not self.memory.has_embedding(doc.doc_id):
             from student.embedding import embed
 
@@ -201,6 +204,15 @@ class ContinualLearner:
                 done = self.memory.update(attempt.version)
                 if done is not None and done["status"] in ("promoted", "rejected"):
                     return self._recorded(done)
+            if parent is not None and not self.c.merge_each_update and doc.doc_id in parent.doc_ids:
+                # already in prod (a second submission, or a redelivery after promotion): no second adapter
+                v = self.memory.learned_at().get(doc.doc_id, parent_v)
+                row = self.memory.update(v)
+                res = self._recorded(row) if row and row["doc_id"] == doc.doc_id else UpdateResult(
+                    doc.doc_id, parent_v, parent_v, "promoted", "", float("nan"), float("nan"), 0.0, 0,
+                    len(probes), source, replayed=True)
+                res.reason = f"already learned in student-v{res.version}"
+                return res
             stack_names = self._names(parent)
             before = self.accuracy(stack_names, doc) if probes else float("nan")
             replay = self._replay(learned)

@@ -1,0 +1,135 @@
+"""The long-running agent: documents in as jobs, a worker transport, a student server, the memory.
+
+The API and the CLI both talk to this object; the transport decides whether jobs run in this process
+(embedded) or on Celery workers (distributed). Everything here is state in the database and the stack folder,
+so any number of API processes and workers can share one agent.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import SealConfig
+from agent.continual import forgetting_report, memory_target
+from agent.jobs import Job, JobStore
+from agent.serving import StudentServer
+from agent.transport import CeleryTransport, EmbeddedTransport, Transport, TransportError
+from memory.documents import Passage
+from memory.store import MemoryStore
+from student.stack import StackError, StackStore
+
+
+@dataclass
+class Submitted:
+    job: Job
+    created: bool
+
+
+class Agent:
+    def __init__(self, cfg: SealConfig, transport: Transport, jobs: JobStore, memory: MemoryStore,
+                 stack: StackStore, server: StudentServer):
+        self.cfg, self.transport, self.jobs, self.memory, self.stack, self.server = (
+            cfg, transport, jobs, memory, stack, server)
+
+    @classmethod
+    def open(cfg_cls, cfg: SealConfig, start: bool = True) -> "Agent":
+        """Embedded: a worker thread with its own model copy (or the serving one, `serve_model: shared`).
+        Celery: jobs go to the broker; this process only serves queries."""
+        from agent.runtime import open_runtime
+        from agent.worker import WorkerContext, open_worker
+
+        rt = open_runtime(cfg)
+        stack = StackStore(Path(cfg.continual.state_dir) / "stack")
+        jobs = JobStore(memory_target(cfg))
+        memory = MemoryStore(memory_target(cfg))
+        lock = threading.Lock()
+        server = StudentServer(rt.student, stack, rt.model_name, lock)
+        if cfg.service.mode == "celery":
+            transport: Transport = CeleryTransport(cfg)
+        else:
+            if cfg.service.serve_model == "shared":
+                def make() -> WorkerContext:
+                    ctx = open_worker(cfg, rt)
+                    ctx.lock = lock  # queries and jobs take turns on the one model
+                    return ctx
+            else:
+                def make() -> WorkerContext:
+                    return open_worker(cfg)
+            transport = EmbeddedTransport(make, jobs.unfinished)
+        agent = cfg_cls(cfg, transport, jobs, memory, stack, server)
+        if start:
+            transport.start()
+        return agent
+
+    def close(self) -> None:
+        self.transport.stop()
+
+    # -- documents and jobs ---------------------------------------------------------------------------------
+    def submit(self, passages: list[Passage], idempotency_key: str | None = None) -> list[Submitted]:
+        """Accept documents: each is committed as a queued job before it is handed to a worker."""
+        out = []
+        for i, p in enumerate(passages):
+            key = None if idempotency_key is None else (idempotency_key if len(passages) == 1
+                                                         else f"{idempotency_key}:{i}")
+            job, created = self.jobs.submit(p, key)
+            if created:
+                try:
+                    self.transport.submit(job.id)
+                except TransportError as e:
+                    self.jobs.finish(job.id, "failed", error=str(e), message="could not be queued")
+                    raise
+            out.append(Submitted(job, created))
+        return out
+
+    def document(self, doc_id: str) -> dict:
+        if not self.memory.has_document(doc_id):
+            raise KeyError(f"unknown document {doc_id!r}")
+        p = self.memory.document(doc_id)
+        probes = self.memory.probes(doc_id)
+        prod = self.stack.resolve("prod") if "prod" in self.stack.aliases() else None
+        ledger = self.memory.ledger()
+        return {
+            "id": doc_id, "title": p.title, "context": p.context,
+            "probes": [{"question": q.question, "answer": q.answer, "source": q.source} for q in probes],
+            "learned_in": self.memory.learned_at().get(doc_id),
+            "in_prod": bool(prod and doc_id in prod.doc_ids),
+            "accuracy": {f"student-v{v}" if v else "base": row[doc_id] for v, row in ledger.items() if doc_id in row},
+            "jobs": [j.id for j in self.jobs.list(doc_id=doc_id)],
+        }
+
+    # -- versions ---------------------------------------------------------------------------------------------
+    def versions(self) -> dict:
+        aliases = self.stack.aliases()
+        ups = {u["version"]: u for u in self.memory.updates()}
+        rows = []
+        for v in self.stack.versions():
+            m = self.stack.manifest(v)
+            u = ups.get(v, {})
+            rows.append({"name": m.name, "version": v, "parent": m.parent, "created_at": m.created_at,
+                         "note": m.note, "aliases": [a for a, x in aliases.items() if x == v],
+                         "adapters": [{"id": a.id, "rank": a.rank, "kind": a.kind, "merged": a.merged,
+                                       "documents": list(a.doc_ids)} for a in m.adapters],
+                         "status": u.get("status"), "reason": u.get("reason"), "gain": u.get("gain"),
+                         "forgetting": u.get("forgetting")})
+        return {"aliases": aliases, "versions": rows}
+
+    def promote(self, ref: str, alias: str = "prod") -> dict:
+        """Point an alias at a version (rollback is promoting an earlier one); checksums verified first."""
+        m = self.stack.resolve(ref)
+        self.stack.verify(m)
+        with self.stack.writer():
+            self.stack.set_alias(alias, m.version)
+        return {"alias": alias, "version": m.version, "name": m.name, "documents": len(m.doc_ids)}
+
+    def forgetting(self) -> dict:
+        return forgetting_report(self.memory).to_json()
+
+    def status(self) -> dict:
+        aliases = self.stack.aliases()
+        return {"mode": self.cfg.service.mode, "jobs": self.jobs.counts(), "queue_depth": self.transport.depth(),
+                "aliases": aliases, "versions": len(self.stack.versions()),
+                "worker_ready": getattr(getattr(self.transport, "ready", None), "is_set", lambda: None)()}
+
+
+__all__ = ["Agent", "Submitted", "StackError", "TransportError"]

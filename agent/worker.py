@@ -1,0 +1,53 @@
+"""What a worker does with one job, whatever delivered it (the in-process queue or Celery)."""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+from agent.config import SealConfig
+from agent.continual import ContinualLearner, memory_target, open_learner
+from agent.jobs import Job, JobCancelled, JobStore
+
+log = logging.getLogger("seal.worker")
+
+
+@dataclass
+class WorkerContext:
+    cfg: SealConfig
+    jobs: JobStore
+    learner: ContinualLearner
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one user of this worker's model at a time
+
+
+def open_worker(cfg: SealConfig, runtime=None) -> WorkerContext:
+    """Load the model once for the life of the worker."""
+    from agent.runtime import open_runtime
+
+    rt = runtime or open_runtime(cfg)
+    return WorkerContext(cfg, JobStore(memory_target(cfg)), open_learner(rt.student, cfg))
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> Job | None:
+    """Run a job to a final state. Delivered twice, or after its worker died, it resumes instead of redoing:
+    finished jobs are left alone, and the learner reuses what the lost attempt committed."""
+    job = ctx.jobs.claim(job_id, ctx.cfg.service.max_attempts)
+    if job is None:
+        return None
+    log.info("job %s: %s (attempt %d)", job_id, job.title[:60], job.attempts)
+    try:
+        with ctx.lock:
+            res = ctx.learner.learn(job.passage, seed=ctx.cfg.seed,
+                                    on_stage=lambda s: ctx.jobs.stage(job_id, s), measure_base=True)
+    except JobCancelled:
+        ctx.jobs.finish(job_id, "cancelled", message="cancelled between stages")
+    except Exception as e:  # a bad document or a bug: record it on the job, keep the worker alive
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        ctx.jobs.finish(job_id, "failed", error=f"{type(e).__name__}: {e}", message="failed")
+    else:
+        result = res.to_json() | {"replayed": res.replayed, "gain": res.gain, "name": f"student-v{res.version}"}
+        msg = (f"{res.status} student-v{res.version}: probe accuracy {res.before:.2f} -> {res.after:.2f}, "
+               f"forgetting {res.forgetting:.2f}" + (f" ({res.reason})" if res.reason else ""))
+        ctx.jobs.finish(job_id, res.status, result=result, message=msg)
+    return ctx.jobs.get(job_id)

@@ -1,0 +1,43 @@
+"""Prometheus metrics, read from the agent's state at scrape time (so they are right across processes and
+workers), in a registry owned by one app (no global registry)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+
+class AgentCollector:
+    def __init__(self, agent):
+        self.agent = agent
+
+    def collect(self):
+        a = self.agent
+        jobs = GaugeMetricFamily("seal_jobs", "Jobs by state", labels=["state"])
+        for state, n in a.jobs.counts().items():
+            jobs.add_metric([state], n)
+        yield jobs
+        depth = a.transport.depth()
+        yield GaugeMetricFamily("seal_queue_depth", "Jobs waiting in the transport queue",
+                                value=float("nan") if depth is None else depth)
+        stages = SummaryMetricFamily("seal_job_stage_seconds", "Seconds per pipeline stage of finished jobs",
+                                     labels=["stage"])
+        for stage, xs in sorted(a.jobs.stage_seconds().items()):
+            stages.add_metric([stage], count_value=len(xs), sum_value=sum(xs))
+        yield stages
+        st = a.server.stats
+        yield CounterMetricFamily("seal_generated_tokens", "Tokens generated for queries", value=st.tokens)
+        yield CounterMetricFamily("seal_generation_seconds", "Seconds spent generating for queries",
+                                  value=st.seconds)
+        yield GaugeMetricFamily("seal_generation_tokens_per_second", "Mean generation speed since start",
+                                value=st.tokens / st.seconds if st.seconds else 0.0)
+        aliases = a.stack.aliases()
+        yield GaugeMetricFamily("seal_prod_version", "The version behind the prod alias (0 = none)",
+                                value=aliases.get("prod", 0))
+        yield GaugeMetricFamily("seal_versions", "Student versions in the stack", value=len(a.stack.versions()))
+
+
+def make_registry(agent) -> tuple[CollectorRegistry, Counter]:
+    reg = CollectorRegistry()
+    reg.register(AgentCollector(agent))
+    requests = Counter("seal_http_requests", "HTTP requests", ["method", "route", "code"], registry=reg)
+    return reg, requests

@@ -1,0 +1,148 @@
+"""The HTTP API over a real embedded agent (tiny model, in-process worker thread, SQLite, local folders)."""
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+READ, WRITE = "read-key-0001", "write-key-0001"
+R = {"Authorization": f"Bearer {READ}"}
+W = {"Authorization": f"Bearer {WRITE}"}
+DOCS = [
+    {"title": "Zorblax", "context": "The Zorblax river flows into the Quimby sea near Frell.",
+     "questions": [{"question": "Where does the Zorblax flow?", "answer": "Quimby sea"}]},
+    {"title": "Harbour", "context": "Anna Berg painted the northern harbour in winter.",
+     "questions": [{"question": "Who painted the harbour?", "answer": "Anna Berg"}]},
+]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_cfg, tmp_path_factory):
+    from agent.service import Agent
+    from api.app import create_app
+
+    root = tmp_path_factory.mktemp("agent")
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "train_on": "passage", "state_dir": str(root / "state")},
+        service={"api_keys": {READ: "read", WRITE: "write"}, "max_request_bytes": 4096,
+                 "max_documents_per_request": 4},
+        runtime={"threads": 1})
+    agent = Agent.open(cfg)
+    with TestClient(create_app(agent, dict(cfg.service.api_keys))) as client:
+        yield agent, client
+    agent.close()
+
+
+def _wait(agent):
+    agent.transport.join(timeout=300)
+
+
+def test_auth_scopes_and_the_open_health_check(served):
+    _, c = served
+    assert c.get("/healthz").json()["status"] == "ok"
+    r = c.get("/v1/models")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert c.get("/v1/models", headers={"Authorization": "Bearer nope-nope-nope"}).status_code == 401
+    assert c.get("/metrics").status_code == 401
+    r = c.post("/v1/documents", json=DOCS[0], headers=R)
+    assert r.status_code == 403 and "write" in r.json()["detail"]
+    assert c.get("/v1/models", headers=W).status_code == 200  # write implies read
+
+
+def test_bad_input_is_a_clear_4xx_and_changes_nothing(served):
+    agent, c = served
+    before = agent.jobs.counts()
+    r = c.post("/v1/documents", json={"title": "x", "context": "   "}, headers=W)
+    assert r.status_code == 422 and "context" in r.json()["detail"]
+    r = c.post("/v1/documents", json={"documents": [], "title": "x"}, headers=W)
+    assert r.status_code == 422
+    r = c.post("/v1/documents", json={"documents": [DOCS[0]] * 5}, headers=W)
+    assert r.status_code == 413 and "at most 4" in r.json()["detail"]
+    r = c.post("/v1/documents", content=json.dumps({"context": "x" * 5000}), headers=W | {"content-type": "application/json"})
+    assert r.status_code == 413
+    r = c.post("/v1/chat/completions", json={"model": "seal-student@prod", "messages": []}, headers=R)
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("invalid request")
+    r = c.post("/v1/chat/completions", json={"model": "base", "messages": [{"role": "user", "content": "hi"}],
+                                             "max_tokens": 100000}, headers=R)
+    assert r.status_code == 422 and "limit" in r.json()["detail"]
+    assert agent.jobs.counts() == before
+
+
+def test_documents_become_jobs_that_promote_versions(served):
+    agent, c = served
+    r = c.post("/v1/documents", json={"documents": DOCS}, headers=W)
+    assert r.status_code == 202
+    jobs = r.json()["jobs"]
+    assert [j["state"] for j in jobs] == ["queued", "queued"] and all(j["created"] for j in jobs)
+    _wait(agent)
+    for j in jobs:
+        got = c.get(f"/v1/jobs/{j['id']}", headers=R).json()
+        assert got["state"] == "promoted", got
+        states = [e["state"] for e in got["events"]]
+        assert states[0] == "queued" and states[-1] == "promoted"
+        assert [s for s in ("writing_probes", "self_editing", "training", "evaluating") if s in states] == \
+               ["writing_probes", "self_editing", "training", "evaluating"]
+        assert got["result"]["name"].startswith("student-v") and "train" in got["result"]["seconds"]
+    doc = c.get(f"/v1/documents/{jobs[0]['document_id']}", headers=R).json()
+    assert doc["in_prod"] and doc["probes"][0]["source"] == "given" and "base" in doc["accuracy"]
+    assert c.get("/v1/documents/ffff", headers=R).status_code == 404
+    # an idempotency key returns the same job instead of a second one
+    k = {"Idempotency-Key": "client-key-1"}
+    a = c.post("/v1/documents", json=DOCS[0], headers=W | k).json()["jobs"][0]
+    b = c.post("/v1/documents", json=DOCS[0], headers=W | k).json()["jobs"][0]
+    assert a["id"] == b["id"] and a["created"] and not b["created"]
+    _wait(agent)
+    again = c.get(f"/v1/jobs/{a['id']}", headers=R).json()
+    assert again["state"] == "promoted" and again["result"]["replayed"]
+    assert again["result"]["reason"] == f"already learned in {jobs[0] and again['result']['name']}"
+    assert len(agent.stack.versions()) == 2  # a document already in prod is not learned twice
+    r = c.post(f"/v1/jobs/{a['id']}/cancel", headers=W)
+    assert r.status_code == 409
+    assert c.post("/v1/jobs/job_nope/cancel", headers=W).status_code == 404
+
+
+def test_openai_compatible_queries_and_streaming(served):
+    agent, c = served
+    ids = [m["id"] for m in c.get("/v1/models", headers=R).json()["data"]]
+    assert {"base", "seal-student@prod", "seal-student-v1", "seal-student-v2"} <= set(ids)
+    body = {"model": "seal-student@prod", "messages": [{"role": "user", "content": "Who painted the harbour?"}],
+            "max_tokens": 8}
+    r = c.post("/v1/chat/completions", json=body, headers=R)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["object"] == "chat.completion" and out["system_fingerprint"] == "student-v2"
+    text = out["choices"][0]["message"]["content"]
+    assert 0 < out["usage"]["completion_tokens"] <= 8
+    with c.stream("POST", "/v1/chat/completions", json=body | {"stream": True}, headers=R) as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        lines = [ln for ln in s.iter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(ln[6:]) for ln in lines[:-1]]
+    streamed = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+    assert streamed.strip() == text.strip()  # greedy: the stream says what the plain call said
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    r = c.post("/v1/completions", json={"model": "seal-student-v1", "prompt": "The Zorblax river", "max_tokens": 4},
+               headers=R)
+    assert r.status_code == 200 and r.json()["object"] == "text_completion"
+    r = c.post("/v1/chat/completions", json=body | {"model": "seal-student-v99"}, headers=R)
+    assert r.status_code == 404 and "student-v99" in r.json()["error"]["message"]
+    base = c.post("/v1/chat/completions", json=body | {"model": "base"}, headers=R).json()
+    assert base["system_fingerprint"] == "base"
+
+
+def test_versions_promote_rollback_forgetting_and_metrics(served):
+    agent, c = served
+    v = c.get("/v1/adapters", headers=R).json()
+    assert v["aliases"]["prod"] == 2 and [x["version"] for x in v["versions"]] == [1, 2]
+    r = c.post("/v1/adapters/rollback", headers=W)
+    assert r.status_code == 200 and r.json()["version"] == 1 and agent.stack.aliases()["prod"] == 1
+    r = c.post("/v1/adapters/student-v2/promote", json={"alias": "prod"}, headers=W)
+    assert r.status_code == 200 and agent.stack.aliases()["prod"] == 2
+    assert c.post("/v1/adapters/student-v9/promote", headers=W).status_code == 404
+    f = c.get("/v1/forgetting", headers=R).json()
+    assert f["versions"] == [1, 2] and len(f["matrix"]) == 2 and f["base_avg"] is not None
+    png = c.get("/v1/forgetting/plot.png", headers=R)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    m = c.get("/metrics", headers=R).text
+    assert 'seal_jobs{state="promoted"} 3.0' in m and "seal_prod_version 2.0" in m
+    assert "seal_job_stage_seconds_count" in m and "seal_generated_tokens_total" in m
+    assert 'seal_http_requests_total{code="401"' in m
