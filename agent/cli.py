@@ -268,37 +268,23 @@ def _learner(cfg: SealConfig):
     return open_learner(_runtime(cfg).student, cfg)
 
 
-@app.command()
-@_guarded
-def ingest(
-    path: Path = typer.Argument(..., help="A JSON file of passages, or a folder of them (*.json)."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Learn at most N documents."),
-    config: Optional[Path] = ConfigOpt,
-    set_: Optional[list[str]] = SetOpt,
-):
-    """Learn documents one after another into the continual student (embedded mode, in this process)."""
-    from tqdm import tqdm
-
-    from memory.documents import load_passages
-
-    cfg = _config(config, set_)
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-    if not files:
-        _fail(f"{path}: no .json files")
-    docs = [p for f in files for p in load_passages(f)][:limit]
-    lr = _learner(cfg)
-    if lr.memory.ledger().get(0) is None:
-        lr.measure_base([d for d in docs if d.questions])
-    known = set(lr.memory.learned_at())
-    for i, d in enumerate(tqdm(docs, desc="ingest", unit="doc")):
-        if d.doc_id in known:
-            err.print(f"skip {d.title!r}: already learned")
-            continue
-        r = lr.learn(d, seed=cfg.seed + i)
-        err.print(f"{r.status:8s} student-v{r.version} {d.title[:40]!r}: probe accuracy {r.before:.2f} -> "
-                  f"{r.after:.2f}, forgetting {r.forgetting:.2f} over {r.replayed_docs} past docs"
-                  + (f" ({r.reason})" if r.reason else "") + (f"; folded into student-v{r.consolidated_to}"
-                                                               if r.consolidated_to else ""))
+def print_forgetting(rep: dict) -> None:
+    """The ledger and its metrics as a table (from the report's JSON, so the API's output prints the same)."""
+    t = Table(title="probe accuracy R[version][document] (columns in learning order)")
+    t.add_column("version")
+    for i, _ in enumerate(rep["docs"]):
+        t.add_column(f"d{i}", justify="right")
+    t.add_column("avg", justify="right")
+    t.add_column("BWT", justify="right")
+    fmt = lambda x: "" if x is None or x != x else f"{x:.2f}"  # noqa: E731
+    if rep.get("base"):
+        t.add_row("base", *[fmt(rep["base"].get(d)) for d in rep["docs"]], "", "")
+    for v, row, a, b in zip(rep["versions"], rep["matrix"], rep["avg_accuracy"], rep["bwt"]):
+        t.add_row(f"v{v}", *[fmt(x) for x in row], fmt(a), fmt(b))
+    console.print(t)
+    console.print(f"final average accuracy {fmt(rep['final_avg'])}, BWT {fmt(rep['final_bwt'])}, "
+                  f"untouched model {fmt(rep.get('base_avg'))}; retention by age "
+                  + ", ".join(f"{k}:{v:.2f}" for k, v in rep["retention_by_age"].items()))
 
 
 @app.command()
@@ -317,21 +303,7 @@ def forgetting(
     if not has_state(cfg):
         _fail(f"no continual state at {cfg.continual.state_dir} (run `seal ingest` first)")
     rep = forgetting_report(MemoryStore(memory_target(cfg)))
-    t = Table(title="probe accuracy R[version][document] (columns in learning order)")
-    t.add_column("version")
-    for i, _ in enumerate(rep.docs):
-        t.add_column(f"d{i}", justify="right")
-    t.add_column("avg", justify="right")
-    t.add_column("BWT", justify="right")
-    fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
-    if rep.base:
-        t.add_row("base", *[fmt(rep.base.get(d)) for d in rep.docs], "", "")
-    for v, row, a, b in zip(rep.versions, rep.matrix, rep.avg_accuracy, rep.bwt):
-        t.add_row(f"v{v}", *[fmt(x) for x in row], fmt(a), fmt(b))
-    console.print(t)
-    console.print(f"final average accuracy {fmt(rep.final_avg)}, BWT {fmt(rep.final_bwt)}, "
-                  f"untouched model {fmt(rep.to_json()['base_avg'])}; retention by age "
-                  + ", ".join(f"{k}:{v:.2f}" for k, v in rep.retention_by_age.items()))
+    print_forgetting(rep.to_json())
     out = out or Path(cfg.continual.state_dir) / "reports"
     paths = plot(rep, out)
     (out / "forgetting.json").write_text(json.dumps(rep.to_json(), indent=2))
@@ -403,3 +375,6 @@ def remove_doc(doc_id: str = typer.Argument(..., help="Document id (see `seal ad
 
 if __name__ == "__main__":
     app()
+
+
+from agent import cli_service  # noqa: E402,F401  (registers serve, worker, ingest, status, demo)

@@ -1,0 +1,75 @@
+"""A small HTTP client for the agent's API (used by `seal ingest/status/ask --url` and `seal demo`)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import httpx
+
+from agent.jobs import TERMINAL
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class SealClient:
+    def __init__(self, url: str, api_key: str | None, timeout: float = 600.0):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kw):
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise ApiError(0, f"cannot reach {self.http.base_url}: {e}") from e
+        if r.status_code >= 400:
+            try:
+                msg = r.json().get("detail") or r.text
+            except ValueError:
+                msg = r.text
+            raise ApiError(r.status_code, str(msg))
+        return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.content
+
+    def submit(self, docs: list[dict], idempotency_key: str | None = None) -> list[dict]:
+        body = {"documents": docs} | ({"idempotency_key": idempotency_key} if idempotency_key else {})
+        return self._call("POST", "/v1/documents", json=body)["jobs"]
+
+    def job(self, job_id: str, events: bool = False) -> dict:
+        return self._call("GET", f"/v1/jobs/{job_id}", params={"events": events})
+
+    def wait(self, job_ids: list[str], on_change: Callable[[dict], None] | None = None,
+             poll: float = 1.0, timeout: float | None = None) -> list[dict]:
+        """Poll until every job is final; `on_change` hears each state change."""
+        last: dict[str, str] = {}
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            jobs = [self.job(j) for j in job_ids]
+            for j in jobs:
+                if last.get(j["id"]) != j["state"]:
+                    last[j["id"]] = j["state"]
+                    if on_change:
+                        on_change(j)
+            if all(j["state"] in TERMINAL for j in jobs):
+                return jobs
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"jobs not finished after {timeout}s")
+            time.sleep(poll)
+
+    def chat(self, model: str, question: str, max_tokens: int = 64) -> dict:
+        return self._call("POST", "/v1/chat/completions", json={
+            "model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens})
+
+    def forgetting(self) -> dict:
+        return self._call("GET", "/v1/forgetting")
+
+    def status(self) -> dict:
+        return self._call("GET", "/v1/status")
+
+    def jobs(self, limit: int = 20) -> list[dict]:
+        return self._call("GET", "/v1/jobs", params={"limit": limit})["jobs"]
