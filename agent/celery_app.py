@@ -23,7 +23,9 @@ def make_celery(cfg: SealConfig) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=s.queue,
-        broker_transport_options={"visibility_timeout": s.visibility_timeout_s},
+        broker_transport_options={"visibility_timeout": s.visibility_timeout_s,
+                                  "unacked_restore_interval": s.restore_interval_s,
+                                  "unacked_restore_throttle": 1},
         result_backend_transport_options={"visibility_timeout": s.visibility_timeout_s},
         task_ignore_result=True,  # job state lives in the agent's database, not in the result backend
         broker_connection_retry_on_startup=True,

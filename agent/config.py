@@ -96,6 +96,7 @@ class ServiceSettings(BaseModel):
     result_backend: str = "redis://127.0.0.1:6379/0"
     queue: str = "seal"
     visibility_timeout_s: int = Field(4 * 3600, ge=1)  # longer than the longest job, or Redis redelivers it
+    restore_interval_s: int = Field(10, ge=1)  # how often a worker re-queues tasks of workers that died
     max_attempts: int = Field(3, ge=1)  # deliveries of one job before it is failed (a worker lost each time)
     api_keys: dict[str, Literal["read", "write"]] = {}  # key -> scope; also SEAL_API_KEYS="key:scope,..."
     max_request_bytes: int = Field(2_000_000, ge=1024)

@@ -1,0 +1,132 @@
+"""The distributed mode against the machine's real Redis: `seal worker` processes run jobs from Celery, a
+redelivered job does its work once, and a worker killed with SIGKILL mid-training loses nothing."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from memory.documents import passage_from_dict
+
+SEAL = str(Path(sys.executable).parent / "seal")
+DOCS = [passage_from_dict({"title": f"Doc {i}", "context": c, "questions": [{"question": q, "answer": a}]})
+        for i, (c, q, a) in enumerate([
+            ("The Zorblax river flows into the Quimby sea near Frell.", "Where does the Zorblax flow?", "Quimby sea"),
+            ("Anna Berg painted the northern harbour in winter.", "Who painted the harbour?", "Anna Berg"),
+        ])]
+
+
+def _redis_or_skip(url):
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"no Redis at {url}: {e}")
+
+
+@pytest.fixture()
+def dist(tiny_cfg, tmp_path):
+    """A celery-mode config (own queue on Redis db 15) and a way to start workers with it."""
+    broker = os.environ.get("SEAL_TEST_REDIS", "redis://127.0.0.1:6379/15")
+    _redis_or_skip(broker)
+    procs = []
+
+    def make(**train):
+        cfg = tiny_cfg.with_overrides(
+            continual={**tiny_cfg.continual.model_dump(), "train_on": "passage", "state_dir": str(tmp_path / "state")},
+            service={"mode": "celery", "broker_url": broker, "result_backend": broker,
+                     "queue": f"seal-test-{uuid.uuid4().hex[:8]}", "visibility_timeout_s": 5,
+                     "restore_interval_s": 1},
+            runtime={"threads": 1}, train={**tiny_cfg.train.model_dump(), **train})
+        path = tmp_path / "celery.yaml"
+        path.write_text(yaml.safe_dump(cfg.model_dump()))
+        return cfg, path
+
+    def start(path, name):
+        log = open(path.parent / f"{name}.log", "w")
+        p = subprocess.Popen([SEAL, "worker", "--config", str(path), "--name", f"{name}@test", "--loglevel",
+                              "INFO"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(p)
+        return p
+
+    yield make, start
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _log(path, name):
+    f = path.parent / f"{name}.log"
+    return f.read_text()[-3000:] if f.is_file() else ""
+
+
+def test_celery_workers_run_jobs_and_a_redelivery_does_nothing(dist):
+    from agent.continual import memory_target
+    from agent.jobs import JobStore
+    from agent.transport import CeleryTransport
+    from student.stack import StackStore
+
+    make, start = dist
+    cfg, path = make()
+    jobs, transport = JobStore(memory_target(cfg)), CeleryTransport(cfg)
+    start(path, "w1")
+    ids = []
+    for d in DOCS:
+        job, _ = jobs.submit(d)
+        transport.submit(job.id)
+        ids.append(job.id)
+    done = _until(lambda: all(jobs.get(i).done for i in ids), 120, "two jobs; worker log:\n" + _log(path, "w1"))
+    assert done and [jobs.get(i).state for i in ids] == ["promoted", "promoted"], _log(path, "w1")
+    stack = StackStore(Path(cfg.continual.state_dir) / "stack")
+    assert stack.versions() == [1, 2] and stack.aliases()["prod"] == 2
+    transport.submit(ids[0])  # the same task delivered again
+    log = path.parent / "w1.log"
+    _until(lambda: log.read_text().count("succeeded") >= 3, 60, "the duplicate delivery to be consumed")
+    time.sleep(0.5)
+    assert stack.versions() == [1, 2] and jobs.get(ids[0]).attempts == 1  # nothing re-ran
+
+
+def test_a_worker_killed_mid_training_loses_nothing_and_duplicates_nothing(dist):
+    from agent.continual import memory_target
+    from agent.jobs import JobStore
+    from agent.transport import CeleryTransport
+    from student.stack import StackStore
+
+    make, start = dist
+    cfg, path = make(epochs=400)  # long enough training to be killed in the middle of it
+    jobs, transport = JobStore(memory_target(cfg)), CeleryTransport(cfg)
+    w1 = start(path, "w1")
+    job, _ = jobs.submit(DOCS[0])
+    transport.submit(job.id)
+    _until(lambda: jobs.get(job.id).state == "training", 120, "training to start:\n" + _log(path, "w1"))
+    time.sleep(1.0)
+    os.killpg(w1.pid, signal.SIGKILL)
+    w1.wait()
+    assert jobs.get(job.id).state == "training"  # died mid-job: nothing finished it
+    stack = StackStore(Path(cfg.continual.state_dir) / "stack")
+    assert stack.versions() == []
+    start(path, "w2")
+    final = _until(lambda: (j := jobs.get(job.id, events=True)).done and j, 180,
+                   "the redelivered job:\n" + _log(path, "w2"))
+    assert final.state == "promoted" and final.attempts == 2, final.to_json(events=True)
+    assert any("restarted (attempt 2)" in e["message"] for e in final.events)
+    assert stack.versions() == [1] and stack.aliases()["prod"] == 1
+    folders = sorted(p.name for p in (stack.root / "adapters").iterdir() if not p.name.startswith("."))
+    assert folders == ["a00001"]  # one adapter for the one document

@@ -1,0 +1,63 @@
+"""The job lifecycle in the database (SQLite and the machine's PostgreSQL)."""
+import pytest
+
+from agent.jobs import JobCancelled, JobError, JobStore
+from memory.documents import passage_from_dict
+
+DOC = passage_from_dict({"title": "T", "context": "Some text.", "questions": [{"question": "q?", "answer": "a"}]})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    target = tmp_path / "j.sqlite" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = JobStore(target)
+    yield s
+    s.close()
+
+
+def test_lifecycle_events_and_idempotency_keys(store):
+    job, created = store.submit(DOC, "key-1")
+    again, created2 = store.submit(DOC, "key-1")
+    assert created and not created2 and again.id == job.id and job.state == "queued"
+    other, _ = store.submit(DOC)  # no key: a second job for the same document is allowed
+    assert other.id != job.id
+    claimed = store.claim(job.id, max_attempts=3)
+    assert claimed.attempts == 1 and claimed.passage == DOC
+    for s in ("writing_probes", "self_editing", "training", "evaluating"):
+        store.stage(job.id, s)
+    store.finish(job.id, "promoted", result={"version": 1, "seconds": {"train": 2.5}})
+    j = store.get(job.id, events=True)
+    assert j.state == "promoted" and j.result["version"] == 1 and j.finished_at
+    assert [e["state"] for e in j.events] == ["queued", "queued", "writing_probes", "self_editing", "training",
+                                              "evaluating", "promoted"]
+    assert store.claim(job.id, 3) is None  # a finished job delivered again does nothing
+    assert store.counts()["promoted"] == 1 and store.unfinished() == [other.id]
+    assert store.stage_seconds() == {"train": [2.5]}
+    with pytest.raises(JobError):
+        store.get("job_missing")
+
+
+def test_cancel_queued_running_and_finished(store):
+    queued, _ = store.submit(DOC)
+    assert store.cancel(queued.id).state == "cancelled"
+    assert store.claim(queued.id, 3) is None
+    running, _ = store.submit(DOC)
+    store.claim(running.id, 3)
+    store.stage(running.id, "training")
+    j = store.cancel(running.id)
+    assert j.state == "training" and j.cancel_requested
+    with pytest.raises(JobCancelled):
+        store.stage(running.id, "evaluating")
+    store.finish(running.id, "cancelled")
+    with pytest.raises(JobError, match="already cancelled"):
+        store.cancel(running.id)
+
+
+def test_a_job_whose_worker_keeps_dying_is_failed(store):
+    job, _ = store.submit(DOC)
+    for attempt in (1, 2):
+        assert store.claim(job.id, max_attempts=2).attempts == attempt
+        store.stage(job.id, "training")  # ... and the worker dies here
+    assert store.claim(job.id, max_attempts=2) is None
+    j = store.get(job.id)
+    assert j.state == "failed" and "worker lost 2 times" in j.error
