@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -69,6 +70,11 @@ def _job_line(j: dict) -> str:
     return f"{j['state']:9s} {j['title'][:40]!r}" + (f": {j['error']}" if j.get("error") else "")
 
 
+def _out(prog: Progress):
+    """Results go to stdout when it is piped (scripts), else above the live progress bar."""
+    return prog.console if sys.stdout.isatty() else console
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err, transient=False)
@@ -101,7 +107,7 @@ def _follow(client, jobs: list[dict]) -> list[dict]:
             if j["state"] in TERMINAL and j["id"] not in done:
                 done.add(j["id"])
                 prog.advance(task)
-                prog.console.print(_job_line(j))
+                _out(prog).print(_job_line(j))
 
         return client.wait([j["id"] for j in jobs], on_change=changed)
 
@@ -217,7 +223,7 @@ def ingest(
             job = run_job(ctx, jid)
             prog.advance(task)
             if job is not None and job.state in TERMINAL:
-                prog.console.print(_job_line(job.to_json()))
+                _out(prog).print(_job_line(job.to_json()))
 
 
 @app.command()

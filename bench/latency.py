@@ -9,7 +9,8 @@ greedy generation of --tokens tokens for one question:
   fold-svd    folded and SVD-compressed to --svd-rank (the consolidation policy with a rank)
   merged      the fold merged into the served weights (consolidation `into: base`): no adapter left
 All conditions of a depth are timed in turn, round after round (the median of --repeats rounds is used), so
-that drift on a busy machine hits them alike.
+that drift on a busy machine hits them alike. On a shared machine use --clock cpu with runtime.threads=1:
+process CPU time counts this process's work only.
 Ratios are to the base, all in one run; the median of --repeats is used. Ends with `RESULT ...`.
 
     python bench/latency.py --config configs/default.yaml --depths 1 8 32 64
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: process CPU time (with runtime.threads=1, robust to other load on the machine)")
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     args = ap.parse_args(argv)
 
@@ -62,12 +65,14 @@ def main(argv=None) -> int:
 
     bare = copy.deepcopy(st.base)  # the plain model, before any LoRA layer is injected
 
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+
     def once(model) -> float:
         with torch.inference_mode():
-            t = time.perf_counter()
+            t = clock()
             model.generate(**enc, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
                            pad_token_id=tok.pad_token_id)
-            return time.perf_counter() - t
+            return clock() - t
 
     def round_robin(conds: dict) -> dict:
         """Time every condition once per round, in turn, so drift on a busy machine hits them all alike."""
@@ -118,7 +123,7 @@ def main(argv=None) -> int:
               f"fold-exact x{row['fold-exact_ratio']:.2f} | fold-svd(r{svd_rank}) x{row['fold-svd_ratio']:.2f} | "
               f"merged x{row['merged_ratio']:.2f}",
               flush=True)
-        (out / "latency.json").write_text(json.dumps({"tokens": args.tokens, "svd_rank": svd_rank, "rows": rows},
+        (out / "latency.json").write_text(json.dumps({"tokens": args.tokens, "svd_rank": svd_rank, "clock": args.clock, "rows": rows},
                                                      indent=2))
     print(f"\n| documents | base ms | stack | fold exact (rank D*{cfg.train.rank}) | fold SVD (rank {svd_rank}) | merged into base |")
     print("|---|---|---|---|---|---|")
