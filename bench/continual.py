@@ -8,7 +8,8 @@ final version. Per sequence it writes the ledger, the final accuracies and the u
 Modes:
   naive   stacked adapters, no replay, no gate
   merge   each adapter merged into the weights before the next (the paper's continual run)
-  ours    stacked adapters + replay of earlier documents + promotion gate (settings in the config's
+  ours    replay of earlier documents + promotion gate + each promoted adapter merged into the served
+          weights (consolidation `into: base`); settings from the config's
           `continual` section, overridable with --set)
 
     python bench/continual.py --config configs/default.yaml --mode ours --sequences 4 --length 8 --out DIR
@@ -29,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODE_SETTINGS = {
-    "naive": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": False},
+    "naive": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": False,
+              "consolidation": {"every": 0, "max_depth": 8, "into": "adapter"}},  # a plain stack of 8
     "merge": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": True},
     "ours": {},  # from the config (continual.replay / continual.gate), configs/continual-ours.yaml is our best
 }
