@@ -146,3 +146,21 @@ def test_versions_promote_rollback_forgetting_and_metrics(served):
     assert 'seal_jobs{state="promoted"} 3.0' in m and "seal_prod_version 2.0" in m
     assert "seal_job_stage_seconds_count" in m and "seal_generated_tokens_total" in m
     assert 'seal_http_requests_total{code="401"' in m
+
+
+def test_the_official_openai_client_works_against_the_api(served):
+    from openai import NotFoundError, OpenAI
+
+    _, c = served
+    client = OpenAI(base_url=f"{c.base_url}/v1", api_key=READ, http_client=c, max_retries=0)
+    assert "seal-student@prod" in [m.id for m in client.models.list()]
+    msgs = [{"role": "user", "content": "Where does the Zorblax flow?"}]
+    out = client.chat.completions.create(model="seal-student@prod", messages=msgs, max_tokens=6, temperature=0)
+    assert out.choices[0].message.role == "assistant" and out.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="seal-student@prod", messages=msgs, max_tokens=6, stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream)
+    assert text.strip() == out.choices[0].message.content.strip()
+    comp = client.completions.create(model="base", prompt="The Zorblax", max_tokens=3)
+    assert comp.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="seal-student-v404", messages=msgs)
