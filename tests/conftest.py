@@ -56,13 +56,13 @@ def postgres_url():
     """A fresh, empty PostgreSQL database on the machine's server (dropped afterwards)."""
     import uuid
 
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
     admin = os.environ.get("SEAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"seal_test_{uuid.uuid4().hex[:10]}"
     try:
         conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL server at {admin}: {e}")
+        missing_service(f"no PostgreSQL server at {admin}: {e}")
     conn.execute(f'CREATE DATABASE "{name}"')
     base = admin.rsplit("/", 1)[0]
     try:
@@ -70,3 +70,10 @@ def postgres_url():
     finally:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+def missing_service(reason: str) -> None:
+    """Skip locally; fail where the services are promised (CI sets SEAL_REQUIRE_SERVICES=1)."""
+    if os.environ.get("SEAL_REQUIRE_SERVICES"):
+        pytest.fail(reason + " (SEAL_REQUIRE_SERVICES is set: this test must not be skipped)")
+    pytest.skip(reason)

@@ -164,3 +164,59 @@ def test_the_official_openai_client_works_against_the_api(served):
     assert comp.choices[0].finish_reason in ("stop", "length")
     with pytest.raises(NotFoundError):
         client.chat.completions.create(model="seal-student-v404", messages=msgs)
+
+
+def _state(agent):
+    """Everything a request could change: job rows, events, documents, versions, aliases, files."""
+    root = agent.stack.root
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.name.startswith(".update.lock"))
+    with agent.jobs.engine.begin() as conn:
+        ev = conn.exec_driver_sql("SELECT COUNT(*) FROM job_events").scalar()
+    return (agent.jobs.counts(), ev, len(agent.memory.learned_at()), agent.stack.aliases(), files)
+
+
+@pytest.mark.parametrize("method,path,kwargs,code", [
+    ("post", "/v1/documents", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
+    ("post", "/v1/documents", {"content": b"x" * 10_000, "headers": {"content-type": "application/json"}}, 413),
+    ("post", "/v1/documents", {"json": {"title": "t", "context": ""}}, 422),
+    ("post", "/v1/documents", {"json": {}}, 422),
+    ("post", "/v1/documents", {"json": {"documents": [{"title": "t"}]}}, 422),
+    ("post", "/v1/documents", {"json": {"context": "ok", "questions": [{"question": "q"}]}}, 422),
+    ("post", "/v1/documents", {"json": {"context": "ok", "surprise": 1}}, 422),
+    ("post", "/v1/documents", {"json": [1, 2]}, 422),
+    ("post", "/v1/chat/completions", {"json": {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}}, 404),
+    ("post", "/v1/chat/completions", {"json": {"model": "seal-student@../../etc",
+                                               "messages": [{"role": "user", "content": "x"}]}}, 404),
+    ("post", "/v1/chat/completions", {"json": {"model": "base", "messages": [{"role": "tool", "content": "x"}]}}, 422),
+    ("post", "/v1/chat/completions", {"json": {"model": "base", "n": 3, "messages": [{"role": "user", "content": "x"}]}}, 422),
+    ("post", "/v1/completions", {"json": {"model": "base", "prompt": ["a", "b"]}}, 422),
+    ("post", "/v1/adapters/..%2F..%2Fetc%2Fpasswd/promote", {}, 404),
+    ("post", "/v1/adapters/..%2Faliases/promote", {}, 404),
+    ("post", "/v1/adapters/student-v1/promote", {"json": {"alias": "../../prod"}}, 422),
+    ("post", "/v1/adapters/student-v1/promote", {"json": {"alias": "student-v9"}}, 404),
+    ("post", "/v1/adapters/rollback", {"json": {"to": "../../x"}}, 404),
+    ("get", "/v1/documents/..%2F..%2Fetc%2Fpasswd", {}, 404),
+    ("get", "/v1/jobs/..%2F..%2Fx", {}, 404),
+    ("post", "/v1/jobs/..%2Fx/cancel", {}, 404),
+    ("get", "/v1/jobs?limit=0", {}, 422),
+])
+def test_bad_input_suite_changes_nothing(served, method, path, kwargs, code):
+    agent, c = served
+    before = _state(agent)
+    kwargs = dict(kwargs)
+    kwargs["headers"] = W | kwargs.get("headers", {})
+    r = getattr(c, method)(path, **kwargs)
+    assert r.status_code == code, r.text
+    assert r.json()["detail"]  # a reason, not just a code
+    assert _state(agent) == before
+
+
+@pytest.mark.parametrize("headers,code", [
+    ({}, 401), ({"Authorization": "Bearer"}, 401), ({"Authorization": "Basic abc"}, 401),
+    ({"Authorization": "Bearer not-a-key-at-all"}, 401), (R, 403)])
+def test_keys_are_checked_before_anything_changes(served, headers, code):
+    agent, c = served
+    before = _state(agent)
+    assert c.post("/v1/documents", json=DOCS[0], headers=headers).status_code == code
+    assert c.post("/v1/adapters/rollback", headers=headers).status_code == code
+    assert _state(agent) == before

@@ -27,7 +27,9 @@ def _redis_or_skip(url):
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except Exception as e:  # noqa: BLE001
-        pytest.skip(f"no Redis at {url}: {e}")
+        from tests.conftest import missing_service
+
+        missing_service(f"no Redis at {url}: {e}")
 
 
 @pytest.fixture()
@@ -130,3 +132,88 @@ def test_a_worker_killed_mid_training_loses_nothing_and_duplicates_nothing(dist)
     assert stack.versions() == [1] and stack.aliases()["prod"] == 1
     folders = sorted(p.name for p in (stack.root / "adapters").iterdir() if not p.name.startswith("."))
     assert folders == ["a00001"]  # one adapter for the one document
+
+
+def test_twenty_documents_through_the_api_and_two_workers_and_an_api_restart(dist, tmp_path):
+    """The whole distributed path: `seal serve --mode celery` + 2 `seal worker` processes on real Redis."""
+    import socket
+
+    import httpx
+
+    from student.stack import StackStore
+
+    make, start = dist
+    cfg, path = make()
+    key = "integration-write-key"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SEAL_API_KEYS": f"{key}:write"}
+    apis = []
+
+    def start_api():
+        log = open(tmp_path / f"api{len(apis)}.log", "w")
+        p = subprocess.Popen([SEAL, "serve", "--config", str(path), "--port", str(port)], stdout=log,
+                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        apis.append(p)
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+        def up():
+            try:
+                return http.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _until(up, 120, "the API")
+        return http
+
+    try:
+        http = start_api()
+        start(path, "w1")
+        start(path, "w2")
+        docs = [{"title": f"Fact {i}", "context": f"The station number {i} of the Quarn line opens at dawn "
+                                                  f"and is painted colour {i * 7}.",
+                 "questions": [{"question": f"What colour is station {i} painted?", "answer": str(i * 7)}]}
+                for i in range(20)]
+        r = http.post("/v1/documents", json={"documents": docs[:10]})
+        r2 = http.post("/v1/documents", json={"documents": docs[10:]})
+        assert r.status_code == r2.status_code == 202
+        ids = [j["id"] for j in r.json()["jobs"] + r2.json()["jobs"]]
+        assert len(set(ids)) == 20
+
+        def all_done():
+            jobs = http.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
+            return len(jobs) == 20 and all(j["state"] in ("promoted", "rejected", "failed", "cancelled")
+                                           for j in jobs) and jobs
+
+        jobs = _until(all_done, 600, "20 jobs: " + _log(path, "w1")[-1500:])
+        assert {j["state"] for j in jobs} == {"promoted"}, [(j["title"], j["state"], j["error"]) for j in jobs]
+        stack = StackStore(Path(cfg.continual.state_dir) / "stack")
+        per_doc: dict[str, set] = {}
+        for v in stack.versions():
+            for a in stack.manifest(v).adapters:
+                if a.kind == "lora":
+                    for d in a.doc_ids:
+                        per_doc.setdefault(d, set()).add(a.id)
+        promoted_docs = {j["doc_id"] for j in jobs}
+        assert set(per_doc) == promoted_docs and all(len(x) == 1 for x in per_doc.values()), per_doc
+        prod = stack.resolve("prod")
+        assert sorted(prod.doc_ids) == sorted(promoted_docs)  # every document, once, in prod
+        worked = {"w1": _log(path, "w1").count("succeeded"), "w2": _log(path, "w2").count("succeeded")}
+        before = (http.get("/v1/adapters").json(), http.get("/v1/forgetting").json())
+        # restart the API process: everything is in the database and the stack folder
+        os.killpg(apis[-1].pid, signal.SIGTERM)
+        apis[-1].wait(timeout=30)
+        http = start_api()
+        after = (http.get("/v1/adapters").json(), http.get("/v1/forgetting").json())
+        assert after == before
+        assert sorted(j["id"] for j in http.get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == sorted(ids)
+        m = http.get("/metrics").text
+        assert 'seal_jobs{state="promoted"} 20.0' in m and "seal_queue_depth 0.0" in m
+        assert sum(worked.values()) >= 1
+    finally:
+        for p in apis:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
