@@ -61,3 +61,25 @@ def test_a_job_whose_worker_keeps_dying_is_failed(store):
     assert store.claim(job.id, max_attempts=2) is None
     j = store.get(job.id)
     assert j.state == "failed" and "worker lost 2 times" in j.error
+
+
+def test_a_running_job_cancelled_stops_before_training_and_leaves_no_version(runtime, tiny_cfg, tmp_path):
+    from agent.worker import open_worker, run_job
+
+    cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "train_on": "passage",
+                                             "state_dir": str(tmp_path / "state")})
+    ctx = open_worker(cfg, runtime)
+    real_stage = ctx.jobs.stage
+
+    def stage(job_id, state, message=""):
+        if state == "training":  # the user's cancel arrives while the self-edit is being written
+            ctx.jobs.cancel(job_id)
+        return real_stage(job_id, state, message)
+
+    ctx.jobs.stage = stage
+    job, _ = ctx.jobs.submit(DOC)
+    done = run_job(ctx, job.id)
+    assert done.state == "cancelled" and ctx.learner.stack.versions() == []
+    ok, _ = ctx.jobs.submit(passage_from_dict({"title": "U", "context": "Other text here."}))
+    ctx.jobs.stage = real_stage
+    assert run_job(ctx, ok.id).state == "promoted"  # the worker carries on
