@@ -8,7 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from student.settings import ModelSettings, TrainSettings
-from teacher.settings import TeacherSettings
+from teacher.settings import RLSettings, TeacherSettings
 
 
 class ConfigError(ValueError):
@@ -117,6 +117,7 @@ class SealConfig(BaseModel):
     eval: EvalSettings = EvalSettings()
     continual: ContinualSettings = ContinualSettings()
     service: ServiceSettings = ServiceSettings()
+    rl: RLSettings = RLSettings()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
         data = self.model_dump()

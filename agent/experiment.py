@@ -7,6 +7,7 @@ Conditions:
   self-edit            the teacher's self-edit (grounding guard per config) + the passage
   self-edit-unguarded  the same sampled self-edit with the guard off (same sample: a paired comparison)
   external:FILE        completions from a SEAL-format file + the passage
+  teacher:RUN@N        the self-edit written by teacher-vN of an RL run (`seal rl`), sampled like `self-edit`
 
 Results go to per-question JSONL as each unit finishes; a rerun with the same --out resumes.
 """
@@ -37,6 +38,7 @@ class ConditionError(ValueError):
 class Condition:
     name: str
     external: Path | None = None
+    teacher: tuple[Path, int] | None = None  # (RL run dir, teacher version)
 
 
 def parse_conditions(spec: str) -> list[Condition]:
@@ -47,10 +49,22 @@ def parse_conditions(spec: str) -> list[Condition]:
             if not path.is_file():
                 raise ConditionError(f"external self-edit file not found: {path}")
             conds.append(Condition(raw, path))
+        elif raw.startswith("teacher:"):
+            spec = raw.split(":", 1)[1]
+            run, sep, ver = spec.rpartition("@")
+            if not sep or not ver.isdigit():
+                raise ConditionError(f"{raw!r}: expected teacher:RUN_DIR@VERSION")
+            from teacher.versions import TeacherStore
+
+            versions = TeacherStore(Path(run) / "teachers").versions() if (Path(run) / "teachers").is_dir() else []
+            if int(ver) != 0 and int(ver) not in versions:
+                raise ConditionError(f"{raw!r}: {run} has no teacher-v{ver} (it has {versions or 'none'})")
+            conds.append(Condition(raw, teacher=(Path(run), int(ver))))
         elif raw in BASIC:
             conds.append(Condition(raw))
         else:
-            raise ConditionError(f"unknown condition {raw!r}; use {', '.join(BASIC)} or external:FILE")
+            raise ConditionError(f"unknown condition {raw!r}; use {', '.join(BASIC)}, external:FILE or "
+                                 "teacher:RUN@N")
     if not conds:
         raise ConditionError("no conditions given")
     if len({c.name for c in conds}) != len(conds):
@@ -68,7 +82,7 @@ class EvalRun:
         self.edits_path = out / "self_edits.jsonl"
         self.externals = {c.name: ExternalEdits(c.external) for c in conditions if c.external}
         self.done = {(u["doc_id"], u["condition"]): u for u in read_jsonl(self.units_path)}
-        self.edits = {(e["doc_id"], e["guarded"]): e for e in read_jsonl(self.edits_path)}
+        self.edits = {(e["doc_id"], e.get("condition") or e["guarded"]): e for e in read_jsonl(self.edits_path)}
         self.writer = TeacherWriter(rt.student.model, rt.student.tokenizer, self.cfg.teacher)
 
     # -- self-edits ------------------------------------------------------------------------------------
@@ -91,6 +105,29 @@ class EvalRun:
         self.edits[key] = rec
         return se
 
+    def _teacher_edit(self, idx: int, p: Passage, cond: Condition) -> SelfEdit:
+        """Sampled exactly like `self-edit` (same seed), from a trained teacher's adapter: a paired comparison."""
+        key = (p.doc_id, cond.name)
+        if key not in self.edits:
+            run, version = cond.teacher
+            name = None
+            if version:
+                from teacher.versions import TeacherStore
+
+                store = TeacherStore(run / "teachers")
+                name = "cond-" + cond.name.replace(":", "_").replace("/", "_").replace(".", "_").replace("@", "_")
+                if name not in self.rt.student.adapters():
+                    store.verify(store.get(version))
+                    self.rt.student.load(store.adapter_dir(version), name)
+            with self.rt.student.use(name) as m:
+                raw = self.writer.sample_raw([p], seed=self.cfg.seed * 100_003 + idx, model=m)[0]
+            se = build_self_edit(p, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
+            rec = {**se.to_json(), "guarded": True, "condition": cond.name, "title": p.title}
+            append_jsonl(self.edits_path, rec)
+            self.edits[key] = rec
+        e = self.edits[key]
+        return build_self_edit(p, e["raw"], e["format"], self.cfg.teacher.grounding)
+
     # -- one unit ---------------------------------------------------------------------------------------
     def _train_texts(self, idx: int, p: Passage, cond: Condition) -> tuple[list[str] | None, dict]:
         s = self.cfg.train
@@ -107,7 +144,10 @@ class EvalRun:
             ref = self.done.get((p.doc_id, "self-edit"))
             n = ref["train"]["sequences"] if ref and ref.get("train") else len(self._self_edit(idx, p, True).sequences(p))
             return [passage_seq] * n, {"matched_to": "self-edit"}
-        se = self.externals[cond.name].self_edit(p, self.cfg.teacher.format, self.cfg.teacher.grounding)
+        if cond.teacher is not None:
+            se = self._teacher_edit(idx, p, cond)
+        else:
+            se = self.externals[cond.name].self_edit(p, self.cfg.teacher.format, self.cfg.teacher.grounding)
         return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped)}
 
     def run_unit(self, idx: int, p: Passage, cond: Condition) -> dict:
@@ -116,7 +156,7 @@ class EvalRun:
         t_edit = time.perf_counter() - t0
         adapter, train = None, None
         if texts is not None:
-            adapter = f"u{idx}-{cond.name.replace(':', '_').replace('/', '_').replace('.', '_')}"
+            adapter = f"u{idx}-{cond.name.replace(':', '_').replace('/', '_').replace('.', '_').replace('@', '_')}"
             stats = self.rt.student.train_adapter(texts, adapter, seed=self.cfg.seed + idx, progress=self.progress,
                                                   desc=f"[{idx}] {cond.name}")
             train = stats.summary()

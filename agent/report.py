@@ -70,7 +70,8 @@ def summarize(run_dir: Path, seed: int = 0) -> dict:
             row["mean_units_kept"] = sum(u.get("units", 0) for u in cu) / max(1, len(cu))
             row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
         out["conditions"][c] = row
-    for a, b in PAIRS:
+    teacher_pairs = [(c, b) for c in conds if c.startswith("teacher:") for b in ("self-edit", "passage")]
+    for a, b in [*PAIRS, *teacher_pairs]:
         if a in conds and b in conds:
             out["paired"][f"{a} - {b}"] = {
                 m: paired_difference([by_metric[m][a].get(d, []) for d in order],

@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from student.sequences import collate, epoch_batches, tokenize_sequences
+from student.sequences import collate, epoch_batches, tokenize_pairs, tokenize_sequences
 from student.settings import TrainSettings
 
 
@@ -136,15 +136,21 @@ class Student:
     def train_adapter(
         self, texts: list[str], name: str, seed: int, *, settings: TrainSettings | None = None,
         progress: bool = False, desc: str | None = None, stack: list[str] | tuple[str, ...] = (),
+        pairs: list[tuple[str, str]] | None = None,
     ) -> TrainStats:
         """LoRA SFT of a fresh adapter: next-token loss on real tokens only (padding is masked out).
 
-        With `stack`, those adapters stay active (the new one learns on top of them) but frozen.
+        With `stack`, those adapters stay active (the new one learns on top of them) but frozen. With `pairs`
+        (prompt, completion) instead of `texts`, only completion tokens carry loss (teacher training).
         """
         s = settings or self.settings
-        if not texts:
+        prompt_lens = None
+        if pairs:
+            seqs, prompt_lens = tokenize_pairs(self.tokenizer, pairs, s.max_seq_len)
+        elif texts:
+            seqs = tokenize_sequences(self.tokenizer, texts, s.max_seq_len)
+        else:
             raise ValueError("no training sequences")
-        seqs = tokenize_sequences(self.tokenizer, texts, s.max_seq_len)
         self._add(name, seed, s)
         peft = self.peft
         if stack:
@@ -171,7 +177,8 @@ class Student:
         try:
             for _ in range(s.epochs):
                 for idx in epoch_batches(len(seqs), lengths, s.batch_size, rng):
-                    b = collate([seqs[i] for i in idx], pad_id)
+                    b = collate([seqs[i] for i in idx], pad_id,
+                                None if prompt_lens is None else [prompt_lens[i] for i in idx])
                     out = peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
                     out.loss.backward()
                     if s.max_grad_norm:

@@ -19,6 +19,22 @@ def tokenize_sequences(tokenizer, texts: list[str], max_len: int) -> list[list[i
     return out
 
 
+def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int) -> tuple[list[list[int]], list[int]]:
+    """(prompt, completion) pairs for completion-only SFT: returns the token ids and, per row, how many leading
+    tokens are prompt (they carry no loss). Prompts are rendered by the caller (chat template included)."""
+    eos = tokenizer.eos_token_id
+    seqs, prompt_lens = [], []
+    for prompt, completion in pairs:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [eos]
+        ids = (p + c)[:max_len]
+        if len(p) >= len(ids):
+            raise ValueError(f"prompt of {len(p)} tokens leaves no completion within max_seq_len {max_len}")
+        seqs.append(ids)
+        prompt_lens.append(len(p))
+    return seqs, prompt_lens
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor
@@ -28,7 +44,8 @@ class Batch:
     pad_tokens: int
 
 
-def collate(seqs: list[list[int]], pad_id: int) -> Batch:
+def collate(seqs: list[list[int]], pad_id: int, prompt_lens: list[int] | None = None) -> Batch:
+    """Right-padded batch; padding (and, with `prompt_lens`, each row's prompt) is masked out of the labels."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -36,6 +53,8 @@ def collate(seqs: list[list[int]], pad_id: int) -> Batch:
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, : len(s)] = 1
     labels = ids.masked_fill(mask == 0, IGNORE)
+    for i, n in enumerate(prompt_lens or []):
+        labels[i, :n] = IGNORE
     real = int(mask.sum())
     return Batch(ids, mask, labels, real, ids.numel() - real)
 

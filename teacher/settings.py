@@ -26,3 +26,33 @@ class TeacherSettings(BaseModel):
     top_p: float = Field(0.95, gt=0, le=1)
     repetition_penalty: float = Field(1.05, ge=1)
     grounding: GroundingSettings = GroundingSettings()
+
+
+class TeacherTrainSettings(BaseModel):
+    """LoRA SFT of the teacher on winning self-edits (completion tokens only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rank: int = Field(32, ge=1, le=1024)
+    alpha: float = Field(64, gt=0)
+    learning_rate: float = Field(3e-4, gt=0, le=1)
+    epochs: int = Field(3, ge=1, le=100)
+    batch_size: int = Field(1, ge=1, le=64)
+    max_seq_len: int = Field(1024, ge=16)
+
+
+class RLSettings(BaseModel):
+    """ReST-EM on the teacher: sample K self-edits per context, reward = the student's gain, keep winners,
+    fine-tune the teacher on them, repeat."""
+
+    model_config = ConfigDict(extra="forbid")
+    rounds: int = Field(2, ge=1, le=100)
+    contexts: int = Field(12, ge=1)  # N contexts per round
+    samples: int = Field(4, ge=1, le=64)  # K candidate self-edits per context
+    temperature: float = Field(1.0, gt=0)  # candidates must differ for selection to mean anything
+    selection: Literal["best", "threshold"] = "best"  # best of K (if above threshold) | every one above it
+    threshold: float = 0.0  # a winner's reward must be strictly greater than this
+    retention_lambda: float = Field(0.0, ge=0)  # reward = gain - lambda * forgetting on replayed probes
+    retention_docs: int = Field(0, ge=0)  # other contexts whose probes measure that forgetting
+    winners_from: Literal["round", "all"] = "round"  # train each new teacher (from the base, as ReST-EM does)
+    #                                                  on this round's winners or on every round's so far
+    train: TeacherTrainSettings = TeacherTrainSettings()

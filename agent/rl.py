@@ -1,0 +1,198 @@
+"""Teacher RL by ReST-EM (offline rounds): the teacher learns to write the self-edits the student learns from.
+
+Round r, with teacher-v(r') (the newest version at or before r; v0 is the untouched base):
+  1. N contexts (a seeded sample of the passages with QA);
+  2. K candidate self-edits per context, sampled from the teacher in one batched call;
+  3. each candidate: a fresh LoRA adapter on the student (the one live model: no reload, no new PEFT
+     wrapper), the context's probes answered in one batch, reward = gain (- lambda * forgetting);
+  4. winners (best of K, or all above a threshold) become (prompt, completion) pairs, and a new teacher
+     adapter is trained on the completion tokens only -> teacher-v(r+1), an immutable version.
+Every candidate is appended (fsynced) to candidates.jsonl as soon as it is measured and every finished round
+to rounds.jsonl, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+from agent.closed_book import evaluate_passage
+from agent.config import SealConfig
+from agent.runtime import Runtime, append_jsonl, read_jsonl
+from memory.documents import Passage
+from student.generation import SamplingParams, generate, render_prompt
+from student.settings import TrainSettings
+from teacher.prompts import self_edit_prompt
+from teacher.rewards import Scored, reward, select_winners
+from teacher.self_edit import build_self_edit
+from teacher.versions import TeacherStore
+
+CANDIDATE = "rl-candidate"
+
+
+class RLError(ValueError):
+    pass
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+class RestEM:
+    def __init__(self, rt: Runtime, passages: list[Passage], out: Path, log: Callable[[str], None] = print,
+                 progress: bool = False):
+        self.rt, self.cfg, self.out, self.log, self.progress = rt, rt.cfg, Path(out), log, progress
+        self.s = self.cfg.rl
+        self.pool = [p for p in passages if p.questions]
+        if len(self.pool) < self.s.contexts:
+            raise RLError(f"need {self.s.contexts} passages with questions per round, have {len(self.pool)}")
+        self.student = rt.student
+        self.teachers = TeacherStore(self.out / "teachers")
+        self.cands_path, self.rounds_path = self.out / "candidates.jsonl", self.out / "rounds.jsonl"
+        self.cands = {(c["round"], c["doc_id"], c["k"]): c for c in read_jsonl(self.cands_path)}
+        self.rounds = {r["round"]: r for r in read_jsonl(self.rounds_path)}
+        self._before: dict[str, float] = {}
+        for c in self.cands.values():
+            self._before[c["doc_id"]] = c["before"]
+
+    # -- pieces ---------------------------------------------------------------------------------------------
+    def contexts(self, r: int) -> list[Passage]:
+        return random.Random(_seed(self.cfg.seed, "contexts", r)).sample(self.pool, self.s.contexts)
+
+    def teacher_for(self, r: int) -> int:
+        return max([v for v in self.teachers.versions() if v <= r], default=0)
+
+    def accuracy(self, adapter: str | None, p: Passage) -> float:
+        g = evaluate_passage(self.student, adapter, p, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
+        return sum(x.contains for x in g) / len(g)
+
+    def before(self, p: Passage) -> float:
+        if p.doc_id not in self._before:
+            self._before[p.doc_id] = self.accuracy(None, p)
+        return self._before[p.doc_id]
+
+    def sample(self, teacher: str | None, p: Passage, r: int) -> list[str]:
+        t = self.cfg.teacher
+        params = SamplingParams(max_new_tokens=t.max_new_tokens, temperature=self.s.temperature, top_p=t.top_p,
+                                repetition_penalty=t.repetition_penalty, n=self.s.samples)
+        with self.student.use(teacher) as m:
+            return generate(m, self.student.tokenizer, [self_edit_prompt(p, t.format)], params, batch_size=1,
+                            seed=_seed(self.cfg.seed, "sample", r, p.doc_id))[0]
+
+    # -- a round ----------------------------------------------------------------------------------------------
+    def run(self, on_candidate: Callable[[dict], None] | None = None) -> list[dict]:
+        for r in range(self.s.rounds):
+            if r not in self.rounds:
+                self.round(r, on_candidate)
+        return [self.rounds[r] for r in sorted(self.rounds)]
+
+    def round(self, r: int, on_candidate: Callable[[dict], None] | None = None) -> dict:
+        tv = self.teacher_for(r)
+        teacher = self.teachers.load(self.student, tv)
+        ctxs = self.contexts(r)
+        t_round = time.perf_counter()
+        for i, p in enumerate(ctxs):
+            todo = [k for k in range(self.s.samples) if (r, p.doc_id, k) not in self.cands]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            raws = self.sample(teacher, p, r)
+            gen_each = (time.perf_counter() - t0) / len(raws)
+            before = self.before(p)
+            others = [q for q in ctxs[:i] if q.doc_id != p.doc_id][-self.s.retention_docs:] \
+                if self.s.retention_docs else []
+            for k in todo:
+                row = self._candidate(r, tv, p, k, raws[k], before, others, gen_each)
+                append_jsonl(self.cands_path, row)
+                self.cands[(r, p.doc_id, k)] = row
+                if on_candidate:
+                    on_candidate(row)
+        rows = [self.cands[(r, p.doc_id, k)] for p in ctxs for k in range(self.s.samples)]
+        summary = self._train_teacher(r, tv, ctxs, rows)
+        summary["seconds"] = round(time.perf_counter() - t_round, 1)
+        append_jsonl(self.rounds_path, summary)
+        self.rounds[r] = summary
+        return summary
+
+    def _candidate(self, r: int, tv: int, p: Passage, k: int, raw: str, before: float, others: list[Passage],
+                   gen_each: float) -> dict:
+        t0 = time.perf_counter()
+        se = build_self_edit(p, [raw], self.cfg.teacher.format, self.cfg.teacher.grounding)
+        texts = se.sequences(p, self.cfg.train.passage_in_training)
+        stats = self.student.train_adapter(texts, CANDIDATE, seed=_seed(self.cfg.seed, "train", r, p.doc_id, k))
+        t1 = time.perf_counter()
+        after = self.accuracy(CANDIDATE, p)
+        drops = [max(0.0, self.before(q) - self.accuracy(CANDIDATE, q)) for q in others]
+        t2 = time.perf_counter()
+        self.student.drop(CANDIDATE)
+        forgetting = statistics.mean(drops) if drops else 0.0
+        gain = after - before
+        total = time.perf_counter() - t0 + gen_each
+        return {"round": r, "teacher": tv, "doc_id": p.doc_id, "title": p.title, "k": k, "raw": raw,
+                "units": se.units, "dropped": len(se.dropped), "parsed": se.parsed, "before": before,
+                "after": after, "gain": gain, "forgetting": forgetting,
+                "reward": reward(gain, forgetting, self.s.retention_lambda),
+                "seconds": {"generate": round(gen_each, 3), "train": round(stats.seconds, 3),
+                            "evaluate": round(t2 - t1, 3), "total": round(total, 3),
+                            "overhead": round(max(0.0, total - gen_each - stats.seconds - (t2 - t1)), 3)}}
+
+    def _train_teacher(self, r: int, tv: int, ctxs: list[Passage], rows: list[dict]) -> dict:
+        scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows]
+        winners = select_winners(scored, self.s.selection, self.s.threshold)
+        by_key = {(c["doc_id"], c["k"]): c for c in rows}
+        summary = {"round": r, "teacher": tv, "contexts": len(ctxs), "candidates": len(rows),
+                   "mean_reward": statistics.mean(c["reward"] for c in rows),
+                   "mean_gain": statistics.mean(c["gain"] for c in rows),
+                   "reward_counts": _counts([round(c["reward"], 3) for c in rows]),
+                   "winners": len(winners), "win_rate": len({w.doc_id for w in winners}) / len(ctxs),
+                   "seconds_per_candidate": statistics.mean(c["seconds"]["total"] for c in rows),
+                   "overhead_share": (sum(c["seconds"]["overhead"] for c in rows)
+                                      / max(1e-9, sum(c["seconds"]["total"] for c in rows)))}
+        if self.teachers.versions() and max(self.teachers.versions()) > r:  # trained before a crash
+            summary["new_teacher"] = r + 1
+            return summary
+        pairs = [self._pair(by_key[(w.doc_id, w.k)]) for w in winners]
+        if self.s.winners_from == "all":
+            for prev in sorted(x for x in self.rounds if x < r):
+                pairs += [self._pair(c) for c in self._winner_rows(prev)]
+        if not pairs:
+            summary["new_teacher"] = None
+            self.log(f"round {r}: no candidate beat the threshold; the teacher stays teacher-v{tv}")
+            return summary
+        t = self.s.train
+        settings = TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate, epochs=t.epochs,
+                                 batch_size=t.batch_size, max_seq_len=t.max_seq_len)
+        live = f"teacher-train-{r}"
+        stats = self.student.train_adapter([], live, seed=_seed(self.cfg.seed, "teacher", r), settings=settings,
+                                           pairs=pairs, progress=self.progress, desc=f"teacher round {r}")
+        v = self.teachers.commit(self.student, live, r + 1, tv, r, "base", len(pairs), summary["mean_reward"])
+        self.student.drop(live)
+        summary |= {"new_teacher": v.version, "teacher_train": stats.summary()}
+        return summary
+
+    def _pair(self, c: dict) -> tuple[str, str]:
+        p = next(q for q in self.pool if q.doc_id == c["doc_id"])
+        prompt = render_prompt(self.student.tokenizer, self_edit_prompt(p, self.cfg.teacher.format))
+        return prompt, c["raw"]
+
+    def _winner_rows(self, r: int) -> list[dict]:
+        rows = [c for (rr, _, _), c in self.cands.items() if rr == r]
+        scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows]
+        keep = {(w.doc_id, w.k) for w in select_winners(scored, self.s.selection, self.s.threshold)}
+        return [c for c in rows if (c["doc_id"], c["k"]) in keep]
+
+
+def _counts(xs: list[float]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in xs:
+        out[f"{x:+.3f}"] = out.get(f"{x:+.3f}", 0) + 1
+    return dict(sorted(out.items()))
+
+
+def new_rl_run(cfg: SealConfig, out: Path | None) -> Path:
+    from agent.runtime import new_run_dir
+
+    return new_run_dir(cfg, "rl", out)

@@ -1,0 +1,39 @@
+"""From measured candidates to training data: the reward of a self-edit and which candidates win."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scored:
+    doc_id: str
+    k: int
+    gain: float  # the student's probe accuracy after training on the self-edit minus before
+    forgetting: float  # mean accuracy drop on replayed probes of other documents (0 when not measured)
+    reward: float
+
+
+def reward(gain: float, forgetting: float, retention_lambda: float) -> float:
+    """The paper rewards the gain alone; with lambda > 0 a self-edit that makes the student forget other
+    documents is worth less (the retention-aware reward)."""
+    return gain - retention_lambda * forgetting
+
+
+def select_winners(cands: list[Scored], selection: str, threshold: float) -> list[Scored]:
+    """Per document: `best` keeps the single highest-reward candidate if it beats `threshold` (ties go to the
+    lowest k, i.e. deterministically); `threshold` keeps every candidate above it."""
+    by_doc: dict[str, list[Scored]] = {}
+    for c in cands:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    out = []
+    for doc in by_doc:
+        above = [c for c in sorted(by_doc[doc], key=lambda c: c.k) if c.reward > threshold]
+        if not above:
+            continue
+        if selection == "best":
+            out.append(max(above, key=lambda c: (c.reward, -c.k)))
+        elif selection == "threshold":
+            out += above
+        else:
+            raise ValueError(f"unknown selection {selection!r}")
+    return out

@@ -1,0 +1,122 @@
+"""Teacher RL (ReST-EM) on the tiny model: winners, completion-only loss, teacher versions, resume."""
+import json
+
+import pytest
+import torch
+
+from agent.rl import RestEM
+from memory.documents import passage_from_dict
+from student.sequences import IGNORE, collate, tokenize_pairs
+from teacher.rewards import Scored, reward, select_winners
+from tests.conftest import ROOT
+
+PASSAGES = [passage_from_dict(p) for p in json.loads((ROOT / "examples/passages.json").read_text())]
+
+
+def test_winner_selection_best_of_k_and_threshold():
+    c = [Scored("a", 0, 0.2, 0, 0.2), Scored("a", 1, 0.4, 0, 0.4), Scored("a", 2, 0.4, 0, 0.4),
+         Scored("b", 0, 0.0, 0, 0.0), Scored("c", 0, -0.2, 0, -0.2), Scored("c", 1, 0.2, 0, 0.2)]
+    best = select_winners(c, "best", 0.0)
+    assert [(w.doc_id, w.k) for w in best] == [("a", 1), ("c", 1)]  # ties -> lowest k; b has no gain
+    thr = select_winners(c, "threshold", 0.1)
+    assert [(w.doc_id, w.k) for w in thr] == [("a", 0), ("a", 1), ("a", 2), ("c", 1)]
+    assert reward(0.4, 0.2, 0.0) == 0.4 and reward(0.4, 0.2, 1.0) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        select_winners(c, "worst", 0.0)
+
+
+def test_completion_only_loss_masks_every_prompt_token(runtime):
+    tok = runtime.student.tokenizer
+    pairs = [("Write facts about the river:\n", "The river is long."), ("Q?\n", "A.")]
+    seqs, plens = tokenize_pairs(tok, pairs, 64)
+    b = collate(seqs, tok.pad_token_id, plens)
+    for i, (ids, n) in enumerate(zip(seqs, plens)):
+        assert n == len(tok(pairs[i][0], add_special_tokens=False)["input_ids"])
+        assert (b.labels[i, :n] == IGNORE).all()  # prompt: no loss
+        assert (b.labels[i, n:len(ids)] == torch.tensor(ids[n:])).all()  # completion (+ eos): loss
+        assert (b.labels[i, len(ids):] == IGNORE).all()  # padding: no loss
+    with pytest.raises(ValueError, match="no completion"):
+        tokenize_pairs(tok, [("x " * 100, "y")], 16)
+
+
+def test_teacher_versions_are_immutable_checked_and_tied_to_the_student(runtime, tmp_path):
+    from student.stack import CorruptAdapterError, StackError
+    from teacher.versions import TeacherStore
+
+    st = runtime.student
+    store = TeacherStore(tmp_path / "teachers")
+    assert store.current() == 0 and store.get(0) is None and store.load(st, 0) is None
+    st.train_adapter([], "t-live", seed=0, pairs=[("prompt\n", "completion")])
+    v = store.commit(st, "t-live", 1, 0, 0, "base", 1, 0.5)
+    st.drop("t-live")
+    assert (v.name, v.student_version, v.round, store.current()) == ("teacher-v1", "base", 0, 1)
+    with pytest.raises(StackError):
+        store.commit(st, "t-live", 1, 0, 0, "base", 1, 0.5)
+    name = store.load(st, 1)
+    assert name == "teacher-v1" and name in st.adapters()
+    st.drop(name)
+    f = next(p for p in store.adapter_dir(1).iterdir() if p.suffix == ".safetensors")
+    f.write_bytes(f.read_bytes()[:-8] + b"corrupt!")
+    with pytest.raises(CorruptAdapterError):
+        store.load(st, 1)
+
+
+def test_rounds_train_teachers_and_a_killed_run_resumes_without_duplicates(runtime, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_overrides(rl={"rounds": 2, "contexts": 2, "samples": 2, "threshold": -1.0,
+                                      "selection": "threshold", "train": {"epochs": 1, "rank": 4, "alpha": 8}},
+                                  teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 16})
+    rt = type(runtime)(cfg, runtime.student, runtime.model_name)
+    before = set(runtime.student.adapters())
+    seen = []
+
+    def die_after_three(c):
+        seen.append(c)
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # killed mid-round
+
+    with pytest.raises(KeyboardInterrupt):
+        RestEM(rt, PASSAGES, tmp_path).run(on_candidate=die_after_three)
+    assert len((tmp_path / "candidates.jsonl").read_text().splitlines()) == 3
+    runtime.student.drop("rl-candidate")
+    rounds = RestEM(rt, PASSAGES, tmp_path).run()
+    rows = [json.loads(x) for x in (tmp_path / "candidates.jsonl").read_text().splitlines()]
+    keys = [(r["round"], r["doc_id"], r["k"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2  # every candidate measured exactly once
+    assert [r["round"] for r in rounds] == [0, 1] and [r["teacher"] for r in rounds] == [0, 1]
+    assert [r["new_teacher"] for r in rounds] == [1, 2] and rounds[0]["winners"] == 4
+    assert {r["teacher"] for r in rows if r["round"] == 1} == {1}  # round 1 sampled from teacher-v1
+    assert all(r["seconds"]["train"] > 0 and "overhead" in r["seconds"] for r in rows)
+    # a finished run does nothing more
+    assert RestEM(rt, PASSAGES, tmp_path).run() == rounds
+    for n in set(runtime.student.adapters()) - before:
+        runtime.student.drop(n)
+
+
+def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    run = tmp_path / "rl"
+    sets = ["--set", "rl.threshold=-1", "--set", "rl.train.epochs=1", "--set", "teacher.max_new_tokens=16"]
+    cli = CliRunner()
+    r = cli.invoke(app, ["rl", "--passages", str(ROOT / "examples/passages.json"), "--rounds", "1", "--contexts",
+                         "2", "--samples", "2", "--out", str(run), "-c", str(tiny_config_file), *sets])
+    assert r.exit_code == 0, r.output
+    assert "round 0: teacher-v0" in r.output and "-> teacher-v1" in r.output
+    r = cli.invoke(app, ["rl", "eval", str(run), "--passages", str(ROOT / "examples/passages.json")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((run / "heldout" / "summary.json").read_text())
+    assert summary["passages"] == 1  # the two training contexts are excluded
+    assert f"teacher:{run}@1 - self-edit" in summary["paired"]
+    r = cli.invoke(app, ["rl", "report", str(run)])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines()[-1].startswith("RESULT round0=")
+    assert (run / "heldout" / "accuracy_vs_round.png").stat().st_size > 1000
+    bad = cli.invoke(app, ["rl", "--passages", str(tmp_path / "none.json"), "-c", str(tiny_config_file)])
+    assert bad.exit_code == 2
+    bad = cli.invoke(app, ["rl", "report", str(tmp_path)])
+    assert bad.exit_code == 2
+    bad = cli.invoke(app, ["eval", "--passages", str(ROOT / "examples/passages.json"), "--conditions",
+                           f"teacher:{run}@7", "-c", str(tiny_config_file)])
+    assert bad.exit_code == 2 and "no teacher-v7" in bad.output
