@@ -63,13 +63,13 @@ class GateSettings(BaseModel):
 
 class ConsolidationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    every: int = Field(0, ge=0)  # fold the stack every N promoted updates (0 = never by count)
+    every: int = Field(1, ge=0)  # consolidate every N promoted updates (0 = only by depth)
     max_depth: int = Field(8, ge=1)  # ... or when the stack holds more adapters than this
     rank: int | None = Field(None, ge=1)  # None = exact fold (ranks add up); else SVD to this rank
     # adapter: fold into one adapter (one LoRA matmul per module per query).
     # base: merge into the served base weights (a new base snapshot, recorded as merged adapters in the
     #       manifest and applied on load): queries cost what the bare base costs; rollback stays exact.
-    into: Literal["adapter", "base"] = "adapter"
+    into: Literal["adapter", "base"] = "base"
 
 
 class ContinualSettings(BaseModel):

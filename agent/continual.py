@@ -47,6 +47,8 @@ class UpdateResult:
     seconds: dict = field(default_factory=dict)
     consolidated_to: int | None = None
     replayed: bool = False  # True when this update had already been done (a redelivered job): nothing re-ran
+    candidates: list[float] | None = None  # online RL: each candidate self-edit's gain (the best was kept)
+    teacher: dict | None = None  # online RL: a teacher retraining that followed this update
 
     @property
     def gain(self) -> float:
@@ -77,6 +79,9 @@ class ContinualLearner:
         self.c = cfg.continual
         self.writer = TeacherWriter(student.model, student.tokenizer, cfg.teacher)
         self.rng = random.Random(cfg.seed)
+        from agent.online_teacher import OnlineTeacher
+
+        self.online = OnlineTeacher(student, cfg, memory, stack.root.parent / "teachers")
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def prod(self) -> Manifest | None:
@@ -186,9 +191,13 @@ class ContinualLearner:
         t_probe = time.perf_counter()
         stage("self_editing")
         texts = self.memory.sequences(doc.doc_id)
+        cands = None
         if not texts:
-            texts = self._train_texts(doc, seed)
-            self.memory.put_sequences(doc.doc_id, texts)
+            if self.online.enabled and probes and not self.c.merge_each_update:
+                cands = self.online.candidates(doc, seed)  # K self-edits; the best is chosen on the student
+            else:
+                texts = self._train_texts(doc, seed)
+                self.memory.put_sequences(doc.doc_id, texts)
         t_edit = time.perf_counter()
 
         with self.stack.updating():  # one writer of the stack from reading prod to promoting
@@ -225,16 +234,25 @@ class ContinualLearner:
                 with self.stack.writer():
                     version = self.stack.next_version()
                     live = f"a{version:05d}"
-                    self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
+                    if cands:
+                        live, texts, gains = self._best_candidate(doc, cands, live, replay, stack_names, before,
+                                                                  seed)
+                    else:
+                        gains = None
+                        self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
                     if self.c.merge_each_update:
                         # Paper baseline: merge into the weights. The stack stays empty; versions record documents.
                         self.student.merge_into_base(live)
                         ref_list = []
                     else:
                         ref_list = [*(parent.adapters if parent else ()),
-                                    self.stack.add_adapter(self.student, live, live, [doc.doc_id])]
+                                    self.stack.add_adapter(self.student, live, f"a{version:05d}", [doc.doc_id])]
                     m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
-                names = [a.id for a in m.adapters if not a.merged]  # the live base already holds the merged ones
+                if live != f"a{version:05d}":  # a chosen candidate: serve it under its stack id
+                    self.student.drop(live)
+                    names = load_version(self.stack, self.student, m)
+                else:
+                    names = [a.id for a in m.adapters if not a.merged]  # the live base holds the merged ones
             t_train = time.perf_counter()
             stage("evaluating")
             after = self.accuracy(names, doc) if probes else float("nan")
@@ -267,6 +285,7 @@ class ContinualLearner:
                 self.memory.mark_learned(doc.doc_id, m.version)
             res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
                                len(monitored), len(probes), source)
+            res.candidates = gains if attempt is None else None
             res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
                            "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
             info = {"replay_sequences": len(replay), "train_sequences": len(texts)}
@@ -282,7 +301,33 @@ class ContinualLearner:
             for n in names:  # keep live adapters bounded: drop those no longer in prod
                 if n not in keep:
                     self.student.drop(n)
+            if status == "promoted" and self.online.enabled:
+                tu = self.online.maybe_retrain()
+                if tu is not None:
+                    res.teacher = tu.to_json()
+                    self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
+                                              info | {"result": res.to_json()})
             return res
+
+    def _best_candidate(self, doc: Passage, cands, base_name: str, replay: list[str], stack_names: list[str],
+                        before: float, seed: int) -> tuple[str, list[str], list[float]]:
+        """Train every candidate self-edit on the current student; keep the best (ties: the first)."""
+        best, gains = None, []
+        for k, _raw, texts in cands:
+            name = f"{base_name}-c{k}"
+            self.student.train_adapter(texts + replay, name, seed=seed, stack=stack_names)
+            acc = self.accuracy([*stack_names, name], doc)
+            gains.append(acc - before)
+            if best is None or acc > best[0]:
+                if best is not None:
+                    self.student.drop(best[1])
+                best = (acc, name, texts, k)
+            else:
+                self.student.drop(name)
+        for (k, _raw, _t), g in zip(cands, gains):
+            self.memory.set_sample_gain(doc.doc_id, k, g, chosen=k == best[3])
+        self.memory.put_sequences(doc.doc_id, best[2])
+        return best[1], best[2], gains
 
     def _find_attempt(self, doc_id: str, parent_v: int) -> Manifest | None:
         """A version already committed for this document on this parent (the idempotency key)."""

@@ -34,6 +34,11 @@ UPDATES = Table("updates", META, Column("version", Integer, primary_key=True, au
                 Column("reason", Text), Column("gain", Float), Column("forgetting", Float), Column("info", Text),
                 Column("created_at", Float, nullable=False))
 
+SAMPLES = Table("teacher_samples", META, Column("doc_id", String(64), primary_key=True),
+                Column("k", Integer, primary_key=True), Column("teacher", Integer, nullable=False),
+                Column("raw", Text, nullable=False), Column("gain", Float), Column("chosen", Integer),
+                Column("trained_into", Integer), Column("created_at", Float, nullable=False))
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -159,3 +164,27 @@ class MemoryStore:
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
         return [r[0] for r in rows], np.stack([np.frombuffer(bytes(r[1]), dtype=np.float32) for r in rows])
+
+    # -- the teacher's candidate self-edits (online RL) ------------------------------------------------------------
+    def put_samples(self, doc_id: str, teacher: int, raws: list[str]) -> None:
+        """Once per document: a redelivered job finds the candidates it already sampled."""
+        with self.engine.begin() as c:
+            have = c.execute(select(func.count()).select_from(SAMPLES).where(SAMPLES.c.doc_id == doc_id)).scalar()
+            if not have:
+                c.execute(SAMPLES.insert(), [dict(doc_id=doc_id, k=k, teacher=teacher, raw=r, created_at=time.time())
+                                             for k, r in enumerate(raws)])
+
+    def samples(self, doc_id: str | None = None) -> list[dict]:
+        q = select(SAMPLES).order_by(SAMPLES.c.created_at, SAMPLES.c.doc_id, SAMPLES.c.k)
+        if doc_id is not None:
+            q = q.where(SAMPLES.c.doc_id == doc_id)
+        return [dict(r._mapping) for r in self._rows(q)]
+
+    def set_sample_gain(self, doc_id: str, k: int, gain: float, chosen: bool) -> None:
+        with self.engine.begin() as c:
+            c.execute(SAMPLES.update().where((SAMPLES.c.doc_id == doc_id) & (SAMPLES.c.k == k))
+                      .values(gain=gain, chosen=int(chosen)))
+
+    def mark_samples_trained(self, doc_ids: list[str], teacher: int) -> None:
+        with self.engine.begin() as c:
+            c.execute(SAMPLES.update().where(SAMPLES.c.doc_id.in_(doc_ids)).values(trained_into=teacher))

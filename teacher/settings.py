@@ -40,6 +40,17 @@ class TeacherTrainSettings(BaseModel):
     max_seq_len: int = Field(1024, ge=16)
 
 
+class OnlineRLSettings(BaseModel):
+    """RL inside the running agent: the K self-edits it samples per document are the ReST-EM candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(1, ge=1, le=16)  # K candidates per incoming document (1 = online RL off)
+    retrain_every: int = Field(20, ge=1)  # documents with measured candidates between teacher retrainings
+    holdout_every: int = Field(5, ge=2)  # every n-th document (by id hash) is held back to judge new teachers
+    holdout_docs: int = Field(8, ge=1)  # the most recent held-back documents used for that judgement
+    min_improvement: float = 0.0  # a new teacher must beat the current one by more than this on them
+
+
 class RLSettings(BaseModel):
     """ReST-EM on the teacher: sample K self-edits per context, reward = the student's gain, keep winners,
     fine-tune the teacher on them, repeat."""
@@ -56,3 +67,4 @@ class RLSettings(BaseModel):
     winners_from: Literal["round", "all"] = "round"  # train each new teacher (from the base, as ReST-EM does)
     #                                                  on this round's winners or on every round's so far
     train: TeacherTrainSettings = TeacherTrainSettings()
+    online: OnlineRLSettings = OnlineRLSettings()

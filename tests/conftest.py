@@ -43,6 +43,21 @@ def runtime(tiny_cfg):
     return open_runtime(tiny_cfg)
 
 
+@pytest.fixture(autouse=True)
+def _isolate_shared_student(request):
+    """Tests share one tiny model; each must leave it as it found it (adapter ids such as a00001 repeat across
+    tests' stacks, and a leftover one would be taken for another stack's)."""
+    if "runtime" not in request.fixturenames:
+        yield
+        return
+    st = request.getfixturevalue("runtime").student
+    before = set(st.adapters())
+    yield
+    for n in set(st.adapters()) - before:
+        st.drop(n)
+    st.restore_base()
+
+
 @pytest.fixture()
 def passages_file(tmp_path) -> Path:
     data = json.loads((ROOT / "examples/passages.json").read_text())[:2]

@@ -58,7 +58,7 @@ def test_gate_rejects_and_keeps_prod(learner):
 def test_exact_consolidation_keeps_the_function(learner):
     from student.stack import load_version
 
-    lr = learner(consolidation={"every": 0, "max_depth": 2, "rank": None})
+    lr = learner(consolidation={"every": 0, "max_depth": 2, "rank": None, "into": "adapter"})
     results = [lr.learn(d) for d in DOCS]
     assert [r.consolidated_to for r in results] == [None, None, 4]  # v3 holds 3 adapters > 2 -> fold into v4
     folded = lr.stack.resolve("prod")

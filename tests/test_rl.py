@@ -120,3 +120,44 @@ def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
     bad = cli.invoke(app, ["eval", "--passages", str(ROOT / "examples/passages.json"), "--conditions",
                            f"teacher:{run}@7", "-c", str(tiny_config_file)])
     assert bad.exit_code == 2 and "no teacher-v7" in bad.output
+
+
+def test_online_rl_keeps_the_best_candidate_and_retrains_the_teacher(runtime, tiny_cfg, tmp_path):
+    from agent.continual import ContinualLearner
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    docs = [passage_from_dict({"title": f"Doc {i}", "context": f"Station {i} of the Quarn line is painted "
+                                                                f"colour {i * 7} since {1900 + i}.",
+                               "questions": [{"question": f"What colour is station {i}?", "answer": str(i * 7)}]})
+            for i in range(8)]
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "train_on": "self-edit"},
+        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12},
+        rl={"threshold": -1.0, "train": {"epochs": 1, "rank": 4, "alpha": 8},
+            "online": {"samples": 2, "retrain_every": 2, "holdout_every": 2, "holdout_docs": 2,
+                       "min_improvement": -1.0}})
+    st = runtime.student
+    before = set(st.adapters())
+    lr = ContinualLearner(st, cfg, StackStore(tmp_path / "state" / "stack"), MemoryStore(tmp_path / "m.sqlite"))
+    docs.sort(key=lambda d: not lr.online.held_back(d.doc_id))  # held-back documents first: a judge exists
+    assert lr.online.held_back(docs[0].doc_id) and not lr.online.held_back(docs[-1].doc_id)
+    results = [lr.learn(d) for d in docs]
+    assert all(r.status == "promoted" and len(r.candidates) == 2 for r in results)
+    for d in docs:
+        rows = lr.memory.samples(d.doc_id)
+        assert [r["k"] for r in rows] == [0, 1] and sum(r["chosen"] for r in rows) == 1
+        assert all(r["gain"] is not None for r in rows)
+    updates = [r.teacher for r in results if r.teacher]
+    assert updates, "no teacher retraining happened"
+    assert all(u["winners"] >= 2 for u in updates if u["version"])
+    assert any(u["promoted"] for u in updates), [u["reason"] for u in updates]
+    assert lr.online.store.current() >= 1
+    held = [d for d in docs if lr.online.held_back(d.doc_id)]
+    trained_on = {r["doc_id"] for r in lr.memory.samples() if r["trained_into"] not in (None, -1)}
+    assert not trained_on & {d.doc_id for d in held}  # held-back documents never train the teacher
+    new_rows = [r for r in lr.memory.samples() if r["teacher"] >= 1]
+    assert new_rows or lr.online.store.current() >= 1  # later documents are sampled from the new teacher
+    for n in set(st.adapters()) - before:
+        st.drop(n)
+    st.restore_base()

@@ -79,7 +79,7 @@ def _until(pred, timeout, what):
 
 
 def test_serve_ingest_status_and_a_kill_mid_job(cfg_file, tmp_path):
-    c = cfg_file(epochs=300)  # training long enough to be killed in the middle of it
+    c = cfg_file(epochs=1000)  # training long enough (seconds, even on a fast machine) to be killed in the middle of it
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"})
