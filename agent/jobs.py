@@ -177,6 +177,12 @@ class JobStore:
                     out.setdefault(k, []).append(float(v))
         return out
 
+    def _locked(self, c, job_id: str) -> Job:
+        row = c.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
+        if row is None:
+            raise JobError(f"no job {job_id!r}")
+        return self._job(row)
+
     # -- transitions ----------------------------------------------------------------------------------------------
     def _set(self, c, job_id: str, state: str, message: str = "", **cols) -> None:
         now = time.time()
@@ -187,10 +193,7 @@ class JobStore:
         """Start (or restart after a lost worker) a job; None when there is nothing to do: it is finished, or
         it was cancelled while queued. A job that has exhausted its attempts is failed here."""
         with self.engine.begin() as c:
-            row = c.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
-            if row is None:
-                raise JobError(f"no job {job_id!r}")
-            job = self._job(row)
+            job = self._locked(c, job_id)
             if job.done:
                 return None
             now = time.time()
@@ -231,10 +234,7 @@ class JobStore:
         """Queued: cancelled at once. Running: flagged, stopped at the next stage boundary (a stage in progress
         finishes; nothing half-written is kept). Finished: an error."""
         with self.engine.begin() as c:
-            row = c.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
-            if row is None:
-                raise JobError(f"no job {job_id!r}")
-            job = self._job(row)
+            job = self._locked(c, job_id)
             if job.done:
                 raise JobError(f"job {job_id} is already {job.state}")
             if job.state == "queued":

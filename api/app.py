@@ -190,8 +190,12 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
             aliases = agent.stack.aliases()
             if "prod" not in aliases:
                 raise HTTPException(409, "nothing to roll back: no prod version yet")
-            earlier = [v["version"] for v in agent.versions()["versions"]
-                       if v["version"] < aliases["prod"] and v["status"] in ("promoted", "consolidated", "removed")]
+            rows = agent.versions()["versions"]
+            docs = {v["version"]: sorted(d for a in v["adapters"] for d in a["documents"]) for v in rows}
+            # the previous promoted state that knows different documents (a consolidation changes nothing)
+            earlier = [v["version"] for v in rows if v["version"] < aliases["prod"]
+                       and v["status"] in ("promoted", "consolidated", "removed")
+                       and docs[v["version"]] != docs[aliases["prod"]]]
             if not earlier:
                 raise HTTPException(409, f"student-v{aliases['prod']} has no earlier promoted version")
             target = str(earlier[-1])

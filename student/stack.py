@@ -109,25 +109,22 @@ class StackStore:
 
     # -- locking and reading -----------------------------------------------------------------------------
     @contextmanager
-    def writer(self):
-        """Serialize writers across processes (workers, CLI) with an advisory file lock."""
-        with open(self.root / ".lock", "w") as fh:
+    def _flock(self, name: str):
+        with open(self.root / name, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield self
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    @contextmanager
+    def writer(self):
+        """Serialize writers across processes (workers, CLI) with an advisory file lock."""
+        return self._flock(".lock")
+
     def updating(self):
         """Serialize whole updates (read prod, train, evaluate, promote) across threads and processes; a
         separate lock from `writer()`, which the update takes inside it for each write."""
-        with open(self.root / ".update.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield self
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return self._flock(".update.lock")
 
     def versions(self) -> list[int]:
         out = []
