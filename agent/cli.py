@@ -138,7 +138,7 @@ def learn(
         from teacher.writer import TeacherWriter
 
         with err.status("teacher is writing a self-edit ..."):
-            raw = TeacherWriter(rt.student.model, rt.student.tokenizer, cfg.teacher).sample_raw([p], cfg.seed)[0]
+            raw = TeacherWriter(rt.teacher.model, rt.teacher.tokenizer, cfg.teacher).sample_raw([p], cfg.seed)[0]
         se = build_self_edit(p, raw, cfg.teacher.format, grounding)
     t_edit = time.perf_counter() - t0
     console.print(f"[bold]self-edit[/] ({se.format}, {se.source}, {t_edit:.1f}s): "

@@ -74,14 +74,16 @@ def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) ->
 
 
 class ContinualLearner:
-    def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore):
+    def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore,
+                 teacher: Student | None = None):
         self.student, self.cfg, self.stack, self.memory = student, cfg, stack, memory
+        self.teacher_st = teacher or student  # a separate teacher base, or the student's own base
         self.c = cfg.continual
-        self.writer = TeacherWriter(student.model, student.tokenizer, cfg.teacher)
+        self.writer = TeacherWriter(self.teacher_st.model, self.teacher_st.tokenizer, cfg.teacher)
         self.rng = random.Random(cfg.seed)
         from agent.online_teacher import OnlineTeacher
 
-        self.online = OnlineTeacher(student, cfg, memory, stack.root.parent / "teachers")
+        self.online = OnlineTeacher(self.teacher_st, cfg, memory, stack.root.parent / "teachers", student)
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def prod(self) -> Manifest | None:
@@ -101,7 +103,15 @@ class ContinualLearner:
 
     @contextmanager
     def _teacher(self):
-        """The teacher (and the embedder) is the untouched base: undo merges first (load_version redoes them)."""
+        """The teacher's untouched base (the student's own base: undo merges first; load_version redoes them)."""
+        if self.teacher_st.merged:
+            self.teacher_st.restore_base()
+        with self.teacher_st.use(None) as m:
+            yield m
+
+    @contextmanager
+    def _base(self):
+        """The student's untouched base (for embeddings and the ledger's row 0)."""
         if self.student.merged:
             self.student.restore_base()
         with self.student.use(None) as m:
@@ -115,7 +125,7 @@ class ContinualLearner:
         from teacher.probes import write_probes
 
         with self._teacher() as m:
-            res = write_probes(m, self.student.tokenizer, p, self.cfg.teacher, seed)
+            res = write_probes(m, self.teacher_st.tokenizer, p, self.cfg.teacher, seed)
         return res.kept, "teacher"
 
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
@@ -181,12 +191,12 @@ class ContinualLearner:
         doc = Passage(passage.title, passage.context, tuple(probes))
         self.memory.add_document(passage, probes, source)
         if measure_base and probes and doc.doc_id not in self.memory.ledger().get(0, {}):
-            with self._teacher():  # ledger row 0: the untouched model on this document (for the audit)
+            with self._base():  # ledger row 0: the untouched model on this document (for the audit)
                 self.memory.record(0, doc.doc_id, self.accuracy([], doc) * len(probes), len(probes))
         if not self.memory.has_embedding(doc.doc_id):
             from student.embedding import embed
 
-            with self._teacher():
+            with self._base():
                 self.memory.put_embedding(doc.doc_id, embed(self.student, [f"{doc.title}\n{doc.context}"])[0])
         t_probe = time.perf_counter()
         stage("self_editing")
@@ -406,11 +416,11 @@ def has_state(cfg: SealConfig) -> bool:
     return bool(cfg.continual.database) or (Path(cfg.continual.state_dir) / "memory.sqlite").is_file()
 
 
-def open_learner(student: Student, cfg: SealConfig) -> ContinualLearner:
+def open_learner(student: Student, cfg: SealConfig, teacher: Student | None = None) -> ContinualLearner:
     from pathlib import Path
 
     root = Path(cfg.continual.state_dir)
-    return ContinualLearner(student, cfg, StackStore(root / "stack"), MemoryStore(memory_target(cfg)))
+    return ContinualLearner(student, cfg, StackStore(root / "stack"), MemoryStore(memory_target(cfg)), teacher)
 
 
 def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:

@@ -83,7 +83,7 @@ class EvalRun:
         self.externals = {c.name: ExternalEdits(c.external) for c in conditions if c.external}
         self.done = {(u["doc_id"], u["condition"]): u for u in read_jsonl(self.units_path)}
         self.edits = {(e["doc_id"], e.get("condition") or e["guarded"]): e for e in read_jsonl(self.edits_path)}
-        self.writer = TeacherWriter(rt.student.model, rt.student.tokenizer, self.cfg.teacher)
+        self.writer = TeacherWriter(rt.teacher.model, rt.teacher.tokenizer, self.cfg.teacher)
 
     # -- self-edits ------------------------------------------------------------------------------------
     def _self_edit(self, idx: int, p: Passage, guarded: bool) -> SelfEdit:
@@ -96,7 +96,7 @@ class EvalRun:
         if other is not None:
             raw = other["raw"]
         else:
-            with self.rt.student.use(None) as m:  # the teacher is the un-updated base model
+            with self.rt.teacher.use(None) as m:  # the teacher is the un-updated base model
                 raw = self.writer.sample_raw([p], seed=self.cfg.seed * 100_003 + idx, model=m)[0]
         se = build_self_edit(p, raw, self.cfg.teacher.format,
                              self.cfg.teacher.grounding.model_copy(update={"enabled": guarded}))
@@ -116,10 +116,10 @@ class EvalRun:
 
                 store = TeacherStore(run / "teachers")
                 name = "cond-" + cond.name.replace(":", "_").replace("/", "_").replace(".", "_").replace("@", "_")
-                if name not in self.rt.student.adapters():
+                if name not in self.rt.teacher.adapters():
                     store.verify(store.get(version))
-                    self.rt.student.load(store.adapter_dir(version), name)
-            with self.rt.student.use(name) as m:
+                    self.rt.teacher.load(store.adapter_dir(version), name)
+            with self.rt.teacher.use(name) as m:
                 raw = self.writer.sample_raw([p], seed=self.cfg.seed * 100_003 + idx, model=m)[0]
             se = build_self_edit(p, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
             rec = {**se.to_json(), "guarded": True, "condition": cond.name, "title": p.title}

@@ -46,8 +46,9 @@ def _seed(*parts) -> int:
 
 
 class OnlineTeacher:
-    def __init__(self, student, cfg: SealConfig, memory: MemoryStore, root: Path):
-        self.student, self.cfg, self.memory = student, cfg, memory
+    def __init__(self, teacher, cfg: SealConfig, memory: MemoryStore, root: Path, student=None):
+        self.teacher_st, self.cfg, self.memory = teacher, cfg, memory
+        self.student = student or teacher  # judged on the student; written and trained on the teacher
         self.s = cfg.rl.online
         self.store = TeacherStore(root)
 
@@ -61,10 +62,10 @@ class OnlineTeacher:
     @contextmanager
     def teacher(self, version: int | None = None):
         """The teacher model: the untouched base plus the teacher adapter of `version` (default: current)."""
-        if self.student.merged:
-            self.student.restore_base()
-        name = self.store.load(self.student, self.store.current() if version is None else version)
-        with self.student.use(name) as m:
+        if self.teacher_st.merged:
+            self.teacher_st.restore_base()
+        name = self.store.load(self.teacher_st, self.store.current() if version is None else version)
+        with self.teacher_st.use(name) as m:
             yield m
 
     def sample(self, doc: Passage, k: int, seed: int, version: int | None = None) -> list[str]:
@@ -72,7 +73,7 @@ class OnlineTeacher:
         params = SamplingParams(max_new_tokens=t.max_new_tokens, temperature=max(t.temperature, 1e-3),
                                 top_p=t.top_p, repetition_penalty=t.repetition_penalty, n=k)
         with self.teacher(version) as m:
-            return generate(m, self.student.tokenizer, [self_edit_prompt(doc, t.format)], params, batch_size=1,
+            return generate(m, self.teacher_st.tokenizer, [self_edit_prompt(doc, t.format)], params, batch_size=1,
                             seed=seed)[0]
 
     def candidates(self, doc: Passage, seed: int) -> list[tuple[int, str, list[str]]]:
@@ -107,18 +108,18 @@ class OnlineTeacher:
         pairs = []
         for r in winners:
             p = self.memory.document(r["doc_id"])
-            pairs.append((render_prompt(self.student.tokenizer, self_edit_prompt(p, self.cfg.teacher.format)),
+            pairs.append((render_prompt(self.teacher_st.tokenizer, self_edit_prompt(p, self.cfg.teacher.format)),
                           r["raw"]))
         t = self.cfg.rl.train
         live = f"teacher-train-{version}"
-        if self.student.merged:
-            self.student.restore_base()  # the teacher learns on the untouched base
-        self.student.train_adapter([], live, seed=_seed(self.cfg.seed, "online-teacher", version), pairs=pairs,
+        if self.teacher_st.merged:
+            self.teacher_st.restore_base()  # the teacher learns on the untouched base
+        self.teacher_st.train_adapter([], live, seed=_seed(self.cfg.seed, "online-teacher", version), pairs=pairs,
                                    settings=TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate,
                                                           epochs=t.epochs, batch_size=t.batch_size,
                                                           max_seq_len=t.max_seq_len))
-        self.store.commit(self.student, live, version, current, -1, "online", len(pairs), float("nan"))
-        self.student.drop(live)
+        self.store.commit(self.teacher_st, live, version, current, -1, "online", len(pairs), float("nan"))
+        self.teacher_st.drop(live)
         self.store.set_current(current)  # committed, not promoted yet
         self.memory.mark_samples_trained(docs, version)
         holdout = self._holdout()
@@ -145,6 +146,8 @@ class OnlineTeacher:
         raw = self.sample(doc, 1, _seed(self.cfg.seed, "holdout", doc.doc_id), version)
         se = build_self_edit(doc, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
         name = "teacher-judge"
+        if self.student.merged:
+            self.student.restore_base()  # judged as a fresh adapter on the untouched student
         self.student.train_adapter(se.sequences(doc, self.cfg.train.passage_in_training), name,
                                    seed=_seed(self.cfg.seed, "judge", doc.doc_id))
         try:

@@ -50,6 +50,7 @@ class RestEM:
         if len(self.pool) < self.s.contexts:
             raise RLError(f"need {self.s.contexts} passages with questions per round, have {len(self.pool)}")
         self.student = rt.student
+        self.teacher_st = rt.teacher  # the student's own base unless teacher.model names another
         self.teachers = TeacherStore(self.out / "teachers")
         self.cands_path, self.rounds_path = self.out / "candidates.jsonl", self.out / "rounds.jsonl"
         self.cands = {(c["round"], c["doc_id"], c["k"]): c for c in read_jsonl(self.cands_path)}
@@ -78,8 +79,8 @@ class RestEM:
         t = self.cfg.teacher
         params = SamplingParams(max_new_tokens=t.max_new_tokens, temperature=self.s.temperature, top_p=t.top_p,
                                 repetition_penalty=t.repetition_penalty, n=self.s.samples)
-        with self.student.use(teacher) as m:
-            return generate(m, self.student.tokenizer, [self_edit_prompt(p, t.format)], params, batch_size=1,
+        with self.teacher_st.use(teacher) as m:
+            return generate(m, self.teacher_st.tokenizer, [self_edit_prompt(p, t.format)], params, batch_size=1,
                             seed=_seed(self.cfg.seed, "sample", r, p.doc_id))[0]
 
     # -- a round ----------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ class RestEM:
 
     def round(self, r: int, on_candidate: Callable[[dict], None] | None = None) -> dict:
         tv = self.teacher_for(r)
-        teacher = self.teachers.load(self.student, tv)
+        teacher = self.teachers.load(self.teacher_st, tv)
         ctxs = self.contexts(r)
         t_round = time.perf_counter()
         for i, p in enumerate(ctxs):
@@ -166,16 +167,16 @@ class RestEM:
         settings = TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate, epochs=t.epochs,
                                  batch_size=t.batch_size, max_seq_len=t.max_seq_len)
         live = f"teacher-train-{r}"
-        stats = self.student.train_adapter([], live, seed=_seed(self.cfg.seed, "teacher", r), settings=settings,
-                                           pairs=pairs, progress=self.progress, desc=f"teacher round {r}")
-        v = self.teachers.commit(self.student, live, r + 1, tv, r, "base", len(pairs), summary["mean_reward"])
-        self.student.drop(live)
+        stats = self.teacher_st.train_adapter([], live, seed=_seed(self.cfg.seed, "teacher", r), settings=settings,
+                                              pairs=pairs, progress=self.progress, desc=f"teacher round {r}")
+        v = self.teachers.commit(self.teacher_st, live, r + 1, tv, r, "base", len(pairs), summary["mean_reward"])
+        self.teacher_st.drop(live)
         summary |= {"new_teacher": v.version, "teacher_train": stats.summary()}
         return summary
 
     def _pair(self, c: dict) -> tuple[str, str]:
         p = next(q for q in self.pool if q.doc_id == c["doc_id"])
-        prompt = render_prompt(self.student.tokenizer, self_edit_prompt(p, self.cfg.teacher.format))
+        prompt = render_prompt(self.teacher_st.tokenizer, self_edit_prompt(p, self.cfg.teacher.format))
         return prompt, c["raw"]
 
     def _winner_rows(self, r: int) -> list[dict]:

@@ -30,6 +30,11 @@ class Runtime:
     cfg: SealConfig
     student: "object"  # student.adapters.Student
     model_name: str
+    teacher: "object" = None  # the teacher's Student: the same object unless teacher.model names another base
+
+    def __post_init__(self):
+        if self.teacher is None:
+            self.teacher = self.student
 
 
 def open_runtime(cfg: SealConfig) -> Runtime:
@@ -38,7 +43,11 @@ def open_runtime(cfg: SealConfig) -> Runtime:
 
     configure_process(cfg)
     lm = load_model(cfg.model)
-    return Runtime(cfg, Student(lm.model, lm.tokenizer, cfg.train), lm.name)
+    teacher = None
+    if cfg.teacher.model is not None:  # a separate base model for the teacher
+        tm = load_model(cfg.teacher.model)
+        teacher = Student(tm.model, tm.tokenizer, cfg.train)
+    return Runtime(cfg, Student(lm.model, lm.tokenizer, cfg.train), lm.name, teacher)
 
 
 def new_run_dir(cfg: SealConfig, kind: str, out: str | Path | None = None) -> Path:

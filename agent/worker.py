@@ -26,7 +26,7 @@ def open_worker(cfg: SealConfig, runtime=None) -> WorkerContext:
     from agent.runtime import open_runtime
 
     rt = runtime or open_runtime(cfg)
-    return WorkerContext(cfg, JobStore(memory_target(cfg)), open_learner(rt.student, cfg))
+    return WorkerContext(cfg, JobStore(memory_target(cfg)), open_learner(rt.student, cfg, rt.teacher))
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> Job | None:

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from student.settings import ModelSettings
+
 SelfEditFormat = Literal["implications", "implications-long", "rewrite", "self-qa"]
 
 
@@ -19,6 +21,9 @@ class GroundingSettings(BaseModel):
 
 class TeacherSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # None: the teacher is the student's base model with its own adapters (the paper's setting); or a separate
+    # base model for the teacher, given like model.source (embedded:smollm2, a folder, a .gguf, tiny, ...)
+    model: ModelSettings | None = None
     format: SelfEditFormat = "implications"
     samples: int = Field(2, ge=1, le=64)
     max_new_tokens: int = Field(320, ge=8, le=8192)

@@ -161,3 +161,18 @@ def test_online_rl_keeps_the_best_candidate_and_retrains_the_teacher(runtime, ti
     for n in set(st.adapters()) - before:
         st.drop(n)
     st.restore_base()
+
+
+def test_a_separate_teacher_model_learns_while_the_student_only_evaluates(tiny_cfg, tmp_path):
+    from agent.runtime import open_runtime
+
+    cfg = tiny_cfg.with_overrides(
+        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "model": tiny_cfg.model.model_dump()},
+        rl={"rounds": 1, "contexts": 2, "samples": 2, "threshold": -1.0, "train": {"epochs": 1, "rank": 4,
+                                                                                  "alpha": 8}})
+    rt = open_runtime(cfg)
+    assert rt.teacher is not rt.student and rt.teacher.base is not rt.student.base
+    [summary] = RestEM(rt, PASSAGES, tmp_path).run()
+    assert summary["new_teacher"] == 1
+    assert "teacher-v1" in rt.teacher.adapters() or (tmp_path / "teachers" / "adapters" / "t00001").is_dir()
+    assert not [a for a in rt.student.adapters() if a.startswith("teacher")]  # nothing of the teacher's here
