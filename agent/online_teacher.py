@@ -97,7 +97,8 @@ class OnlineTeacher:
             return None
         rows = [r for r in self.memory.samples() if r["gain"] is not None and r["trained_into"] is None]
         train_rows = [r for r in rows if not self.held_back(r["doc_id"])]
-        winners = [r for r in train_rows if r["chosen"] and r["gain"] > self.cfg.rl.threshold]
+        winners = [r for r in train_rows if r["chosen"] and r["gain"] > self.cfg.rl.threshold
+                   and self._units(r)]  # an emptied self-edit taught nothing of the teacher's
         docs = sorted({r["doc_id"] for r in train_rows})
         version = max(self.store.versions(), default=0) + 1
         current = self.store.current()
@@ -134,6 +135,10 @@ class OnlineTeacher:
         reason = (f"teacher-v{version} {'beats' if promoted else 'does not beat'} teacher-v{current} on "
                   f"{len(holdout)} held-back documents: {new:.3f} vs {old:.3f}")
         return TeacherUpdate(version, promoted, new, old, len(pairs), len(holdout), reason)
+
+    def _units(self, row: dict) -> int:
+        doc = self.memory.document(row["doc_id"])
+        return len(build_self_edit(doc, [row["raw"]], self.cfg.teacher.format, self.cfg.teacher.grounding).units)
 
     def _holdout(self) -> list[Passage]:
         learned = list(self.memory.learned_at())

@@ -141,13 +141,16 @@ class RestEM:
                             "overhead": round(max(0.0, total - gen_each - stats.seconds - (t2 - t1)), 3)}}
 
     def _train_teacher(self, r: int, tv: int, ctxs: list[Passage], rows: list[dict]) -> dict:
-        scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows]
+        # a candidate the grounding guard emptied trained on the passage alone: its gain says nothing about
+        # what the teacher wrote, so it cannot win (the teacher would learn to write droppable text)
+        scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows if c["units"]]
         winners = select_winners(scored, self.s.selection, self.s.threshold)
         by_key = {(c["doc_id"], c["k"]): c for c in rows}
         summary = {"round": r, "teacher": tv, "contexts": len(ctxs), "candidates": len(rows),
                    "mean_reward": statistics.mean(c["reward"] for c in rows),
                    "mean_gain": statistics.mean(c["gain"] for c in rows),
                    "reward_counts": _counts([round(c["reward"], 3) for c in rows]),
+                   "empty_after_guard": sum(1 for c in rows if not c["units"]),
                    "winners": len(winners), "win_rate": len({w.doc_id for w in winners}) / len(ctxs),
                    "seconds_per_candidate": statistics.mean(c["seconds"]["total"] for c in rows),
                    "overhead_share": (sum(c["seconds"]["overhead"] for c in rows)
@@ -181,7 +184,7 @@ class RestEM:
 
     def _winner_rows(self, r: int) -> list[dict]:
         rows = [c for (rr, _, _), c in self.cands.items() if rr == r]
-        scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows]
+        scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows if c["units"]]
         keep = {(w.doc_id, w.k) for w in select_winners(scored, self.s.selection, self.s.threshold)}
         return [c for c in rows if (c["doc_id"], c["k"]) in keep]
 

@@ -13,6 +13,14 @@ from tests.conftest import ROOT
 PASSAGES = [passage_from_dict(p) for p in json.loads((ROOT / "examples/passages.json").read_text())]
 
 
+def test_candidates_the_guard_emptied_never_win(runtime, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_overrides(rl={"rounds": 1, "contexts": 2, "samples": 2, "threshold": -1.0},
+                                  teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12})
+    rt = type(runtime)(cfg, runtime.student, runtime.model_name)
+    [summary] = RestEM(rt, PASSAGES, tmp_path).run()  # the tiny model's text never survives the guard
+    assert summary["empty_after_guard"] == 4 and summary["winners"] == 0 and summary["new_teacher"] is None
+
+
 def test_winner_selection_best_of_k_and_threshold():
     c = [Scored("a", 0, 0.2, 0, 0.2), Scored("a", 1, 0.4, 0, 0.4), Scored("a", 2, 0.4, 0, 0.4),
          Scored("b", 0, 0.0, 0, 0.0), Scored("c", 0, -0.2, 0, -0.2), Scored("c", 1, 0.2, 0, 0.2)]
@@ -64,7 +72,8 @@ def test_teacher_versions_are_immutable_checked_and_tied_to_the_student(runtime,
 def test_rounds_train_teachers_and_a_killed_run_resumes_without_duplicates(runtime, tiny_cfg, tmp_path):
     cfg = tiny_cfg.with_overrides(rl={"rounds": 2, "contexts": 2, "samples": 2, "threshold": -1.0,
                                       "selection": "threshold", "train": {"epochs": 1, "rank": 4, "alpha": 8}},
-                                  teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 16})
+                                  teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 16,
+                                           "grounding": {"enabled": False}})  # tiny's text never grounds
     rt = type(runtime)(cfg, runtime.student, runtime.model_name)
     before = set(runtime.student.adapters())
     seen = []
@@ -84,6 +93,7 @@ def test_rounds_train_teachers_and_a_killed_run_resumes_without_duplicates(runti
     assert len(keys) == len(set(keys)) == 2 * 2 * 2  # every candidate measured exactly once
     assert [r["round"] for r in rounds] == [0, 1] and [r["teacher"] for r in rounds] == [0, 1]
     assert [r["new_teacher"] for r in rounds] == [1, 2] and rounds[0]["winners"] == 4
+    assert all(r["units"] for r in rows) and rounds[0]["empty_after_guard"] == 0
     assert {r["teacher"] for r in rows if r["round"] == 1} == {1}  # round 1 sampled from teacher-v1
     assert all(r["seconds"]["train"] > 0 and "overhead" in r["seconds"] for r in rows)
     # a finished run does nothing more
@@ -98,7 +108,8 @@ def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
     from agent.cli import app
 
     run = tmp_path / "rl"
-    sets = ["--set", "rl.threshold=-1", "--set", "rl.train.epochs=1", "--set", "teacher.max_new_tokens=16"]
+    sets = ["--set", "rl.threshold=-1", "--set", "rl.train.epochs=1", "--set", "teacher.max_new_tokens=16",
+            "--set", "teacher.grounding.enabled=false"]
     cli = CliRunner()
     r = cli.invoke(app, ["rl", "--passages", str(ROOT / "examples/passages.json"), "--rounds", "1", "--contexts",
                          "2", "--samples", "2", "--out", str(run), "-c", str(tiny_config_file), *sets])
@@ -133,7 +144,7 @@ def test_online_rl_keeps_the_best_candidate_and_retrains_the_teacher(runtime, ti
             for i in range(8)]
     cfg = tiny_cfg.with_overrides(
         continual={**tiny_cfg.continual.model_dump(), "train_on": "self-edit"},
-        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12},
+        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "grounding": {"enabled": False}},
         rl={"threshold": -1.0, "train": {"epochs": 1, "rank": 4, "alpha": 8},
             "online": {"samples": 2, "retrain_every": 2, "holdout_every": 2, "holdout_docs": 2,
                        "min_improvement": -1.0}})
@@ -167,7 +178,8 @@ def test_a_separate_teacher_model_learns_while_the_student_only_evaluates(tiny_c
     from agent.runtime import open_runtime
 
     cfg = tiny_cfg.with_overrides(
-        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "model": tiny_cfg.model.model_dump()},
+        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "model": tiny_cfg.model.model_dump(),
+                 "grounding": {"enabled": False}},
         rl={"rounds": 1, "contexts": 2, "samples": 2, "threshold": -1.0, "train": {"epochs": 1, "rank": 4,
                                                                                   "alpha": 8}})
     rt = open_runtime(cfg)
