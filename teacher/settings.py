@@ -64,7 +64,8 @@ class RLSettings(BaseModel):
     rounds: int = Field(2, ge=1, le=100)
     contexts: int = Field(12, ge=1)  # N contexts per round
     samples: int = Field(4, ge=1, le=64)  # K candidate self-edits per context
-    temperature: float = Field(1.0, gt=0)  # candidates must differ for selection to mean anything
+    temperature: float = Field(0.5, gt=0)  # candidates must differ, yet survive the grounding guard (at 1.0
+    #                                        SmolLM2's samples were all dropped: RESULTS.md)
     selection: Literal["best", "threshold"] = "best"  # best of K (if above threshold) | every one above it
     threshold: float = 0.0  # a winner's reward must be strictly greater than this
     retention_lambda: float = Field(0.0, ge=0)  # reward = gain - lambda * forgetting on replayed probes
