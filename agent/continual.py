@@ -102,20 +102,20 @@ class ContinualLearner:
         return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
 
     @contextmanager
-    def _teacher(self):
-        """The teacher's untouched base (the student's own base: undo merges first; load_version redoes them)."""
-        if self.teacher_st.merged:
-            self.teacher_st.restore_base()
-        with self.teacher_st.use(None) as m:
+    def _untouched(self, st: Student):
+        """A base model without adapters or merges (load_version redoes the merges afterwards)."""
+        if st.merged:
+            st.restore_base()
+        with st.use(None) as m:
             yield m
 
-    @contextmanager
+    def _teacher(self):
+        """The teacher's untouched base (a separate model, or the student's own)."""
+        return self._untouched(self.teacher_st)
+
     def _base(self):
         """The student's untouched base (for embeddings and the ledger's row 0)."""
-        if self.student.merged:
-            self.student.restore_base()
-        with self.student.use(None) as m:
-            yield m
+        return self._untouched(self.student)
 
     def _probes(self, p: Passage, seed: int) -> tuple[list[QA], str]:
         if p.questions:

@@ -210,7 +210,10 @@ def load_version(store: StackStore, student, manifest: Manifest) -> list[str]:
     Merged adapters are applied to the base weights (restoring the original weights first unless the live
     base already holds a prefix of them); the others are loaded once each and returned for `student.use()`.
     """
-    store.verify(manifest)
+    # checksums are verified for what is read from disk now; adapters already live were verified when loaded
+    # (serving calls this per request, so re-hashing every file each time would be the hot path's cost)
+    need = [a for a in manifest.adapters if a.id not in student.adapters() and a.id not in student.merged]
+    store.verify(Manifest(manifest.version, manifest.parent, tuple(need), manifest.created_at, manifest.note))
     want = tuple(a.id for a in manifest.adapters if a.merged)
     if student.merged != want:
         if student.merged != want[:len(student.merged)]:
