@@ -92,10 +92,12 @@ def rl_eval(
     from memory.documents import load_passages
     from teacher.versions import TeacherStore
 
-    if not (run / "candidates.jsonl").is_file():
-        _fail(f"{run} is not an RL run (no candidates.jsonl)")
+    if not (run / "candidates.jsonl").is_file() and not (run / "contexts.json").is_file():
+        _fail(f"{run} is not an RL run (no candidates.jsonl or contexts.json)")
     cfg = _run_config(run, config, set_)
     used = {c["doc_id"] for c in read_jsonl(run / "candidates.jsonl")}
+    if (run / "contexts.json").is_file():  # every round's planned contexts, trained yet or not
+        used |= {d for ids in json.loads((run / "contexts.json").read_text()).values() for d in ids}
     ps = [p for p in load_passages(passages)[::every] if p.questions and p.doc_id not in used][:limit]
     if not ps:
         _fail("no held-out passages left after excluding the training contexts")

@@ -15,9 +15,15 @@ def question_prompt(q: str) -> str:
     return QUESTION_PROMPT.format(q=q)
 
 
-def answer(student: Student, adapter: str | None, questions: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers, batched, with `adapter` active (None = the base model)."""
+def answer(student: Student, adapter: str | None, questions: list[str], max_new_tokens: int, batch_size: int,
+           backend=None) -> list[str]:
+    """Greedy answers, batched, with `adapter` active (None = the base model). With a `backend` (vLLM),
+    `adapter` is the server-side LoRA name and every question goes in one request."""
     params = SamplingParams(max_new_tokens=max_new_tokens)
+    if backend is not None:
+        outs = backend.complete([question_prompt(q) for q in questions], params, adapter=adapter,
+                                batch_size=max(len(questions), 1))
+        return [o[0] for o in outs]
     with student.use(adapter) as model:
         outs = generate(model, student.tokenizer, [question_prompt(q) for q in questions], params, batch_size=batch_size)
     return [o[0] for o in outs]
@@ -53,6 +59,7 @@ def grade(passage: Passage, answers: list[str], judge: Judge | None = None) -> l
 
 
 def evaluate_passage(student: Student, adapter: str | None, passage: Passage, max_new_tokens: int, batch_size: int,
-                     judge: Judge | None = None) -> list[Graded]:
-    answers = answer(student, adapter, [qa.question for qa in passage.questions], max_new_tokens, batch_size)
+                     judge: Judge | None = None, backend=None) -> list[Graded]:
+    answers = answer(student, adapter, [qa.question for qa in passage.questions], max_new_tokens, batch_size,
+                     backend)
     return grade(passage, answers, judge)

@@ -106,6 +106,32 @@ class ServiceSettings(BaseModel):
     #                                                          behind training) or share the worker's
 
 
+class VLLMSettings(BaseModel):
+    """A vLLM server (its own process and environment) that answers what the student and teacher generate."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = "http://127.0.0.1:8001"
+    api_key_env: str | None = None  # the name of an env var holding the server's key (never the key itself)
+    served_model: str | None = None  # the base model's name on the server (default: the first /v1/models id)
+    max_model_len: int | None = Field(None, ge=16)  # None: the model's own context length
+    max_lora_rank: int = Field(64, ge=1)  # the server's --max-lora-rank; a version is folded to at most this
+    keep_loaded: int = Field(4, ge=1)  # versions kept loaded besides those an alias points at
+    export_dir: str = "vllm-adapters"  # where one-adapter exports of versions are written (inside state_dir
+    #                                    when relative); the server must be able to read this path
+    timeout_s: float = Field(600.0, gt=0)
+    command: list[str] = []  # `seal vllm-server` runs this (e.g. a separate venv's vllm serve ...)
+    startup_timeout_s: float = Field(600.0, gt=0)
+
+
+class BackendSettings(BaseModel):
+    """Which engine generates: in-process transformers (default) or a vLLM server. Training always stays
+    in-process (transformers + peft); only inference moves."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["transformers", "vllm"] = "transformers"
+    vllm: VLLMSettings = VLLMSettings()
+
+
 class SealConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
@@ -118,6 +144,7 @@ class SealConfig(BaseModel):
     continual: ContinualSettings = ContinualSettings()
     service: ServiceSettings = ServiceSettings()
     rl: RLSettings = RLSettings()
+    backend: BackendSettings = BackendSettings()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
         data = self.model_dump()

@@ -75,8 +75,9 @@ def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) ->
 
 class ContinualLearner:
     def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore,
-                 teacher: Student | None = None):
+                 teacher: Student | None = None, generation=None):
         self.student, self.cfg, self.stack, self.memory = student, cfg, stack, memory
+        self.generation = generation  # a vLLM backend for the base teacher's sampling (None: in-process)
         self.teacher_st = teacher or student  # a separate teacher base, or the student's own base
         self.c = cfg.continual
         self.writer = TeacherWriter(self.teacher_st.model, self.teacher_st.tokenizer, cfg.teacher)
@@ -131,8 +132,11 @@ class ContinualLearner:
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
         if self.c.train_on == "passage":
             return [f"{p.title}\n{p.context}"]
-        with self._teacher() as m:
-            raw = self.writer.sample_raw([p], seed=seed, model=m)[0]
+        if self.generation is not None and self.teacher_st is self.student:  # the base teacher on vLLM
+            raw = self.writer.sample_raw([p], seed=seed, backend=self.generation)[0]
+        else:
+            with self._teacher() as m:
+                raw = self.writer.sample_raw([p], seed=seed, model=m)[0]
         se = build_self_edit(p, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
         return se.sequences(p, self.cfg.train.passage_in_training)
 
@@ -419,8 +423,13 @@ def has_state(cfg: SealConfig) -> bool:
 def open_learner(student: Student, cfg: SealConfig, teacher: Student | None = None) -> ContinualLearner:
     from pathlib import Path
 
+    from agent.vllm_adapters import open_vllm
+
     root = Path(cfg.continual.state_dir)
-    return ContinualLearner(student, cfg, StackStore(root / "stack"), MemoryStore(memory_target(cfg)), teacher)
+    stack = StackStore(root / "stack")
+    vllm = open_vllm(cfg, stack, student.tokenizer)
+    return ContinualLearner(student, cfg, stack, MemoryStore(memory_target(cfg)), teacher,
+                            generation=vllm.backend if vllm else None)
 
 
 def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:

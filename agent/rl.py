@@ -12,6 +12,7 @@ to rounds.jsonl, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -58,6 +59,14 @@ class RestEM:
         self._before: dict[str, float] = {}
         for c in self.cands.values():
             self._before[c["doc_id"]] = c["before"]
+        self._write_plan()
+
+    def _write_plan(self) -> None:
+        """Every round's contexts, known up front, so a held-out evaluation can start while training runs."""
+        plan = {str(r): [p.doc_id for p in self.contexts(r)] for r in range(self.s.rounds)}
+        path = self.out / "contexts.json"
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps(old | plan, indent=1))
 
     # -- pieces ---------------------------------------------------------------------------------------------
     def contexts(self, r: int) -> list[Passage]:
@@ -180,13 +189,23 @@ class RestEM:
     def _pair(self, c: dict) -> tuple[str, str]:
         p = next(q for q in self.pool if q.doc_id == c["doc_id"])
         prompt = render_prompt(self.teacher_st.tokenizer, self_edit_prompt(p, self.cfg.teacher.format))
-        return prompt, c["raw"]
+        return prompt, completion_text(c, self.s.completion, self.cfg.teacher.format)
 
     def _winner_rows(self, r: int) -> list[dict]:
         rows = [c for (rr, _, _), c in self.cands.items() if rr == r]
         scored = [Scored(c["doc_id"], c["k"], c["gain"], c["forgetting"], c["reward"]) for c in rows if c["units"]]
         keep = {(w.doc_id, w.k) for w in select_winners(scored, self.s.selection, self.s.threshold)}
         return [c for c in rows if (c["doc_id"], c["k"]) in keep]
+
+
+def completion_text(c: dict, mode: str, fmt: str) -> str:
+    """A winner as the teacher should learn to write it. `kept`: only what survived the grounding guard, so
+    the teacher is not also taught the invented lines the guard threw away."""
+    if mode == "raw" or not c["units"]:
+        return c["raw"]
+    if fmt in ("self-qa", "rewrite"):  # blocks, separated as the parser splits them
+        return "\n\n".join(c["units"])
+    return "\n".join(f"- {u}" for u in c["units"])
 
 
 def _counts(xs: list[float]) -> dict[str, int]:

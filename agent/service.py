@@ -44,7 +44,9 @@ class Agent:
         jobs = JobStore(memory_target(cfg))
         memory = MemoryStore(memory_target(cfg))
         lock = threading.Lock()
-        server = StudentServer(rt.student, stack, rt.model_name, lock)
+        from agent.vllm_adapters import open_vllm
+
+        server = StudentServer(rt.student, stack, rt.model_name, lock, vllm=open_vllm(cfg, stack, rt.student.tokenizer))
         if cfg.service.mode == "celery":
             transport: Transport = CeleryTransport(cfg)
         else:

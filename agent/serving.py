@@ -42,8 +42,10 @@ class GenerationStats:
 
 
 class StudentServer:
-    def __init__(self, student, stack: StackStore, base_name: str, lock: threading.Lock | None = None):
+    def __init__(self, student, stack: StackStore, base_name: str, lock: threading.Lock | None = None,
+                 vllm=None):
         self.student, self.stack, self.base_name = student, stack, base_name
+        self.vllm = vllm  # agent.vllm_adapters.VLLMAdapters: answer on a vLLM server instead of in-process
         self.lock = lock or threading.Lock()
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
@@ -109,6 +111,8 @@ class StudentServer:
     def generate(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                  stop: list[str] | None = None, seed: int | None = None) -> Generation:
         manifest = self.resolve(model)
+        if self.vllm is not None:
+            return self._generate_vllm(manifest, prompt, max_tokens, temperature, top_p, stop, seed)
         tok = self.student.tokenizer
         enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
         with self.lock:
@@ -135,6 +139,8 @@ class StudentServer:
         from transformers import TextIteratorStreamer
 
         manifest = self.resolve(model)
+        if self.vllm is not None:
+            return self._stream_vllm(manifest, prompt, max_tokens, temperature, top_p, stop, seed)
         tok = self.student.tokenizer
         enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -170,6 +176,56 @@ class StudentServer:
                 if cut:
                     break
             th.join()
+
+        return pieces()
+
+
+    # -- through a vLLM server -------------------------------------------------------------------------------
+    def _on_vllm(self, manifest, call):
+        """Run `call(server_model_name)`; if the server forgot our adapter (restarted), load it and retry once."""
+        from student.backend import BackendError
+
+        name = self.vllm.ensure(manifest)
+        try:
+            return call(name or self.vllm.base_model())
+        except BackendError as e:
+            if name is None or "404" not in str(e):
+                raise
+            self.vllm.forget(name)
+            return call(self.vllm.ensure(manifest))
+
+    def _generate_vllm(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed) -> Generation:
+        from student.generation import SamplingParams
+
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        t0 = time.perf_counter()
+        c = self._on_vllm(manifest, lambda m: self.vllm.client.completions(m, [prompt], params, seed))[0][0]
+        seconds = time.perf_counter() - t0
+        text, cut = _cut_at_stop(c.text, stop)
+        self._record(c.completion_tokens, seconds)
+        return Generation(text, c.prompt_tokens, c.completion_tokens, "stop" if cut else c.finish_reason, seconds,
+                          manifest.name if manifest else "base")
+
+    def _stream_vllm(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed) -> Iterator[str]:
+        from student.generation import SamplingParams
+
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        name = self._on_vllm(manifest, lambda m: m)  # load before the first piece: errors fail the request
+        t0 = time.perf_counter()
+
+        def pieces():
+            sent, n = "", 0
+            try:
+                for piece in self.vllm.client.stream(name, prompt, params, seed):
+                    n += 1
+                    text, cut = _cut_at_stop(sent + piece, stop)
+                    if text[len(sent):]:
+                        yield text[len(sent):]
+                    sent = text
+                    if cut:
+                        break
+            finally:
+                self._record(n, time.perf_counter() - t0)
 
         return pieces()
 

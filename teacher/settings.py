@@ -72,5 +72,7 @@ class RLSettings(BaseModel):
     retention_docs: int = Field(0, ge=0)  # other contexts whose probes measure that forgetting
     winners_from: Literal["round", "all"] = "round"  # train each new teacher (from the base, as ReST-EM does)
     #                                                  on this round's winners or on every round's so far
+    completion: Literal["kept", "raw"] = "kept"  # what a winner teaches: the units the grounding guard kept
+    #                                             (one per line), or the raw sample with the lines it dropped
     train: TeacherTrainSettings = TeacherTrainSettings()
     online: OnlineRLSettings = OnlineRLSettings()

@@ -86,6 +86,8 @@ def test_rounds_train_teachers_and_a_killed_run_resumes_without_duplicates(runti
     with pytest.raises(KeyboardInterrupt):
         RestEM(rt, PASSAGES, tmp_path).run(on_candidate=die_after_three)
     assert len((tmp_path / "candidates.jsonl").read_text().splitlines()) == 3
+    plan = json.loads((tmp_path / "contexts.json").read_text())  # every round's contexts, known up front
+    assert sorted(plan) == ["0", "1"] and all(len(ids) == 2 for ids in plan.values())
     runtime.student.drop("rl-candidate")
     rounds = RestEM(rt, PASSAGES, tmp_path).run()
     rows = [json.loads(x) for x in (tmp_path / "candidates.jsonl").read_text().splitlines()]
@@ -100,6 +102,19 @@ def test_rounds_train_teachers_and_a_killed_run_resumes_without_duplicates(runti
     assert RestEM(rt, PASSAGES, tmp_path).run() == rounds
     for n in set(runtime.student.adapters()) - before:
         runtime.student.drop(n)
+
+
+def test_a_winner_teaches_only_what_the_guard_kept():
+    from agent.rl import completion_text
+    from teacher.parse import parse_self_edit
+
+    c = {"raw": "- Paris is in France.\n- The moon is cheese.", "units": ["Paris is in France."]}
+    kept = completion_text(c, "kept", "implications")
+    assert "cheese" not in kept and parse_self_edit(kept, "implications") == c["units"]  # it parses back
+    assert completion_text(c, "raw", "implications") == c["raw"]
+    qa = {"raw": "junk", "units": ["Question: Where is Paris?\nAnswer: France", "Question: Who?\nAnswer: Me"]}
+    assert parse_self_edit(completion_text(qa, "kept", "self-qa"), "self-qa") == qa["units"]
+    assert completion_text({"raw": "x", "units": []}, "kept", "implications") == "x"
 
 
 def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):

