@@ -21,7 +21,7 @@ def vllm_server(
 ):
     """Run a vLLM server for the configured model with LoRA enabled (command: backend.vllm.command, or one
     built from the config) until Ctrl-C; or connect nothing and just `--check` that it starts."""
-    from agent.vllm_server import VLLMServer, default_command
+    from agent.vllm_server import VLLMServer, default_command, server_env
     from student.backend import BackendError, VLLMClient
     from student.models import resolve_folder
 
@@ -35,7 +35,7 @@ def vllm_server(
         command = default_command(cfg, folder, vllm_python)
     log = Path(cfg.runs_dir) / "vllm-server.log"
     err.print(f"starting: {' '.join(command)}\n  log: {log}")
-    server = VLLMServer(command, s.url, log, s.startup_timeout_s)
+    server = VLLMServer(command, s.url, log, s.startup_timeout_s, env=server_env(cfg))
     t0 = time.perf_counter()
     try:
         server.start()

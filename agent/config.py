@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from student.settings import ModelSettings, TrainSettings
 from teacher.settings import RLSettings, TeacherSettings
@@ -114,6 +114,9 @@ class VLLMSettings(BaseModel):
     api_key_env: str | None = None  # the name of an env var holding the server's key (never the key itself)
     served_model: str | None = None  # the base model's name on the server (default: the first /v1/models id)
     max_model_len: int | None = Field(None, ge=16)  # None: the model's own context length
+    memory_utilization: float | None = Field(None, gt=0, le=1)  # --gpu-memory-utilization (on the CPU build:
+    #                                                               the share of RAM it reserves); None: vLLM's
+    cpu_kvcache_gib: int | None = Field(None, ge=1)  # VLLM_CPU_KVCACHE_SPACE for the CPU build
     max_lora_rank: int = Field(64, ge=1)  # the server's --max-lora-rank; a version is folded to at most this
     keep_loaded: int = Field(4, ge=1)  # versions kept loaded besides those an alias points at
     export_dir: str = "vllm-adapters"  # where one-adapter exports of versions are written (inside state_dir
@@ -145,6 +148,13 @@ class SealConfig(BaseModel):
     service: ServiceSettings = ServiceSettings()
     rl: RLSettings = RLSettings()
     backend: BackendSettings = BackendSettings()
+
+    @model_validator(mode="after")
+    def _servable(self) -> "SealConfig":
+        if self.backend.kind == "vllm" and self.continual.merge_each_update:
+            raise ValueError("backend.kind=vllm cannot serve continual.merge_each_update (untracked merges change "
+                             "the base weights the server holds); use the adapter stack")
+        return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
         data = self.model_dump()

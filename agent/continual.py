@@ -75,9 +75,11 @@ def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) ->
 
 class ContinualLearner:
     def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore,
-                 teacher: Student | None = None, generation=None):
+                 teacher: Student | None = None, vllm=None):
         self.student, self.cfg, self.stack, self.memory = student, cfg, stack, memory
-        self.generation = generation  # a vLLM backend for the base teacher's sampling (None: in-process)
+        # backend.kind=vllm: the base teacher's sampling and the probes of committed versions go to the server
+        self.vllm = vllm  # agent.vllm_adapters.VLLMAdapters | None
+        self.generation = vllm.backend if vllm is not None else None
         self.teacher_st = teacher or student  # a separate teacher base, or the student's own base
         self.c = cfg.continual
         self.writer = TeacherWriter(self.teacher_st.model, self.teacher_st.tokenizer, cfg.teacher)
@@ -96,6 +98,19 @@ class ContinualLearner:
                 self.student.restore_base()
             return []
         return load_version(self.stack, self.student, m)
+
+    def accuracy_of(self, m: Manifest | None, names: list[str]):
+        """Probe accuracy for a committed version (or the base): answered by the vLLM server when one is
+        configured (the monitor's replay is an update's heaviest generation), else in-process with `names`."""
+        if self.vllm is None:
+            return lambda doc: self.accuracy(names, doc)
+        served = self.vllm.ensure(m)
+
+        def acc(doc: Passage) -> float:
+            graded = evaluate_passage(self.student, served, doc, self.cfg.eval.max_new_tokens,
+                                      self.cfg.eval.batch_size, backend=self.generation)
+            return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
+        return acc
 
     def accuracy(self, names: list[str], doc: Passage) -> float:
         graded = evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
@@ -237,7 +252,7 @@ class ContinualLearner:
                 res.reason = f"already learned in student-v{res.version}"
                 return res
             stack_names = self._names(parent)
-            before = self.accuracy(stack_names, doc) if probes else float("nan")
+            before = self.accuracy_of(parent, stack_names)(doc) if probes else float("nan")
             replay = self._replay(learned)
             stage("training")
             t_train0 = time.perf_counter()
@@ -269,7 +284,8 @@ class ContinualLearner:
                     names = [a.id for a in m.adapters if not a.merged]  # the live base holds the merged ones
             t_train = time.perf_counter()
             stage("evaluating")
-            after = self.accuracy(names, doc) if probes else float("nan")
+            measure = self.accuracy_of(m, names)
+            after = measure(doc) if probes else float("nan")
             if probes:
                 self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
             monitored = self._monitored(doc.doc_id, learned)
@@ -279,7 +295,7 @@ class ContinualLearner:
                 past = self.memory.document(d)
                 if not past.questions:
                     continue
-                acc = self.accuracy(names, past)
+                acc = measure(past)
                 self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
                 prev = _latest(ledger, d, parent_v)
                 if prev is not None:
@@ -428,8 +444,7 @@ def open_learner(student: Student, cfg: SealConfig, teacher: Student | None = No
     root = Path(cfg.continual.state_dir)
     stack = StackStore(root / "stack")
     vllm = open_vllm(cfg, stack, student.tokenizer)
-    return ContinualLearner(student, cfg, stack, MemoryStore(memory_target(cfg)), teacher,
-                            generation=vllm.backend if vllm else None)
+    return ContinualLearner(student, cfg, stack, MemoryStore(memory_target(cfg)), teacher, vllm=vllm)
 
 
 def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:

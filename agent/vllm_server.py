@@ -23,7 +23,13 @@ def default_command(cfg: SealConfig, model_dir: str | Path, python: str = ".venv
     return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", u.hostname or "127.0.0.1", "--port", str(u.port or 8000),
             "--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(s.keep_loaded + 1),
             "--dtype", "float32", "--seed", str(cfg.seed),
-            *(["--max-model-len", str(s.max_model_len)] if s.max_model_len else [])]
+            *(["--max-model-len", str(s.max_model_len)] if s.max_model_len else []),
+            *(["--gpu-memory-utilization", str(s.memory_utilization)] if s.memory_utilization else [])]
+
+
+def server_env(cfg: SealConfig) -> dict[str, str]:
+    s = cfg.backend.vllm
+    return {"VLLM_CPU_KVCACHE_SPACE": str(s.cpu_kvcache_gib)} if s.cpu_kvcache_gib else {}
 
 
 class VLLMServer:

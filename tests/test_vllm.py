@@ -116,3 +116,27 @@ def test_self_edit_sampling_serving_streaming_and_unloading(setup):
     again = names.ensure(v1)  # loaded again under a new name: a name is never reused after unloading
     assert again != names.name_for(v1) and again.startswith(names.name_for(v1)) and again in names.loaded()
     assert server.generate("seal-student-v1", "Zorblax river flows", max_tokens=12).text == g.text
+
+
+def test_the_learner_samples_self_edits_and_measures_probes_on_the_server(setup, tmp_path):
+    from agent.continual import open_learner
+    from memory.documents import QA
+
+    cfg, st, store, v1, v2, names, backend = setup
+    st.restore_base()
+    for n in list(st.adapters()):  # the other tests' versions, loaded in-process (same adapter ids)
+        st.drop(n)
+    c = cfg.with_overrides(
+        continual={**cfg.continual.model_dump(), "state_dir": str(tmp_path / "state"), "database": None},
+        teacher={**cfg.teacher.model_dump(), "samples": 2, "max_new_tokens": 24, "grounding": {"enabled": False}})
+    lr = open_learner(st, c)
+    assert lr.generation is not None and lr.generation.kind == "vllm"
+    res = lr.learn(Passage("Quimby", FACTS[0], (QA("Where does the Zorblax river flow?", "the Quimby sea"),)),
+                   seed=0)
+    assert res.status == "promoted" and res.version == 1
+    served = lr.vllm.name_for(lr.stack.manifest(1))
+    assert served in lr.vllm.loaded()  # the new version's probes were answered by the server
+    lr.vllm.unload_all()
+    st.restore_base()
+    for n in list(st.adapters()):
+        st.drop(n)
