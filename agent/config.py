@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from student.settings import ModelSettings, TrainSettings
+from tasks.arc.settings import ArcSettings
 from teacher.settings import RLSettings, TeacherSettings
 
 
@@ -148,6 +149,7 @@ class SealConfig(BaseModel):
     service: ServiceSettings = ServiceSettings()
     rl: RLSettings = RLSettings()
     backend: BackendSettings = BackendSettings()
+    arc: ArcSettings = ArcSettings()
 
     @model_validator(mode="after")
     def _servable(self) -> "SealConfig":
