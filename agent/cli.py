@@ -377,4 +377,4 @@ if __name__ == "__main__":
     app()
 
 
-from agent import cli_rl, cli_service, cli_vllm  # noqa: E402,F401  (registers rl, serve, worker, ingest, status, demo, vllm-*)
+from agent import cli_arc, cli_rl, cli_service, cli_vllm  # noqa: E402,F401  (registers arc, rl, serve, ..., vllm-*)

@@ -128,3 +128,43 @@ def test_test_time_training_solves_a_task_the_untrained_model_cannot(runtime, ti
     assert "arc-ttt" not in st.adapters()  # the task's adapter is dropped
     over = run_spec(st, t, spec, s.model_copy(update={"max_steps": 5}), seed=0)
     assert not over.solved and "budget" in over.rejected
+
+
+def test_cli_eval_rl_report_resume_and_bad_input(tiny_config_file, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    cli = CliRunner()
+    r = cli.invoke(app, ["arc", "synth", "--rule", "flip_h", "--n", "2", "--side", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    tasks = tmp_path / "synthetic-flip_h_challenges.json"
+    sets = ["-c", str(tiny_config_file), "--set", "arc.spec_max_new_tokens=24", "--set", "arc.max_examples=8",
+            "--set", "arc.max_tries=2"]
+    run = tmp_path / "eval"
+    r = cli.invoke(app, ["arc", "eval", "--tasks", str(tasks), "--samples", "2", "--out", str(run), *sets])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (run / "attempts.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * (1 + 2 + 1)  # per task: icl, K=2 ttt, oracle
+    ttt = [x for x in rows if x["condition"] == "ttt"]
+    assert all(x["tries"] >= 1 and (x["spec"] or x["invalid"]) for x in ttt)  # every invalid sample counted
+    assert {x["raw"] for x in ttt if x["task"].endswith("-0")} != {x["raw"] for x in ttt if x["task"].endswith("-1")}
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"icl", "ttt", "oracle"} and summary["ttt"]["attempts"] == 4
+    assert summary["oracle"]["seconds_per_self_edit"] > 0
+    r = cli.invoke(app, ["arc", "eval", "--tasks", str(tasks), "--samples", "2", "--out", str(run), *sets])
+    assert r.exit_code == 0 and len((run / "attempts.jsonl").read_text().splitlines()) == len(rows)  # resumed
+    r = cli.invoke(app, ["arc", "report", str(run)])
+    assert r.exit_code == 0 and r.output.strip().splitlines()[-1].startswith("RESULT icl=")
+    rl_run = tmp_path / "rl"
+    r = cli.invoke(app, ["arc", "rl", "--tasks", str(tasks), "--samples", "2", "--out", str(rl_run), *sets])
+    assert r.exit_code == 0, r.output
+    assert "round 0: teacher-v0" in r.output and (rl_run / "rounds.jsonl").is_file()
+    for bad in (["arc", "eval", "--tasks", str(tmp_path / "none.json")],
+                ["arc", "eval", "--tasks", str(tasks), "--conditions", "magic"],
+                ["arc", "eval", "--tasks", str(tasks), "--conditions", f"teacher:{tmp_path}@3"],
+                ["arc", "synth", "--rule", "spiral", "--out", str(tmp_path)]):
+        r = cli.invoke(app, [*bad, "-c", str(tiny_config_file)] if bad[1] != "synth" else bad)
+        assert r.exit_code == 2, (bad, r.output)
