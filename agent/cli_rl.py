@@ -142,6 +142,7 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
     console.print(t)
     for r in rounds:
         console.print(f"round {r['round']} reward distribution: {r['reward_counts']}")
+    _retention(run)
     summary_file = run / "heldout" / "summary.json"
     if not summary_file.is_file():
         console.print(f"no held-out evaluation yet: seal rl eval {run} --passages FILE")
@@ -158,6 +159,30 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
     pair = summary["paired"].get(f"{last} - self-edit", {}).get("contains", {"diff": b - a, "lo": float("nan")})
     console.print(f"plot: {run / 'heldout' / 'accuracy_vs_round.png'}")
     console.print(f"RESULT round0={a:.4f} last={b:.4f} diff={pair['diff']:.4f} ci_low={pair['lo']:.4f}")
+
+
+def _retention(run: Path) -> None:
+    """The retention-aware reward's effect on selection, from the forgetting measured for every candidate."""
+    from agent.config import load_config
+    from agent.runtime import read_jsonl
+    from teacher.rewards import Scored, retention_effect
+
+    cands = [c for c in read_jsonl(run / "candidates.jsonl") if c["units"]]
+    cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    if not cands or cfg is None or not cfg.rl.retention_docs:
+        return
+    scored = [Scored(f"{c['round']}|{c['doc_id']}", c["k"], c["gain"], c["forgetting"], c["reward"]) for c in cands]
+    t = Table(title="retention-aware reward: winners if reward = gain - lambda x forgetting (same candidates)")
+    for c in ("lambda", "winners", "contexts whose winner changes", "winners' gain", "winners' forgetting"):
+        t.add_column(c, justify="right")
+    base = retention_effect(scored, cfg.rl.selection, cfg.rl.threshold, 0.0)
+    t.add_row("0 (gain only)", str(base["winners_gain_only"]), "-", f"{base['gain_gain_only']:+.3f}",
+              f"{base['forgetting_gain_only']:.3f}")
+    for lam in (0.5, 1.0, 2.0):
+        e = retention_effect(scored, cfg.rl.selection, cfg.rl.threshold, lam)
+        t.add_row(str(lam), str(e["winners_retention"]), str(e["contexts_changed"]), f"{e['gain_retention']:+.3f}",
+                  f"{e['forgetting_retention']:.3f}")
+    console.print(t)
 
 
 def _plot(run: Path, summary: dict, pts: list[tuple[int, str]]) -> None:

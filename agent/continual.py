@@ -265,7 +265,7 @@ class ContinualLearner:
                     live = f"a{version:05d}"
                     if cands:
                         live, texts, gains = self._best_candidate(doc, cands, live, replay, stack_names, before,
-                                                                  seed)
+                                                                  seed, learned, parent_v)
                     else:
                         gains = None
                         self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
@@ -339,15 +339,40 @@ class ContinualLearner:
                                               info | {"result": res.to_json()})
             return res
 
+    def _retention_probes(self, learned: list[str], parent_v: int) -> list[tuple[Passage, float]]:
+        """Up to rl.retention_docs learned documents with probes and their accuracy on the parent version:
+        what a candidate must not make the student forget (the retention-aware reward)."""
+        n, lam = self.cfg.rl.retention_docs, self.cfg.rl.retention_lambda
+        if not n or not lam or not learned:
+            return []
+        ledger = self.memory.ledger()
+        out = []
+        for d in reversed(learned):  # the most recently learned first
+            prev = _latest(ledger, d, parent_v)
+            past = self.memory.document(d)
+            if prev is not None and prev > 0 and past is not None and past.questions:
+                out.append((past, prev))
+            if len(out) == n:
+                break
+        return out
+
     def _best_candidate(self, doc: Passage, cands, base_name: str, replay: list[str], stack_names: list[str],
-                        before: float, seed: int) -> tuple[str, list[str], list[float]]:
-        """Train every candidate self-edit on the current student; keep the best (ties: the first)."""
+                        before: float, seed: int, learned: list[str] = (), parent_v: int = 0
+                        ) -> tuple[str, list[str], list[float]]:
+        """Train every candidate self-edit on the current student; keep the one with the best reward (ties:
+        the first). Reward = gain on the document, minus rl.retention_lambda x the mean accuracy drop on the
+        probes of recently learned documents when rl.retention_docs > 0. The stored sample gain is that
+        reward, so the teacher is trained on what the agent selected for."""
         best, gains = None, []
+        guard = self._retention_probes(list(learned), parent_v)
         for k, _raw, texts in cands:
             name = f"{base_name}-c{k}"
             self.student.train_adapter(texts + replay, name, seed=seed, stack=stack_names)
             acc = self.accuracy([*stack_names, name], doc)
-            gains.append(acc - before)
+            drops = [max(0.0, prev - self.accuracy([*stack_names, name], past)) for past, prev in guard]
+            score = acc - before - self.cfg.rl.retention_lambda * (sum(drops) / len(drops) if drops else 0.0)
+            gains.append(score)
+            acc = score
             if best is None or acc > best[0]:
                 if best is not None:
                     self.student.drop(best[1])

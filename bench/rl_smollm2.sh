@@ -18,9 +18,12 @@ evaluated=-1
 while :; do
   have=$(ls "$RUN"/teachers/versions/t*.json 2>/dev/null | wc -l || true)
   if [ "$have" -gt "$evaluated" ]; then
-    $SEAL rl eval "$RUN" --passages "$DATA" --limit "${SEAL_HELDOUT:-30}" >> "$RUN/heldout.log" 2>&1 \
-      || echo "held-out evaluation failed (see $RUN/heldout.log); training goes on" >&2
-    evaluated=$have
+    if $SEAL rl eval "$RUN" --passages "$DATA" --limit "${SEAL_HELDOUT:-30}" >> "$RUN/heldout.log" 2>&1; then
+      evaluated=$have
+    else  # retried on the next pass; training goes on meanwhile
+      echo "held-out evaluation failed (see $RUN/heldout.log); retrying in 60s" >&2
+      sleep 60
+    fi
   elif [ "$have" -ge "$ROUNDS" ] || ! kill -0 $TRAIN 2>/dev/null; then
     break
   else

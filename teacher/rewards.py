@@ -37,3 +37,21 @@ def select_winners(cands: list[Scored], selection: str, threshold: float) -> lis
         else:
             raise ValueError(f"unknown selection {selection!r}")
     return out
+
+
+def retention_effect(cands: list[Scored], selection: str, threshold: float, lam: float) -> dict:
+    """What the retention-aware reward changes, from candidates measured with forgetting: the winners under
+    reward = gain (lambda 0) vs gain - lam x forgetting, on the same candidates (no retraining needed)."""
+    def winners(l: float) -> list[Scored]:
+        return select_winners([Scored(c.doc_id, c.k, c.gain, c.forgetting, reward(c.gain, c.forgetting, l))
+                                for c in cands], selection, threshold)
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    a, b = winners(0.0), winners(lam)
+    ka, kb = {(w.doc_id, w.k) for w in a}, {(w.doc_id, w.k) for w in b}
+    return {"lambda": lam, "winners_gain_only": len(a), "winners_retention": len(b),
+            "contexts_changed": len({d for d, _ in ka ^ kb}),
+            "forgetting_gain_only": mean([w.forgetting for w in a]), "forgetting_retention": mean([w.forgetting for w in b]),
+            "gain_gain_only": mean([w.gain for w in a]), "gain_retention": mean([w.gain for w in b])}
