@@ -168,3 +168,18 @@ def test_cli_eval_rl_report_resume_and_bad_input(tiny_config_file, tmp_path):
                 ["arc", "synth", "--rule", "spiral", "--out", str(tmp_path)]):
         r = cli.invoke(app, [*bad, "-c", str(tiny_config_file)] if bad[1] != "synth" else bad)
         assert r.exit_code == 2, (bad, r.output)
+
+
+def test_constrained_spec_sampling_is_always_valid_and_parses_back(runtime, tiny_cfg):
+    from teacher.tool_spec import sample_constrained, sample_specs
+
+    st = runtime.student
+    t = _task(n=3)
+    s = tiny_cfg.arc.model_copy(update={"temperature": 1.0, "spec_max_new_tokens": 16, "max_tries": 2})
+    with st.use(None) as m:
+        got = sample_constrained(m, st.tokenizer, t, 4, s, seed=0)
+        free = sample_specs(m, st.tokenizer, t, 2, s, seed=0)
+    assert len(got) == 4 and all(g.spec is not None and g.tries == 1 and not g.invalid for g in got)
+    assert all(parse_spec(g.raw) == g.spec for g in got)  # the text is the spec: RL can train on it
+    assert len({g.spec.key() for g in got}) > 1  # sampled, not a fixed answer
+    assert all(g.tries == 2 and len(g.invalid) == 2 for g in free if g.spec is None)  # the random tiny model

@@ -20,7 +20,7 @@ from agent.runtime import append_jsonl, read_jsonl
 from tasks.arc.grids import Task
 from tasks.arc.solve import run_spec
 from tasks.arc.spec import ORACLE, ToolSpec
-from teacher.tool_spec import sample_specs, spec_pair
+from teacher.tool_spec import sample_constrained, sample_specs, spec_pair
 from teacher.versions import TeacherStore
 
 
@@ -71,8 +71,9 @@ class ArcRunner:
         if condition.startswith("teacher:"):
             r, v = condition[len("teacher:"):].rsplit("@", 1)
             run, version = Path(r), int(v)
+        sampler = sample_constrained if self.s.spec_sampling == "constrained" else sample_specs
         with self._teacher(run, version) as m:
-            got = sample_specs(m, self.rt.teacher.tokenizer, task, k, self.s, seed)
+            got = sampler(m, self.rt.teacher.tokenizer, task, k, self.s, seed)
         return [{"spec": g.spec, "tries": g.tries, "invalid": g.invalid, "raw": g.raw} for g in got]
 
     def attempt(self, task: Task, condition: str, k: int, sampled: dict | None, seed: int) -> dict:
@@ -164,14 +165,16 @@ def rl(rt, tasks: list[Task], out: Path, rounds: int, log=print) -> list[dict]:
         runner = ArcRunner(rt, out / f"round{r}", log)
         rows = [row for t in tasks
                 for row in runner.run_condition(t, cond, rt.cfg.arc.samples, task_seed(rt.cfg.seed + r, t.id))]
-        wins = [(t, ToolSpec.model_validate(row["spec"])) for t in tasks for row in rows
+        wins = [(t, ToolSpec.model_validate(row["spec"]), row["raw"]) for t in tasks for row in rows
                 if row["task"] == t.id and row["solved"] and row["spec"]]
         summary = {"round": r, "teacher": v, "attempts": len(rows), "solved": sum(x["solved"] for x in rows),
                    "success_rate": sum(x["solved"] for x in rows) / max(1, len(rows)),
                    "invalid_samples": sum(len(x["invalid"]) for x in rows), "winners": len(wins), "new_teacher": None}
         if wins and r + 1 not in store.versions():
             st = rt.teacher
-            pairs = [spec_pair(st.tokenizer, t, s) for t, s in wins]
+            # constrained: the text the teacher's choices were scored in; free: the canonical JSON
+            pairs = [spec_pair(st.tokenizer, t, s, raw if rt.cfg.arc.spec_sampling == "constrained" else None)
+                     for t, s, raw in wins]
             settings = TrainSettings(rank=rt.cfg.rl.train.rank, alpha=rt.cfg.rl.train.alpha,
                                      learning_rate=rt.cfg.arc.rl_learning_rate, epochs=rt.cfg.arc.rl_epochs,
                                      max_seq_len=rt.cfg.rl.train.max_seq_len)

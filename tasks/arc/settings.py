@@ -1,12 +1,16 @@
 """ARC settings (config section `arc`)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class ArcSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     samples: int = Field(5, ge=1, le=64)  # self-edits (specs) sampled per task
+    spec_sampling: Literal["free", "constrained"] = "free"  # free text parsed as JSON (the paper), or each
+    #                                                         field sampled from the teacher over allowed values
     temperature: float = Field(1.0, gt=0)
     spec_max_new_tokens: int = Field(160, ge=16)
     max_tries: int = Field(4, ge=1)  # samples per self-edit until one parses and validates
