@@ -165,16 +165,7 @@ class StudentServer:
         th.start()
 
         def pieces():
-            sent = ""
-            for piece in streamer:
-                if not piece:
-                    continue
-                text, cut = _cut_at_stop(sent + piece, stop)
-                if text[len(sent):]:
-                    yield text[len(sent):]
-                sent = text
-                if cut:
-                    break
+            yield from _until_stop(streamer, stop)
             th.join()
 
         return pieces()
@@ -214,20 +205,32 @@ class StudentServer:
         t0 = time.perf_counter()
 
         def pieces():
-            sent, n = "", 0
-            try:
+            n = [0]
+
+            def counted():
                 for piece in self.vllm.client.stream(name, prompt, params, seed):
-                    n += 1
-                    text, cut = _cut_at_stop(sent + piece, stop)
-                    if text[len(sent):]:
-                        yield text[len(sent):]
-                    sent = text
-                    if cut:
-                        break
+                    n[0] += 1
+                    yield piece
+            try:
+                yield from _until_stop(counted(), stop)
             finally:
-                self._record(n, time.perf_counter() - t0)
+                self._record(n[0], time.perf_counter() - t0)
 
         return pieces()
+
+
+def _until_stop(pieces: Iterator[str], stop: list[str] | None) -> Iterator[str]:
+    """Pass text pieces through until a stop string appears (the text before it is still sent)."""
+    sent = ""
+    for piece in pieces:
+        if not piece:
+            continue
+        text, cut = _cut_at_stop(sent + piece, stop)
+        if text[len(sent):]:
+            yield text[len(sent):]
+        sent = text
+        if cut:
+            break
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
