@@ -13,9 +13,12 @@ from celery import Celery
 from agent.config import SealConfig
 
 TASK = "seal.run_job"
+RL_CANDIDATE = "seal.rl_candidate"  # = agent.rl_candidates.TASK
 
 
-def make_celery(cfg: SealConfig) -> Celery:
+def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
+    """preload: load the model now (a worker about to serve), so the first task does not pay for it and a
+    worker answers pings only once it can work."""
     s = cfg.service
     app = Celery("seal", broker=s.broker_url, backend=s.result_backend)
     app.conf.update(
@@ -36,13 +39,34 @@ def make_celery(cfg: SealConfig) -> Celery:
     )
     state: dict = {}
 
-    @app.task(name=TASK, acks_late=True, reject_on_worker_lost=True)
+    def runtime():
+        from agent.runtime import open_runtime
+
+        if "rt" not in state:  # the model is loaded once per worker process, on its first task
+            state["rt"] = open_runtime(cfg)
+        return state["rt"]
+
+    if preload:
+        runtime()
+
+    @app.task(name=TASK, acks_late=True, reject_on_worker_lost=True, shared=False)
     def run_job_task(job_id: str) -> str | None:
         from agent.worker import open_worker, run_job
 
-        if "ctx" not in state:  # the model is loaded once per worker process, on its first job
-            state["ctx"] = open_worker(cfg)
+        if "ctx" not in state:
+            state["ctx"] = open_worker(cfg, runtime())
         job = run_job(state["ctx"], job_id)
         return job.state if job else None
+
+    @app.task(name=RL_CANDIDATE, acks_late=True, reject_on_worker_lost=True, ignore_result=False, shared=False)
+    def rl_candidate_task(job: dict) -> dict:
+        """One teacher-RL candidate (agent/rl_candidates.py); the driver waits on the group's results."""
+        from agent.rl_candidates import CandidateJob, evaluate_candidate
+
+        rt = runtime()
+        if "ctx" in state:  # the same model serves jobs: one user at a time
+            with state["ctx"].lock:
+                return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job))
+        return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job))
 
     return app

@@ -54,6 +54,10 @@ def rl(
     if over:
         cfg = cfg.with_overrides(rl=over)
     ps = load_passages(passages)
+    if cfg.rl.evaluate_on == "celery":  # fail before loading a model, with the broker named
+        from agent.cli_service import _check_broker
+
+        _check_broker(cfg)
     rt = _runtime(cfg)
     run = new_rl_run(cfg, out)
     (run / "training_passages.json").write_text(json.dumps(str(passages.resolve())))

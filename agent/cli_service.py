@@ -160,6 +160,7 @@ def _check_broker(cfg: SealConfig) -> None:
 def worker(
     name: Optional[str] = typer.Option(None, help="Worker node name (default: seal-<pid>@<host>)."),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
+    preload: bool = typer.Option(True, help="Load the model before taking tasks (else on the first task)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ):
@@ -169,7 +170,11 @@ def worker(
 
     cfg = _config(config, set_)
     _check_broker(cfg)
-    celery = make_celery(cfg)
+    if preload:
+        with err.status(f"loading model {cfg.model.source} ..."):
+            celery = make_celery(cfg, preload=True)
+    else:
+        celery = make_celery(cfg)
     celery.worker_main(["worker", "--pool=solo", f"--loglevel={loglevel}", "-Q", cfg.service.queue,
                         "-n", name or f"seal-{os.getpid()}@%h", "--without-gossip", "--without-mingle"])
 

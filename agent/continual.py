@@ -27,6 +27,7 @@ from memory.store import MemoryStore
 from student.adapters import Student
 from student.consolidate import fold
 from student.stack import AdapterRef, Manifest, StackStore, load_version
+from teacher.rewards import reward
 from teacher.self_edit import build_self_edit
 from teacher.writer import TeacherWriter
 
@@ -47,7 +48,8 @@ class UpdateResult:
     seconds: dict = field(default_factory=dict)
     consolidated_to: int | None = None
     replayed: bool = False  # True when this update had already been done (a redelivered job): nothing re-ran
-    candidates: list[float] | None = None  # online RL: each candidate self-edit's gain (the best was kept)
+    candidates: list[float] | None = None  # online RL: each candidate self-edit's reward (the best was kept)
+    candidate_terms: list[dict] | None = None  # online RL: each candidate's gain and forgetting, the reward's terms
     teacher: dict | None = None  # online RL: a teacher retraining that followed this update
 
     @property
@@ -264,10 +266,10 @@ class ContinualLearner:
                     version = self.stack.next_version()
                     live = f"a{version:05d}"
                     if cands:
-                        live, texts, gains = self._best_candidate(doc, cands, live, replay, stack_names, before,
+                        live, texts, gains, terms = self._best_candidate(doc, cands, live, replay, stack_names, before,
                                                                   seed, learned, parent_v)
                     else:
-                        gains = None
+                        gains = terms = None
                         self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
                     if self.c.merge_each_update:
                         # Paper baseline: merge into the weights. The stack stays empty; versions record documents.
@@ -315,7 +317,8 @@ class ContinualLearner:
                 self.memory.mark_learned(doc.doc_id, m.version)
             res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
                                len(monitored), len(probes), source)
-            res.candidates = gains if attempt is None else None
+            if attempt is None:
+                res.candidates, res.candidate_terms = gains, terms
             res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
                            "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
             info = {"replay_sequences": len(replay), "train_sequences": len(texts)}
@@ -342,8 +345,8 @@ class ContinualLearner:
     def _retention_probes(self, learned: list[str], parent_v: int) -> list[tuple[Passage, float]]:
         """Up to rl.retention_docs learned documents with probes and their accuracy on the parent version:
         what a candidate must not make the student forget (the retention-aware reward)."""
-        n, lam = self.cfg.rl.retention_docs, self.cfg.rl.retention_lambda
-        if not n or not lam or not learned:
+        n = self.cfg.rl.retention_docs  # measured even at lambda 0, so the term's effect can be audited
+        if not n or not learned:
             return []
         ledger = self.memory.ledger()
         out = []
@@ -358,31 +361,34 @@ class ContinualLearner:
 
     def _best_candidate(self, doc: Passage, cands, base_name: str, replay: list[str], stack_names: list[str],
                         before: float, seed: int, learned: list[str] = (), parent_v: int = 0
-                        ) -> tuple[str, list[str], list[float]]:
+                        ) -> tuple[str, list[str], list[float], list[dict]]:
         """Train every candidate self-edit on the current student; keep the one with the best reward (ties:
         the first). Reward = gain on the document, minus rl.retention_lambda x the mean accuracy drop on the
         probes of recently learned documents when rl.retention_docs > 0. The stored sample gain is that
         reward, so the teacher is trained on what the agent selected for."""
-        best, gains = None, []
+        best, gains, terms = None, [], []
         guard = self._retention_probes(list(learned), parent_v)
+        lam = self.cfg.rl.retention_lambda
         for k, _raw, texts in cands:
             name = f"{base_name}-c{k}"
             self.student.train_adapter(texts + replay, name, seed=seed, stack=stack_names)
-            acc = self.accuracy([*stack_names, name], doc)
+            gain = self.accuracy([*stack_names, name], doc) - before
             drops = [max(0.0, prev - self.accuracy([*stack_names, name], past)) for past, prev in guard]
-            score = acc - before - self.cfg.rl.retention_lambda * (sum(drops) / len(drops) if drops else 0.0)
+            forgetting = sum(drops) / len(drops) if drops else 0.0
+            score = reward(gain, forgetting, lam)
             gains.append(score)
-            acc = score
-            if best is None or acc > best[0]:
+            terms.append({"k": k, "gain": gain, "forgetting": forgetting, "reward": score,
+                          "guarded_docs": len(drops)})
+            if best is None or score > best[0]:
                 if best is not None:
                     self.student.drop(best[1])
-                best = (acc, name, texts, k)
+                best = (score, name, texts, k)
             else:
                 self.student.drop(name)
         for (k, _raw, _t), g in zip(cands, gains):
             self.memory.set_sample_gain(doc.doc_id, k, g, chosen=k == best[3])
         self.memory.put_sequences(doc.doc_id, best[2])
-        return best[1], best[2], gains
+        return best[1], best[2], gains, terms
 
     def _find_attempt(self, doc_id: str, parent_v: int) -> Manifest | None:
         """A version already committed for this document on this parent (the idempotency key)."""

@@ -11,13 +11,13 @@ teacher stays. Teacher versions live in <state_dir>/teachers.
 from __future__ import annotations
 
 import statistics
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.closed_book import evaluate_passage
 from agent.config import SealConfig
+from agent.rl_candidates import seed_of
 from memory.documents import Passage
 from memory.store import MemoryStore
 from student.generation import SamplingParams, generate, render_prompt
@@ -40,9 +40,6 @@ class TeacherUpdate:
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
-
-def _seed(*parts) -> int:
-    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
 class OnlineTeacher:
@@ -115,7 +112,7 @@ class OnlineTeacher:
         live = f"teacher-train-{version}"
         if self.teacher_st.merged:
             self.teacher_st.restore_base()  # the teacher learns on the untouched base
-        self.teacher_st.train_adapter([], live, seed=_seed(self.cfg.seed, "online-teacher", version), pairs=pairs,
+        self.teacher_st.train_adapter([], live, seed=seed_of(self.cfg.seed, "online-teacher", version), pairs=pairs,
                                    settings=TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate,
                                                           epochs=t.epochs, batch_size=t.batch_size,
                                                           max_seq_len=t.max_seq_len))
@@ -148,13 +145,13 @@ class OnlineTeacher:
 
     def _score(self, version: int, doc: Passage) -> float:
         """One self-edit from teacher `version` (seeded by the document), a fresh adapter on the base, accuracy."""
-        raw = self.sample(doc, 1, _seed(self.cfg.seed, "holdout", doc.doc_id), version)
+        raw = self.sample(doc, 1, seed_of(self.cfg.seed, "holdout", doc.doc_id), version)
         se = build_self_edit(doc, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
         name = "teacher-judge"
         if self.student.merged:
             self.student.restore_base()  # judged as a fresh adapter on the untouched student
         self.student.train_adapter(se.sequences(doc, self.cfg.train.passage_in_training), name,
-                                   seed=_seed(self.cfg.seed, "judge", doc.doc_id))
+                                   seed=seed_of(self.cfg.seed, "judge", doc.doc_id))
         try:
             g = evaluate_passage(self.student, name, doc, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
         finally:

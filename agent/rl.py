@@ -16,30 +16,25 @@ import json
 import random
 import statistics
 import time
-import zlib
 from pathlib import Path
 from typing import Callable
 
 from agent.closed_book import evaluate_passage
 from agent.config import SealConfig
+from agent.rl_candidates import (CandidateJob, CeleryCandidates, evaluate_candidate, passage_json, seed_of,
+                                 settings_digest)
 from agent.runtime import Runtime, append_jsonl, read_jsonl
 from memory.documents import Passage
 from student.generation import SamplingParams, generate, render_prompt
 from student.settings import TrainSettings
 from teacher.prompts import self_edit_prompt
-from teacher.rewards import Scored, reward, select_winners
-from teacher.self_edit import build_self_edit
+from teacher.rewards import Scored, select_winners
 from teacher.versions import TeacherStore
-
-CANDIDATE = "rl-candidate"
 
 
 class RLError(ValueError):
     pass
 
-
-def _seed(*parts) -> int:
-    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
 class RestEM:
@@ -57,6 +52,7 @@ class RestEM:
         self.cands = {(c["round"], c["doc_id"], c["k"]): c for c in read_jsonl(self.cands_path)}
         self.rounds = {r["round"]: r for r in read_jsonl(self.rounds_path)}
         self._before: dict[str, float] = {}
+        self._digest = settings_digest(self.cfg)
         for c in self.cands.values():
             self._before[c["doc_id"]] = c["before"]
         self._write_plan()
@@ -70,7 +66,7 @@ class RestEM:
 
     # -- pieces ---------------------------------------------------------------------------------------------
     def contexts(self, r: int) -> list[Passage]:
-        return random.Random(_seed(self.cfg.seed, "contexts", r)).sample(self.pool, self.s.contexts)
+        return random.Random(seed_of(self.cfg.seed, "contexts", r)).sample(self.pool, self.s.contexts)
 
     def teacher_for(self, r: int) -> int:
         return max([v for v in self.teachers.versions() if v <= r], default=0)
@@ -90,7 +86,7 @@ class RestEM:
                                 repetition_penalty=t.repetition_penalty, n=self.s.samples)
         with self.teacher_st.use(teacher) as m:
             return generate(m, self.teacher_st.tokenizer, [self_edit_prompt(p, t.format)], params, batch_size=1,
-                            seed=_seed(self.cfg.seed, "sample", r, p.doc_id))[0]
+                            seed=seed_of(self.cfg.seed, "sample", r, p.doc_id))[0]
 
     # -- a round ----------------------------------------------------------------------------------------------
     def run(self, on_candidate: Callable[[dict], None] | None = None) -> list[dict]:
@@ -104,6 +100,8 @@ class RestEM:
         teacher = self.teachers.load(self.teacher_st, tv)
         ctxs = self.contexts(r)
         t_round = time.perf_counter()
+        remote = CeleryCandidates(self.cfg) if self.s.evaluate_on == "celery" else None
+        pending = None  # the group in flight on the workers while this process samples the next context
         for i, p in enumerate(ctxs):
             todo = [k for k in range(self.s.samples) if (r, p.doc_id, k) not in self.cands]
             if not todo:
@@ -111,15 +109,21 @@ class RestEM:
             t0 = time.perf_counter()
             raws = self.sample(teacher, p, r)
             gen_each = (time.perf_counter() - t0) / len(raws)
-            before = self.before(p)
             others = [q for q in ctxs[:i] if q.doc_id != p.doc_id][-self.s.retention_docs:] \
                 if self.s.retention_docs else []
-            for k in todo:
-                row = self._candidate(r, tv, p, k, raws[k], before, others, gen_each)
-                append_jsonl(self.cands_path, row)
-                self.cands[(r, p.doc_id, k)] = row
-                if on_candidate:
-                    on_candidate(row)
+            jobs = [self._job(r, tv, p, k, raws[k], others, gen_each) for k in todo]
+            if remote is None:
+                for job in jobs:
+                    self._record(evaluate_candidate(self.student, self.cfg, job), on_candidate)
+                continue
+            handle = remote.submit(jobs)
+            if pending is not None:
+                for row in remote.collect(pending):
+                    self._record(row, on_candidate)
+            pending = handle
+        if pending is not None:
+            for row in remote.collect(pending):
+                self._record(row, on_candidate)
         rows = [self.cands[(r, p.doc_id, k)] for p in ctxs for k in range(self.s.samples)]
         summary = self._train_teacher(r, tv, ctxs, rows)
         summary["seconds"] = round(time.perf_counter() - t_round, 1)
@@ -127,27 +131,19 @@ class RestEM:
         self.rounds[r] = summary
         return summary
 
-    def _candidate(self, r: int, tv: int, p: Passage, k: int, raw: str, before: float, others: list[Passage],
-                   gen_each: float) -> dict:
-        t0 = time.perf_counter()
-        se = build_self_edit(p, [raw], self.cfg.teacher.format, self.cfg.teacher.grounding)
-        texts = se.sequences(p, self.cfg.train.passage_in_training)
-        stats = self.student.train_adapter(texts, CANDIDATE, seed=_seed(self.cfg.seed, "train", r, p.doc_id, k))
-        t1 = time.perf_counter()
-        after = self.accuracy(CANDIDATE, p)
-        drops = [max(0.0, self.before(q) - self.accuracy(CANDIDATE, q)) for q in others]
-        t2 = time.perf_counter()
-        self.student.drop(CANDIDATE)
-        forgetting = statistics.mean(drops) if drops else 0.0
-        gain = after - before
-        total = time.perf_counter() - t0 + gen_each
-        return {"round": r, "teacher": tv, "doc_id": p.doc_id, "title": p.title, "k": k, "raw": raw,
-                "units": se.units, "dropped": len(se.dropped), "parsed": se.parsed, "before": before,
-                "after": after, "gain": gain, "forgetting": forgetting,
-                "reward": reward(gain, forgetting, self.s.retention_lambda),
-                "seconds": {"generate": round(gen_each, 3), "train": round(stats.seconds, 3),
-                            "evaluate": round(t2 - t1, 3), "total": round(total, 3),
-                            "overhead": round(max(0.0, total - gen_each - stats.seconds - (t2 - t1)), 3)}}
+    def _job(self, r: int, tv: int, p: Passage, k: int, raw: str, others: list[Passage],
+             gen_each: float) -> CandidateJob:
+        return CandidateJob(r, tv, k, raw, passage_json(p), self.before(p),
+                            [[passage_json(q), self.before(q)] for q in others], gen_each, self._digest)
+
+    def _record(self, row: dict, on_candidate: Callable[[dict], None] | None) -> None:
+        key = (row["round"], row["doc_id"], row["k"])
+        if key in self.cands:  # a redelivered job's second answer
+            return
+        append_jsonl(self.cands_path, row)
+        self.cands[key] = row
+        if on_candidate:
+            on_candidate(row)
 
     def _train_teacher(self, r: int, tv: int, ctxs: list[Passage], rows: list[dict]) -> dict:
         # a candidate the grounding guard emptied trained on the passage alone: its gain says nothing about
@@ -179,7 +175,7 @@ class RestEM:
         settings = TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate, epochs=t.epochs,
                                  batch_size=t.batch_size, max_seq_len=t.max_seq_len)
         live = f"teacher-train-{r}"
-        stats = self.teacher_st.train_adapter([], live, seed=_seed(self.cfg.seed, "teacher", r), settings=settings,
+        stats = self.teacher_st.train_adapter([], live, seed=seed_of(self.cfg.seed, "teacher", r), settings=settings,
                                               pairs=pairs, progress=self.progress, desc=f"teacher round {r}")
         v = self.teachers.commit(self.teacher_st, live, r + 1, tv, r, "base", len(pairs), summary["mean_reward"])
         self.teacher_st.drop(live)

@@ -65,7 +65,8 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
     for i, p in enumerate(seq):
         r = lr.learn(p, seed=cfg.seed + 1000 * seq_idx + i)
         updates.append({"doc": p.doc_id, "version": r.version, "status": r.status, "reason": r.reason,
-                        "before": r.before, "after": r.after, "forgetting": r.forgetting, "seconds": r.seconds})
+                        "before": r.before, "after": r.after, "forgetting": r.forgetting, "seconds": r.seconds,
+                        "candidates": r.candidate_terms})
         print(f"  seq {seq_idx} [{i}] {r.status:8s} before {r.before:.2f} after {r.after:.2f} "
               f"forgetting {r.forgetting:.2f} ({r.seconds['total']:.0f}s)", flush=True)
     prod = lr.prod()

@@ -74,5 +74,8 @@ class RLSettings(BaseModel):
     #                                                  on this round's winners or on every round's so far
     completion: Literal["kept", "raw"] = "kept"  # what a winner teaches: the units the grounding guard kept
     #                                             (one per line), or the raw sample with the lines it dropped
+    evaluate_on: Literal["local", "celery"] = "local"  # where candidates train and answer probes: this process,
+    #                                                   or `seal worker` processes (a Celery group per context)
+    remote_timeout_s: float = Field(3600, gt=0)  # the longest wait for one context's group of candidates
     train: TeacherTrainSettings = TeacherTrainSettings()
     online: OnlineRLSettings = OnlineRLSettings()

@@ -217,3 +217,42 @@ def test_twenty_documents_through_the_api_and_two_workers_and_an_api_restart(dis
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_rl_candidates_evaluated_by_a_celery_group_match_the_local_run(dist, runtime, tmp_path):
+    """`rl.evaluate_on: celery`: each context's K candidates go to `seal worker` processes as one group; the
+    rows are the ones the RL process would have measured itself, each recorded once; a worker started with
+    other inner-loop settings refuses the job with a reason instead of measuring something else."""
+    import json as _json
+
+    from agent.rl import RestEM
+
+    make, start = dist
+    cfg, path = make()
+    rl = {"rounds": 1, "contexts": 2, "samples": 2, "threshold": -1.0, "selection": "threshold",
+          "train": {"epochs": 1, "rank": 4, "alpha": 8}, "remote_timeout_s": 240}
+    teacher = {**cfg.teacher.model_dump(), "max_new_tokens": 16, "grounding": {"enabled": False}}
+    cfg = cfg.with_overrides(rl=rl, teacher=teacher)
+    path.write_text(yaml.safe_dump(cfg.model_dump()))
+    local = RestEM(type(runtime)(cfg, runtime.student, runtime.model_name), DOCS, tmp_path / "local").run()
+    start(path, "w1")
+    start(path, "w2")
+    remote_cfg = cfg.with_overrides(rl={**rl, "evaluate_on": "celery"})
+    remote = RestEM(type(runtime)(remote_cfg, runtime.student, runtime.model_name), DOCS, tmp_path / "remote").run()
+    rows = {n: [_json.loads(x) for x in (tmp_path / n / "candidates.jsonl").read_text().splitlines()]
+            for n in ("local", "remote")}
+    key = lambda r: (r["doc_id"], r["k"])  # noqa: E731
+    assert sorted(map(key, rows["remote"])) == sorted(map(key, rows["local"])) and len(rows["remote"]) == 4
+    by = {key(r): r for r in rows["local"]}
+    for r in rows["remote"]:
+        assert (r["raw"], r["units"], r["before"]) == (by[key(r)]["raw"], by[key(r)]["units"], by[key(r)]["before"])
+        assert r["seconds"]["train"] > 0
+    assert remote[0]["candidates"] == local[0]["candidates"] == 4
+    logs = _log(path, "w1") + _log(path, "w2")
+    assert logs.count("seal.rl_candidate") >= 4 and "succeeded" in logs
+
+    # a driver whose settings differ from the workers' (here: the seed) gets a refusal, not a measurement
+    bad = RestEM(type(runtime)(remote_cfg.with_overrides(seed=cfg.seed + 1), runtime.student, runtime.model_name),
+                 DOCS, tmp_path / "bad")
+    with pytest.raises(Exception, match="start the workers with the RL run's config"):
+        bad.run()

@@ -208,7 +208,8 @@ def test_a_separate_teacher_model_learns_while_the_student_only_evaluates(tiny_c
 def test_online_retention_aware_reward_prefers_the_candidate_that_forgets_less(runtime, tiny_cfg, tmp_path,
                                                                               monkeypatch):
     """Candidate 0 gains more on the new document but wipes out an earlier one; with lambda > 0 the agent
-    keeps candidate 1, and the stored sample rewards are gain - lambda x forgetting."""
+    keeps candidate 1, and the stored sample rewards are gain - lambda x forgetting. Both terms are recorded
+    per candidate at any lambda, so a run can be audited for what another lambda would have kept."""
     from agent.continual import ContinualLearner
     from memory.store import MemoryStore
     from student.stack import StackStore
@@ -220,13 +221,15 @@ def test_online_retention_aware_reward_prefers_the_candidate_that_forgets_less(r
         cfg = tiny_cfg.with_overrides(rl={"retention_lambda": lam, "retention_docs": 1})
         lr = ContinualLearner(st, cfg, StackStore(tmp_path / f"s{lam}"), MemoryStore(tmp_path / f"m{lam}.sqlite"))
         lr.memory.put_samples(new.doc_id, 0, ["a", "b"])
-        monkeypatch.setattr(lr, "_retention_probes", lambda learned, v: [(old, 0.8)] if lam else [])
+        monkeypatch.setattr(lr, "_retention_probes", lambda learned, v: [(old, 0.8)])
         scripted = {("c0", new.title): 0.6, ("c0", old.title): 0.0, ("c1", new.title): 0.4, ("c1", old.title): 0.8}
         monkeypatch.setattr(lr, "accuracy", lambda names, doc: scripted[(names[-1][-2:], doc.title)])
         cands = [(0, "a", [new.context]), (1, "b", [new.context])]
-        name, _, gains = lr._best_candidate(new, cands, "x", [], [], 0.2, seed=0, learned=[old.doc_id])
+        name, _, gains, terms = lr._best_candidate(new, cands, "x", [], [], 0.2, seed=0, learned=[old.doc_id])
         assert name == f"x-c{want}", lam
-        assert gains == ([0.6 - 0.2, 0.4 - 0.2] if not lam else [0.6 - 0.2 - 0.8, 0.4 - 0.2])
+        assert gains == pytest.approx([0.6 - 0.2, 0.4 - 0.2] if not lam else [0.6 - 0.2 - 0.8, 0.4 - 0.2])
+        assert [(t["k"], t["forgetting"], t["guarded_docs"]) for t in terms] == [(0, 0.8, 1), (1, 0.0, 1)]
+        assert [t["gain"] for t in terms] == pytest.approx([0.4, 0.2])
         assert [r["gain"] for r in lr.memory.samples(new.doc_id)] == pytest.approx(gains)
         st.drop(name)
     assert set(st.adapters()) == before

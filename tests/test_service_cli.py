@@ -51,6 +51,9 @@ def test_bad_input_exits_2_with_a_message(cfg_file, tmp_path):
     assert r.returncode == 2 and "cannot reach the broker" in r.stderr
     r = seal("ingest", ROOT / "examples/passages.json", "--url", "http://127.0.0.1:1", "-c", c)
     assert r.returncode == 2 and "cannot reach" in r.stderr
+    r = seal("rl", "--passages", ROOT / "examples/passages.json", "-c", c, "--out", tmp_path / "rl", "--set",
+             "rl.evaluate_on=celery", "--set", "service.broker_url=redis://127.0.0.1:1/0")
+    assert r.returncode == 2 and "cannot reach the broker" in r.stderr and not (tmp_path / "rl").exists()
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
 
 
