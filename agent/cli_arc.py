@@ -34,6 +34,16 @@ def _tasks(tasks: Path, solutions: Optional[Path], limit: Optional[int]):
     return ts[:limit] if limit else ts
 
 
+def _shard(text: str) -> slice:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        _fail(f"--shard must be I/N with integers, e.g. 0/2 (got {text!r})")
+    if not 0 <= i < n:
+        _fail(f"--shard {text}: need 0 <= I < N")
+    return slice(i, None, n)
+
+
 def _table(summary: dict, title: str) -> Table:
     t = Table(title=title)
     for c in ("condition", "self-edits", "solved", "success rate", "tasks solved", "invalid samples",
@@ -54,6 +64,8 @@ def arc_eval(
     conditions: str = typer.Option("icl,ttt,oracle", help="icl, ttt, oracle, teacher:RUN@V (comma-separated)."),
     samples: Optional[int] = typer.Option(None, min=1, help="K self-edits per task (default: arc.samples)."),
     limit: Optional[int] = typer.Option(None, min=1),
+    shard: Optional[str] = typer.Option(None, help="I/N: only tasks I, I+N, I+2N, ... (0-based), so N processes "
+                                        "(one per core) can share one --out."),
     out: Optional[Path] = typer.Option(None, help="Run directory (an existing one resumes)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -66,6 +78,8 @@ def arc_eval(
     if samples:
         cfg = cfg.with_overrides(arc={"samples": samples})
     ts = _tasks(tasks, solutions, limit)
+    if shard is not None:
+        ts = ts[_shard(shard)]
     try:
         conds = parse_arc_conditions(conditions)
     except ArcError as e:

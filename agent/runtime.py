@@ -86,16 +86,21 @@ def _provenance() -> dict:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """One line per record, flushed and fsynced: a killed run keeps everything it measured."""
-    torn = False
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """One line per record, fsynced: a killed run keeps everything it measured. Several processes may
+    append to one file (e.g. shards of one evaluation): the line goes out in one locked write."""
+    import fcntl
+
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line from a killed writer
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -162,7 +162,16 @@ def test_cli_eval_rl_report_resume_and_bad_input(tiny_config_file, tmp_path):
     r = cli.invoke(app, ["arc", "rl", "--tasks", str(tasks), "--samples", "2", "--out", str(rl_run), *sets])
     assert r.exit_code == 0, r.output
     assert "round 0: teacher-v0" in r.output and (rl_run / "rounds.jsonl").is_file()
-    for bad in (["arc", "eval", "--tasks", str(tmp_path / "none.json")],
+    shards = tmp_path / "shards"  # two processes' worth of tasks, one run directory
+    for i in (0, 1):
+        r = cli.invoke(app, ["arc", "eval", "--tasks", str(tasks), "--conditions", "icl", "--shard", f"{i}/2",
+                             "--out", str(shards), *sets])
+        assert r.exit_code == 0, r.output
+    got = [json.loads(x)["task"] for x in (shards / "attempts.jsonl").read_text().splitlines()]
+    assert sorted(got) == sorted({x["task"] for x in rows}) and len(got) == 2
+    for bad in (["arc", "eval", "--tasks", str(tasks), "--shard", "2/2"],
+                ["arc", "eval", "--tasks", str(tasks), "--shard", "half"],
+                ["arc", "eval", "--tasks", str(tmp_path / "none.json")],
                 ["arc", "eval", "--tasks", str(tasks), "--conditions", "magic"],
                 ["arc", "eval", "--tasks", str(tasks), "--conditions", f"teacher:{tmp_path}@3"],
                 ["arc", "synth", "--rule", "spiral", "--out", str(tmp_path)]):

@@ -10,6 +10,7 @@ Success rate = solved attempts / sampled self-edits (the paper's metric); also t
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import zlib
@@ -148,7 +149,9 @@ def summarize(rows: list[dict], conditions: list[str]) -> dict:
 
 def write_summary(out: Path, conditions: list[str]) -> dict:
     summary = summarize(read_jsonl(out / "attempts.jsonl"), conditions)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = out / f".summary.{os.getpid()}.json"  # shards of one run may write it at the same time
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "summary.json")
     return summary
 
 
