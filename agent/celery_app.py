@@ -8,12 +8,14 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 from celery import Celery
 
 from agent.config import SealConfig
 
 TASK = "seal.run_job"
-RL_CANDIDATE = "seal.rl_candidate"  # = agent.rl_candidates.TASK
+RL_CANDIDATE = "seal.rl_candidate"  # one teacher-RL candidate (agent/rl_candidates.py)
 
 
 def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
@@ -64,9 +66,8 @@ def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
         from agent.rl_candidates import CandidateJob, evaluate_candidate
 
         rt = runtime()
-        if "ctx" in state:  # the same model serves jobs: one user at a time
-            with state["ctx"].lock:
-                return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job))
-        return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job))
+        lock = state["ctx"].lock if "ctx" in state else contextlib.nullcontext()  # the model also serves jobs
+        with lock:
+            return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job))
 
     return app

@@ -266,8 +266,8 @@ class ContinualLearner:
                     version = self.stack.next_version()
                     live = f"a{version:05d}"
                     if cands:
-                        live, texts, gains, terms = self._best_candidate(doc, cands, live, replay, stack_names, before,
-                                                                  seed, learned, parent_v)
+                        live, texts, gains, terms = self._best_candidate(doc, cands, live, replay, stack_names,
+                                                                         before, seed, learned, parent_v)
                     else:
                         gains = terms = None
                         self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from agent.closed_book import evaluate_passage
 from agent.config import SealConfig
-from agent.rl_candidates import (CandidateJob, CeleryCandidates, evaluate_candidate, passage_json, seed_of,
-                                 settings_digest)
+from agent.rl_candidates import (CandidateJob, CeleryCandidates, evaluate_candidate, passage_json, probe_accuracy,
+                                 seed_of, settings_digest)
 from agent.runtime import Runtime, append_jsonl, read_jsonl
 from memory.documents import Passage
 from student.generation import SamplingParams, generate, render_prompt
@@ -34,7 +33,6 @@ from teacher.versions import TeacherStore
 
 class RLError(ValueError):
     pass
-
 
 
 class RestEM:
@@ -71,13 +69,9 @@ class RestEM:
     def teacher_for(self, r: int) -> int:
         return max([v for v in self.teachers.versions() if v <= r], default=0)
 
-    def accuracy(self, adapter: str | None, p: Passage) -> float:
-        g = evaluate_passage(self.student, adapter, p, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
-        return sum(x.contains for x in g) / len(g)
-
     def before(self, p: Passage) -> float:
         if p.doc_id not in self._before:
-            self._before[p.doc_id] = self.accuracy(None, p)
+            self._before[p.doc_id] = probe_accuracy(self.student, self.cfg, None, p)
         return self._before[p.doc_id]
 
     def sample(self, teacher: str | None, p: Passage, r: int) -> list[str]:
@@ -117,13 +111,9 @@ class RestEM:
                     self._record(evaluate_candidate(self.student, self.cfg, job), on_candidate)
                 continue
             handle = remote.submit(jobs)
-            if pending is not None:
-                for row in remote.collect(pending):
-                    self._record(row, on_candidate)
+            self._collect(remote, pending, on_candidate)
             pending = handle
-        if pending is not None:
-            for row in remote.collect(pending):
-                self._record(row, on_candidate)
+        self._collect(remote, pending, on_candidate)
         rows = [self.cands[(r, p.doc_id, k)] for p in ctxs for k in range(self.s.samples)]
         summary = self._train_teacher(r, tv, ctxs, rows)
         summary["seconds"] = round(time.perf_counter() - t_round, 1)
@@ -135,6 +125,11 @@ class RestEM:
              gen_each: float) -> CandidateJob:
         return CandidateJob(r, tv, k, raw, passage_json(p), self.before(p),
                             [[passage_json(q), self.before(q)] for q in others], gen_each, self._digest)
+
+    def _collect(self, remote: CeleryCandidates | None, handle, on_candidate) -> None:
+        if handle is not None:
+            for row in remote.collect(handle):
+                self._record(row, on_candidate)
 
     def _record(self, row: dict, on_candidate: Callable[[dict], None] | None) -> None:
         key = (row["round"], row["doc_id"], row["k"])

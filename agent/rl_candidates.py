@@ -21,7 +21,6 @@ from teacher.rewards import reward
 from teacher.self_edit import build_self_edit
 
 CANDIDATE = "rl-candidate"
-TASK = "seal.rl_candidate"  # registered in agent/celery_app.py
 
 
 class CandidateSettingsMismatch(RuntimeError):
@@ -64,7 +63,7 @@ class CandidateJob:
         return cls(**d)
 
 
-def _accuracy(student, cfg: SealConfig, adapter: str | None, p: Passage) -> float:
+def probe_accuracy(student, cfg: SealConfig, adapter: str | None, p: Passage) -> float:
     g = evaluate_passage(student, adapter, p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
     return sum(x.contains for x in g) / len(g)
 
@@ -84,8 +83,8 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
     stats = student.train_adapter(texts, CANDIDATE, seed=seed_of(cfg.seed, "train", job.round, p.doc_id, job.k))
     t1 = time.perf_counter()
     try:
-        after = _accuracy(student, cfg, CANDIDATE, p)
-        drops = [max(0.0, before - _accuracy(student, cfg, CANDIDATE, passage_from_dict(q, "guarded passage")))
+        after = probe_accuracy(student, cfg, CANDIDATE, p)
+        drops = [max(0.0, before - probe_accuracy(student, cfg, CANDIDATE, passage_from_dict(q, "guarded passage")))
                  for q, before in job.others]
     finally:
         student.drop(CANDIDATE)
@@ -107,17 +106,17 @@ class CeleryCandidates:
     candidates train on up to K cores while the driver samples the next context."""
 
     def __init__(self, cfg: SealConfig):
-        from agent.celery_app import make_celery
+        from agent.celery_app import RL_CANDIDATE, make_celery
 
-        self.app, self.timeout = make_celery(cfg), cfg.rl.remote_timeout_s
+        self.app, self.task, self.timeout = make_celery(cfg), RL_CANDIDATE, cfg.rl.remote_timeout_s
 
     def submit(self, jobs: list[CandidateJob]):
         from celery import group
 
-        return group(self.app.signature(TASK, args=(j.to_json(),)) for j in jobs).apply_async()
+        return group(self.app.signature(self.task, args=(j.to_json(),)) for j in jobs).apply_async()
 
     def collect(self, handle) -> list[dict]:
         try:
-            return handle.get(timeout=self.timeout, propagate=True, disable_sync_subtasks=False)
+            return handle.get(timeout=self.timeout, propagate=True)
         finally:
             handle.forget()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,8 +33,6 @@ SETUPS = {"local-2t": {"driver_threads": 2, "workers": 0}, "celery-2x1": {"drive
 
 
 def run_setup(name: str, cfg, passages, out: Path) -> dict:
-    import torch
-
     from agent.rl import RestEM
     from agent.runtime import open_runtime
 
@@ -46,8 +45,7 @@ def run_setup(name: str, cfg, passages, out: Path) -> dict:
             queue = f"seal-bench-{uuid.uuid4().hex[:8]}"
             cfg = cfg.with_overrides(service={**cfg.service.model_dump(), "queue": queue})
             workers = start_workers(cfg, spec["workers"], out / name)
-        rt = open_runtime(cfg)
-        torch.set_num_threads(spec["driver_threads"])
+        rt = open_runtime(cfg)  # sets this process's torch threads from runtime.threads
         em = RestEM(rt, passages, out / name, log=lambda s: None)
         times = []
         t0 = time.perf_counter()
@@ -120,8 +118,6 @@ def main(argv=None) -> int:
             ap.error(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
         if name in results:
             continue
-        import shutil
-
         shutil.rmtree(out / name, ignore_errors=True)  # a setup cut short restarts clean
         print(f"[{name}] {args.contexts} contexts x {args.samples} candidates ...", flush=True)
         results[name] = run_setup(name, cfg, passages, out)
