@@ -30,7 +30,16 @@ def _config(path: Optional[Path], sets: Optional[list[str]] = None) -> SealConfi
         cfg = load_config(default) if default.is_file() else SealConfig()
     else:
         cfg = load_config(path)
-    return apply_sets(cfg, sets or [])
+    cfg = apply_sets(cfg, sets or [])
+    if cfg.continual.canary.enabled:  # a user's canary or prompts file is checked before any model loads
+        from agent.canary import CanaryError, load_canary, load_neutral_prompts
+
+        try:
+            load_canary(cfg.continual.canary.file)
+            load_neutral_prompts(cfg.continual.canary.prompts_file)
+        except CanaryError as e:
+            raise ConfigError(f"continual.canary: {e}") from e
+    return cfg
 
 
 def apply_sets(cfg: SealConfig, sets: list[str]) -> SealConfig:
@@ -276,12 +285,21 @@ def print_forgetting(rep: dict) -> None:
         t.add_column(f"d{i}", justify="right")
     t.add_column("avg", justify="right")
     t.add_column("BWT", justify="right")
+    t.add_column("canary", justify="right")
+    t.add_column("drift", justify="right")
     fmt = lambda x: "" if x is None or x != x else f"{x:.2f}"  # noqa: E731
-    if rep.get("base"):
-        t.add_row("base", *[fmt(rep["base"].get(d)) for d in rep["docs"]], "", "")
-    for v, row, a, b in zip(rep["versions"], rep["matrix"], rep["avg_accuracy"], rep["bwt"]):
-        t.add_row(f"v{v}", *[fmt(x) for x in row], fmt(a), fmt(b))
+    pct = lambda x: "" if x is None or x != x else f"{100 * x:.1f}%"  # noqa: E731
+    kl = lambda x: "" if x is None or x != x else f"{x:.4f}"  # noqa: E731
+    canary, drift = rep.get("canary") or [None] * len(rep["versions"]), rep.get("drift") or [None] * len(rep["versions"])
+    if rep.get("base") or rep.get("canary_base") is not None:
+        t.add_row("base", *[fmt((rep.get("base") or {}).get(d)) for d in rep["docs"]], "", "",
+                  pct(rep.get("canary_base")), kl(0.0))
+    for v, row, a, b, c, k in zip(rep["versions"], rep["matrix"], rep["avg_accuracy"], rep["bwt"], canary, drift):
+        t.add_row(f"v{v}", *[fmt(x) for x in row], fmt(a), fmt(b), pct(c), kl(k))
     console.print(t)
+    if rep.get("final_canary") is not None:
+        console.print(f"general ability: canary {pct(rep['final_canary'])} (untouched model "
+                      f"{pct(rep.get('canary_base'))}), drift {kl(rep.get('final_drift'))} nats/token")
     console.print(f"final average accuracy {fmt(rep['final_avg'])}, BWT {fmt(rep['final_bwt'])}, "
                   f"untouched model {fmt(rep.get('base_avg'))}; retention by age "
                   + ", ".join(f"{k}:{v:.2f}" for k, v in rep["retention_by_age"].items()))

@@ -282,6 +282,25 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+GENERAL_QUESTIONS = ("What is the capital of France?", "How many days are in a week?",
+                     "Who wrote Romeo and Juliet?", "What color is the sky on a clear day?")
+
+
+def _general_questions(client, max_tokens: int) -> None:
+    """What learning must not cost: a few things the untouched model knows, asked of base and prod."""
+    from agent.closed_book import question_prompt
+
+    t = Table(title="general questions (the student must still know what the base model knows)")
+    t.add_column("question")
+    t.add_column("base", overflow="fold")
+    t.add_column("seal-student@prod", overflow="fold")
+    for q in GENERAL_QUESTIONS:
+        row = [client.chat(m, question_prompt(q), max_tokens=max_tokens)["choices"][0]["message"]["content"]
+               for m in ("base", "seal-student@prod")]
+        t.add_row(q, *row)
+    console.print(t)
+
+
 @app.command()
 @_guarded
 def demo(
@@ -337,6 +356,7 @@ def demo(
                 t.add_row(f"{model} ({out['system_fingerprint']})", out["choices"][0]["message"]["content"])
             console.print(f"[bold]Q:[/] {q.question}")
             console.print(t)
+        _general_questions(client, cfg.eval.max_new_tokens)
         print_forgetting(client.forgetting())
         (run / "plot.png").write_bytes(client._call("GET", "/v1/forgetting/plot.png"))
         err.print(f"forgetting plot: {run / 'plot.png'}")

@@ -56,10 +56,35 @@ class MonitorSettings(BaseModel):
 
 
 class GateSettings(BaseModel):
+    """Promotion gate: an update is kept only if it learned and did not cost what the model knew."""
+
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = False
+    enabled: bool = True
     min_gain: float = 0.0  # new document's probe accuracy gain must be >= this
     max_forgetting: float = Field(0.05, ge=0)  # mean drop on replayed past probes must be <= this
+    # General ability, cumulative against the untouched model (not per step): canary accuracy may fall by at
+    # most this much (a fraction: 0.02 = 2 points), and drift (KL from the base on neutral prompts, nats per
+    # token) may not exceed max_drift. null turns a budget off.
+    max_canary_drop: float | None = Field(0.02, ge=0)
+    max_drift: float | None = Field(None, gt=0)
+    # A refused update is retried this many times, each gentler (learning rate x gentler_lr, retention weight
+    # x gentler_retain); after that the document is reported as not learnable within the budget.
+    retries: int = Field(1, ge=0, le=5)
+    gentler_lr: float = Field(0.5, gt=0, le=1)
+    gentler_retain: float = Field(2.0, ge=1)
+
+
+class CanarySettings(BaseModel):
+    """The general-capability canary and drift prompts (see agent/canary.py). Files default to those shipped."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    file: str | None = None  # JSON list of {question, answers, kind}; null = agent/data/canary.json
+    prompts_file: str | None = None  # {"drift": [...], "retain": [...]}; null = agent/data/neutral_prompts.json
+    max_new_tokens: int = Field(24, ge=1, le=256)
+    batch_size: int = Field(64, ge=1, le=512)
+    drift_max_new_tokens: int = Field(48, ge=1, le=512)  # length of the base's answers drift is measured over
+    topk: int = Field(64, ge=1)
 
 
 class ConsolidationSettings(BaseModel):
@@ -77,12 +102,16 @@ class ContinualSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state_dir: str = "state"
     database: str | None = None  # None = SQLite at <state_dir>/memory.sqlite; or postgresql://user@host/db
-    train_on: Literal["self-edit", "passage"] = "self-edit"
+    # self-edit | passage | qa (chat QA pairs from the passage's own sentences) | qa+passage; see
+    # agent/training_data.py
+    train_on: Literal["self-edit", "passage", "qa", "qa+passage"] = "self-edit"
+    qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
     write_probes: bool = True  # teacher writes probes for documents without QA
     merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights
     replay: ReplaySettings = ReplaySettings()
     monitor: MonitorSettings = MonitorSettings()
     gate: GateSettings = GateSettings()
+    canary: CanarySettings = CanarySettings()
     consolidation: ConsolidationSettings = ConsolidationSettings()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
@@ -51,10 +52,18 @@ class UpdateResult:
     candidates: list[float] | None = None  # online RL: each candidate self-edit's reward (the best was kept)
     candidate_terms: list[dict] | None = None  # online RL: each candidate's gain and forgetting, the reward's terms
     teacher: dict | None = None  # online RL: a teacher retraining that followed this update
+    canary: float | None = None  # general-capability canary accuracy of this version
+    canary_base: float | None = None  # ... of the untouched model (the budget is cumulative against it)
+    drift: float | None = None  # KL(base || this version) on neutral prompts, nats per token
+    attempts: list[dict] | None = None  # earlier tries of this update the gate refused (gentler each time)
 
     @property
     def gain(self) -> float:
         return self.after - self.before
+
+    @property
+    def canary_drop(self) -> float | None:
+        return None if self.canary is None or self.canary_base is None else self.canary_base - self.canary
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -89,6 +98,12 @@ class ContinualLearner:
         from agent.online_teacher import OnlineTeacher
 
         self.online = OnlineTeacher(self.teacher_st, cfg, memory, stack.root.parent / "teachers", student)
+        self.general = None
+        self._retain = None  # the untouched model's answers to neutral prompts (retention targets), built once
+        if self.c.canary.enabled:
+            from agent.canary import GeneralMonitor
+
+            self.general = GeneralMonitor(self.c.canary, cfg.train.retain, cfg.model.cache_dir)
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def prod(self) -> Manifest | None:
@@ -147,8 +162,15 @@ class ContinualLearner:
         return res.kept, "teacher"
 
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
+        """The document's training units in the configured regime (agent/training_data.py)."""
         if self.c.train_on == "passage":
             return [f"{p.title}\n{p.context}"]
+        if self.c.train_on in ("qa", "qa+passage"):
+            from agent.training_data import qa_units
+
+            units = qa_units(p, self.c.qa_pairs, seed)
+            extra = [f"{p.title}\n{p.context}"] if self.c.train_on == "qa+passage" or not units else []
+            return units + extra
         if self.generation is not None and self.teacher_st is self.student:  # the base teacher on vLLM
             raw = self.writer.sample_raw([p], seed=seed, backend=self.generation)[0]
         else:
@@ -253,94 +275,212 @@ class ContinualLearner:
                     len(probes), source, replayed=True)
                 res.reason = f"already learned in student-v{res.version}"
                 return res
+            self._prepare_general()
+            mix = self._mix(doc, texts) if not cands and attempt is None else None
             stack_names = self._names(parent)
             before = self.accuracy_of(parent, stack_names)(doc) if probes else float("nan")
             replay = self._replay(learned)
-            stage("training")
-            t_train0 = time.perf_counter()
-            if attempt is not None:  # trained and committed before a crash: evaluate it, do not train again
-                m = attempt
-                names = load_version(self.stack, self.student, m)
-            else:
-                with self.stack.writer():
-                    version = self.stack.next_version()
-                    live = f"a{version:05d}"
-                    if cands:
-                        live, texts, gains, terms = self._best_candidate(doc, cands, live, replay, stack_names,
-                                                                         before, seed, learned, parent_v)
-                    else:
-                        gains = terms = None
-                        self.student.train_adapter(texts + replay, live, seed=seed, stack=stack_names)
-                    if self.c.merge_each_update:
-                        # Paper baseline: merge into the weights. The stack stays empty; versions record documents.
-                        self.student.merge_into_base(live)
-                        ref_list = []
-                    else:
-                        ref_list = [*(parent.adapters if parent else ()),
-                                    self.stack.add_adapter(self.student, live, f"a{version:05d}", [doc.doc_id])]
-                    m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
-                if live != f"a{version:05d}":  # a chosen candidate: serve it under its stack id
-                    self.student.drop(live)
+            settings, tries = self.cfg.train, []
+            while True:
+                stage("training")
+                t_train0 = time.perf_counter()
+                if attempt is not None:  # trained and committed before a crash: evaluate it, do not train again
+                    m, gains, terms = attempt, None, None
                     names = load_version(self.stack, self.student, m)
                 else:
-                    names = [a.id for a in m.adapters if not a.merged]  # the live base holds the merged ones
-            t_train = time.perf_counter()
-            stage("evaluating")
-            measure = self.accuracy_of(m, names)
-            after = measure(doc) if probes else float("nan")
-            if probes:
-                self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
-            monitored = self._monitored(doc.doc_id, learned)
-            drops = []
-            ledger = self.memory.ledger()
-            for d in monitored:
-                past = self.memory.document(d)
-                if not past.questions:
-                    continue
-                acc = measure(past)
-                self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
-                prev = _latest(ledger, d, parent_v)
-                if prev is not None:
-                    drops.append(max(0.0, prev - acc))
-            forgetting = sum(drops) / len(drops) if drops else 0.0
-            t_mon = time.perf_counter()
-
-            g = self.c.gate
-            status, reason = "promoted", ""
-            if g.enabled and not self.c.merge_each_update:
-                if probes and after - before < g.min_gain:
-                    status, reason = "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
-                elif forgetting > g.max_forgetting:
-                    status, reason = "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
+                    m, names, texts, gains, terms = self._train_commit(doc, parent, parent_v, cands, texts, mix,
+                                                                       replay, stack_names, before, seed, learned,
+                                                                       settings)
+                t_train = time.perf_counter()
+                stage("evaluating")
+                after, forgetting, monitored = self._evaluate(m, names, doc, probes, learned, parent_v)
+                general = self._measure_general(m, names)
+                t_mon = time.perf_counter()
+                status, reason = self._gate(before, after, forgetting, general, bool(probes))
+                res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
+                                   len(monitored), len(probes), source)
+                self._general_fields(res, general)
+                if attempt is None:
+                    res.candidates, res.candidate_terms = gains, terms
+                res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
+                               "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
+                retry = (status == "rejected" and reason.startswith(("canary", "drift")) and attempt is None
+                         and not cands and len(tries) < self.c.gate.retries)
+                if not retry:
+                    break
+                # refused for what it cost the model: keep the candidate on record, try again gentler
+                res.reason += f"; retrying gentler (try {len(tries) + 2} of {self.c.gate.retries + 1})"
+                self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
+                                          {"result": res.to_json(), "settings": _settings_brief(settings)})
+                tries.append({"version": m.version, "reason": reason, "canary": res.canary, "drift": res.drift,
+                              "after": after, "settings": _settings_brief(settings)})
+                self._drop_unserved(names)
+                settings = self._gentler(settings)
+                stack_names = self._names(parent)
+            if tries:
+                res.attempts = tries
+                if status == "rejected":
+                    res.reason = f"not learnable within the budget after {len(tries) + 1} tries: {reason}"
             if status == "promoted":
                 self.stack.set_alias("prod", m.version)
                 self.memory.mark_learned(doc.doc_id, m.version)
-            res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
-                               len(monitored), len(probes), source)
-            if attempt is None:
-                res.candidates, res.candidate_terms = gains, terms
-            res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
-                           "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
-            info = {"replay_sequences": len(replay), "train_sequences": len(texts)}
-            self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
+            info = {"replay_sequences": len(replay), "train_sequences": len(texts),
+                    "settings": _settings_brief(settings)}
+            self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
                                       info | {"result": res.to_json()})
             if status == "promoted" and not self.c.merge_each_update:
                 res.consolidated_to = self._maybe_consolidate(m)
             res.seconds["total"] = round(time.perf_counter() - t0, 2)
-            self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
+            self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
                                       info | {"result": res.to_json()})
-            prod = self.prod()
-            keep = {a.id for a in prod.adapters} if prod else set()
-            for n in names:  # keep live adapters bounded: drop those no longer in prod
-                if n not in keep:
-                    self.student.drop(n)
+            self._drop_unserved(names)
             if status == "promoted" and self.online.enabled:
                 tu = self.online.maybe_retrain()
                 if tu is not None:
                     res.teacher = tu.to_json()
-                    self.memory.record_update(m.version, doc.doc_id, parent_v, status, reason, res.gain, forgetting,
-                                              info | {"result": res.to_json()})
+                    self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain,
+                                              forgetting, info | {"result": res.to_json()})
             return res
+
+    # -- the stages of one update --------------------------------------------------------------------------------
+    def _prepare_general(self) -> None:
+        """The untouched model's references (drift, retention) and its canary row (version 0), once."""
+        needs_row = self.general is not None and 0 not in self.memory.general()
+        wants_retain = self.cfg.train.retain.weight > 0 or (self.c.gate.enabled and self.c.gate.retries > 0)
+        needs_targets = (self.general is not None and not self.general.ready) or (wants_retain and self._retain is None)
+        if not (needs_row or needs_targets):
+            return
+        with self._base():
+            if self.general is not None:
+                self.general.prepare(self.student)
+                if needs_row:
+                    g = self.general.measure(self.student, None)
+                    self.memory.record_general(0, g.canary.correct, g.canary.total, g.drift, g.to_json())
+            if wants_retain and self._retain is None:
+                self._retain = self._retain_targets()
+
+    def _retain_targets(self):
+        if self.general is not None:
+            return self.general.retain_targets
+        from agent.canary import load_neutral_prompts, reference_key
+        from agent.training_data import neutral_targets
+
+        _drift, prompts = load_neutral_prompts(self.c.canary.prompts_file)
+        rs = self.cfg.train.retain
+        key = reference_key(self.student, prompts, {"n": rs.max_new_tokens, "k": rs.topk})
+        cache = Path(self.cfg.model.cache_dir).expanduser() / "reference" / f"retain-{key}.pt"
+        with self.student.use(None) as m:
+            return neutral_targets(m, self.student.tokenizer, prompts, rs.max_new_tokens, rs.topk, cache)
+
+    def _mix(self, doc: Passage, texts: list[str]):
+        """The document's units as training arguments; context-distillation targets need the untouched model."""
+        from agent.training_data import build_mix
+
+        if self.cfg.train.loss == "nll":
+            return build_mix(texts, self.student.tokenizer, "nll")
+        with self._base() as m:
+            return build_mix(texts, self.student.tokenizer, self.cfg.train.loss, passage=doc, model=m,
+                             k=self.cfg.train.retain.topk)
+
+    def _train_commit(self, doc, parent, parent_v, cands, texts, mix, replay, stack_names, before, seed, learned,
+                      settings):
+        """Train a new adapter on top of prod and commit it as a new (not yet promoted) version."""
+        from agent.training_data import build_mix
+
+        with self.stack.writer():
+            version = self.stack.next_version()
+            live = f"a{version:05d}"
+            if cands:
+                live, texts, gains, terms = self._best_candidate(doc, cands, live, replay, stack_names, before, seed,
+                                                                 learned, parent_v)
+            else:
+                gains = terms = None
+                extra = build_mix(replay, self.student.tokenizer, "nll")
+                self.student.train_adapter(mix.texts + extra.texts, live, seed=seed, stack=stack_names,
+                                           settings=settings, pairs=(mix.pairs + extra.pairs) or None,
+                                           soft=mix.soft or None, retain=self._retain)
+            if self.c.merge_each_update:
+                # Paper baseline: merge into the weights. The stack stays empty; versions record documents.
+                self.student.merge_into_base(live)
+                ref_list = []
+            else:
+                ref_list = [*(parent.adapters if parent else ()),
+                            self.stack.add_adapter(self.student, live, f"a{version:05d}", [doc.doc_id])]
+            m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
+        if live != f"a{version:05d}":  # a chosen candidate: serve it under its stack id
+            self.student.drop(live)
+            names = load_version(self.stack, self.student, m)
+        else:
+            names = [a.id for a in m.adapters if not a.merged]  # the live base holds the merged ones
+        return m, names, texts, gains, terms
+
+    def _evaluate(self, m: Manifest, names: list[str], doc: Passage, probes, learned: list[str], parent_v: int):
+        """The new document's probes and past documents' probes on the new version -> ledger; mean drop."""
+        measure = self.accuracy_of(m, names)
+        after = measure(doc) if probes else float("nan")
+        if probes:
+            self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
+        monitored = self._monitored(doc.doc_id, learned)
+        drops = []
+        ledger = self.memory.ledger()
+        for d in monitored:
+            past = self.memory.document(d)
+            if not past.questions:
+                continue
+            acc = measure(past)
+            self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
+            prev = _latest(ledger, d, parent_v)
+            if prev is not None:
+                drops.append(max(0.0, prev - acc))
+        return after, (sum(drops) / len(drops) if drops else 0.0), monitored
+
+    def _measure_general(self, m: Manifest, names: list[str]):
+        if self.general is None:
+            return None
+        served = self.vllm.ensure(m) if self.vllm is not None else None
+        g = self.general.measure(self.student, names, served=served, backend=self.generation)
+        self.memory.record_general(m.version, g.canary.correct, g.canary.total, g.drift, g.to_json())
+        return g
+
+    def _general_fields(self, res: UpdateResult, general) -> None:
+        if general is None:
+            return
+        base = self.memory.general().get(0)
+        res.canary, res.drift = general.canary.accuracy, general.drift
+        res.canary_base = base["canary"] if base else None
+
+    def _gate(self, before: float, after: float, forgetting: float, general, has_probes: bool) -> tuple[str, str]:
+        g = self.c.gate
+        if not g.enabled or self.c.merge_each_update:
+            return "promoted", ""
+        if has_probes and after - before < g.min_gain:
+            return "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
+        if forgetting > g.max_forgetting:
+            return "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
+        if general is not None:
+            base = self.memory.general().get(0)
+            drop = (base["canary"] - general.canary.accuracy) if base else 0.0
+            if g.max_canary_drop is not None and drop > g.max_canary_drop + 1e-9:
+                return "rejected", (f"canary drop {100 * drop:.1f} points > budget {100 * g.max_canary_drop:.1f} "
+                                    f"(canary {100 * general.canary.accuracy:.1f}% vs untouched "
+                                    f"{100 * base['canary']:.1f}%)")
+            if g.max_drift is not None and general.drift > g.max_drift:
+                return "rejected", f"drift {general.drift:.4f} > budget {g.max_drift:.4f} nats/token"
+        return "promoted", ""
+
+    def _gentler(self, s):
+        g, r = self.c.gate, s.retain
+        weight = max(r.weight, 1.0) * g.gentler_retain if r.weight > 0 else 1.0
+        return s.model_copy(update={"learning_rate": s.learning_rate * g.gentler_lr,
+                                    "retain": r.model_copy(update={"weight": weight})})
+
+    def _drop_unserved(self, names: list[str]) -> None:
+        """Keep live adapters bounded: drop those no longer in prod."""
+        prod = self.prod()
+        keep = {a.id for a in prod.adapters} if prod else set()
+        for n in names:
+            if n not in keep:
+                self.student.drop(n)
 
     def _retention_probes(self, learned: list[str], parent_v: int) -> list[tuple[Passage, float]]:
         """Up to rl.retention_docs learned documents with probes and their accuracy on the parent version:
@@ -441,8 +581,19 @@ class ContinualLearner:
         self.memory.record_update(new.version, None, m.version, "consolidated", new.note)
         for n in names:
             self.student.drop(n)
-        load_version(self.stack, self.student, new)  # serve the consolidated form from now on
+        names = load_version(self.stack, self.student, new)  # serve the consolidated form from now on
+        g = self.memory.general().get(m.version)
+        if g is not None:  # an exact fold computes the same function: carry the figures; a compressed one is measured
+            if cs.rank is None:
+                self.memory.record_general(new.version, g["correct"], g["total"], g["drift"], g["info"])
+            else:
+                self._measure_general(new, names)
         return new.version
+
+
+def _settings_brief(s) -> dict:
+    return {"learning_rate": s.learning_rate, "epochs": s.epochs, "rank": s.rank, "loss": s.loss,
+            "retain_weight": s.retain.weight}
 
 
 def forgetting_report(memory: MemoryStore):
@@ -452,7 +603,8 @@ def forgetting_report(memory: MemoryStore):
     ledger = memory.ledger()
     promoted = {u["version"] for u in memory.updates() if u["status"] == "promoted"}
     steps = {v: row for v, row in ledger.items() if v in promoted}
-    return compute(steps, memory.learned_at(), base=ledger.get(0, {}))
+    general = {v: g for v, g in memory.general().items() if v == 0 or v in promoted}
+    return compute(steps, memory.learned_at(), base=ledger.get(0, {}), general=general)
 
 
 def memory_target(cfg: SealConfig) -> str:

@@ -22,6 +22,17 @@ class ForgettingReport:
     forgetting: dict[str, float] = field(default_factory=dict)
     retention_by_age: dict[int, float] = field(default_factory=dict)
     base: dict[str, float] = field(default_factory=dict)  # the untouched model's accuracy, if measured
+    # General ability per version (the canary and drift of agent/canary.py), aligned with `versions`;
+    # canary_base / drift of version 0 = the untouched model. None where a version was not measured.
+    canary: list[float | None] = field(default_factory=list)
+    drift: list[float | None] = field(default_factory=list)
+    canary_base: float | None = None
+
+    @property
+    def canary_retention(self) -> list[float | None]:
+        """Canary accuracy relative to the untouched model's (1.0 = nothing lost)."""
+        b = self.canary_base
+        return [None if c is None or not b else c / b for c in self.canary]
 
     @property
     def final_avg(self) -> float | None:
@@ -33,18 +44,24 @@ class ForgettingReport:
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in ("versions", "docs", "matrix", "avg_accuracy", "bwt", "forgetting",
-                                              "retention_by_age", "base")} | {
+                                              "retention_by_age", "base", "canary", "drift", "canary_base")} | {
             "final_avg": self.final_avg, "final_bwt": self.final_bwt,
-            "base_avg": mean(self.base.values()) if self.base else None}
+            "base_avg": mean(self.base.values()) if self.base else None,
+            "canary_retention": self.canary_retention,
+            "final_canary": self.canary[-1] if self.canary else None,
+            "final_drift": self.drift[-1] if self.drift else None}
 
 
 def compute(ledger: dict[int, dict[str, float]], learned_at: dict[str, int],
-            base: dict[str, float] | None = None) -> ForgettingReport:
+            base: dict[str, float] | None = None, general: dict[int, dict] | None = None) -> ForgettingReport:
     """`ledger`: version -> doc -> accuracy; `learned_at`: doc -> version that learned it; `base`: doc ->
-    accuracy of the untouched model (version 0), reported beside the matrix."""
-    versions = sorted(v for v in ledger if v > 0)
+    accuracy of the untouched model (version 0), reported beside the matrix; `general`: version ->
+    {canary, drift} (version 0 = the untouched model)."""
+    general = general or {}
+    versions = sorted(set(v for v in ledger if v > 0) | set(v for v in general if v > 0))
     docs = sorted(learned_at, key=lambda d: (learned_at[d], d))
     pos = {v: i for i, v in enumerate(versions)}
+    ledger = {v: ledger.get(v, {}) for v in set(ledger) | set(versions)}
     matrix = [[ledger[v].get(d) if learned_at[d] <= v else None for d in docs] for v in versions]
     avg, bwt = [], []
     for i, v in enumerate(versions):
@@ -69,8 +86,12 @@ def compute(ledger: dict[int, dict[str, float]], learned_at: dict[str, int],
             lv = learned_at[d]
             if lv <= v and ledger[v].get(d) is not None and lv in pos:
                 by_age.setdefault(pos[v] - pos[lv], []).append(ledger[v][d])
+    g0 = general.get(0)
     return ForgettingReport(versions, docs, matrix, avg, bwt, forgetting,
-                            {age: mean(xs) for age, xs in sorted(by_age.items())}, dict(base or {}))
+                            {age: mean(xs) for age, xs in sorted(by_age.items())}, dict(base or {}),
+                            [general[v]["canary"] if v in general else None for v in versions],
+                            [general[v]["drift"] if v in general else None for v in versions],
+                            g0["canary"] if g0 else None)
 
 
 def plot(report: ForgettingReport, out_dir, formats=("png", "svg")) -> list:
@@ -84,7 +105,7 @@ def plot(report: ForgettingReport, out_dir, formats=("png", "svg")) -> list:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     m = np.array([[np.nan if x is None else x for x in row] for row in report.matrix], dtype=float)
     if m.size == 0:
         m = np.full((1, 1), np.nan)
@@ -109,6 +130,20 @@ def plot(report: ForgettingReport, out_dir, formats=("png", "svg")) -> list:
     axes[2].set_xlabel("student version")
     axes[2].legend()
     axes[2].set_title("average accuracy and backward transfer")
+    ax = axes[3]
+    ax.plot(xs, [np.nan if c is None else 100 * c for c in report.canary], marker="o", c="tab:green",
+            label="canary accuracy (%)")
+    if report.canary_base is not None:
+        ax.axhline(100 * report.canary_base, ls="--", c="gray", label="untouched model")
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("student version")
+    ax.set_ylabel("canary accuracy (%)")
+    ax.set_title("general ability: canary and drift")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [np.nan if d is None else d for d in report.drift], marker="s", c="tab:red", label="drift (KL)")
+    ax2.set_ylabel("drift: KL(base || version), nats/token")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="lower left")
     fig.tight_layout()
     paths = []
     for fmt in formats:

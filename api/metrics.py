@@ -34,6 +34,18 @@ class AgentCollector:
         yield GaugeMetricFamily("seal_prod_version", "The version behind the prod alias (0 = none)",
                                 value=aliases.get("prod", 0))
         yield GaugeMetricFamily("seal_versions", "Student versions in the stack", value=len(a.stack.versions()))
+        general = a.memory.general()
+        canary = GaugeMetricFamily("seal_canary_accuracy", "General-capability canary accuracy",
+                                   labels=["version"])
+        drift = GaugeMetricFamily("seal_drift_kl", "KL(base || version) on neutral prompts, nats per token",
+                                  labels=["version"])
+        for label, v in (("base", 0), ("prod", aliases.get("prod")), ("latest", aliases.get("latest"))):
+            if v is not None and v in general:
+                canary.add_metric([label], general[v]["canary"])
+                if general[v]["drift"] is not None:
+                    drift.add_metric([label], general[v]["drift"])
+        yield canary
+        yield drift
 
 
 def make_registry(agent) -> tuple[CollectorRegistry, Counter]:

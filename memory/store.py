@@ -34,6 +34,11 @@ UPDATES = Table("updates", META, Column("version", Integer, primary_key=True, au
                 Column("reason", Text), Column("gain", Float), Column("forgetting", Float), Column("info", Text),
                 Column("created_at", Float, nullable=False))
 
+# General ability per version (version 0 = the untouched model): canary accuracy and drift from the base.
+GENERAL = Table("general", META, Column("version", Integer, primary_key=True, autoincrement=False),
+                Column("correct", Integer, nullable=False), Column("total", Integer, nullable=False),
+                Column("drift", Float), Column("info", Text), Column("measured_at", Float, nullable=False))
+
 SAMPLES = Table("teacher_samples", META, Column("doc_id", String(64), primary_key=True),
                 Column("k", Integer, primary_key=True), Column("teacher", Integer, nullable=False),
                 Column("raw", Text, nullable=False), Column("gain", Float), Column("chosen", Integer),
@@ -115,6 +120,22 @@ class MemoryStore:
         for v, d, c, n in rows:
             out.setdefault(v, {})[d] = c / n if n else float("nan")
         return out
+
+    # -- general ability (canary + drift) per version -----------------------------------------------------------
+    def record_general(self, version: int, correct: int, total: int, drift: float | None,
+                       info: dict | None = None) -> None:
+        now = time.time()
+        row = dict(correct=correct, total=total, drift=drift, info=json.dumps(info or {}), measured_at=now)
+        stmt = insert(self.engine, GENERAL).values(version=version, **row)
+        with self.engine.begin() as c:
+            c.execute(stmt.on_conflict_do_update(index_elements=["version"], set_=row))
+
+    def general(self) -> dict[int, dict]:
+        """version -> {canary, correct, total, drift, info}."""
+        rows = self._rows(select(GENERAL.c.version, GENERAL.c.correct, GENERAL.c.total, GENERAL.c.drift,
+                                 GENERAL.c.info).order_by(GENERAL.c.version))
+        return {v: {"canary": c / n if n else float("nan"), "correct": c, "total": n, "drift": d,
+                    "info": json.loads(i or "{}")} for v, c, n, d, i in rows}
 
     # -- training sequences (for replay) and update outcomes ------------------------------------------------
     def put_sequences(self, doc_id: str, texts: list[str]) -> None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from student.sequences import collate, epoch_batches, tokenize_pairs, tokenize_sequences
 from student.settings import TrainSettings
+from student.soft_targets import SoftTarget, soft_loss
 
 
 @dataclass
@@ -136,21 +137,29 @@ class Student:
     def train_adapter(
         self, texts: list[str], name: str, seed: int, *, settings: TrainSettings | None = None,
         progress: bool = False, desc: str | None = None, stack: list[str] | tuple[str, ...] = (),
-        pairs: list[tuple[str, str]] | None = None,
+        pairs: list[tuple[str, str]] | None = None, soft: list[SoftTarget] | None = None,
+        retain: list[SoftTarget] | None = None,
     ) -> TrainStats:
         """LoRA SFT of a fresh adapter: next-token loss on real tokens only (padding is masked out).
 
         With `stack`, those adapters stay active (the new one learns on top of them) but frozen. With `pairs`
-        (prompt, completion) instead of `texts`, only completion tokens carry loss (teacher training).
+        (prompt, completion), only completion tokens carry loss (chat QA, teacher training). `soft` examples are
+        matched to a reference distribution (context distillation; with `settings.loss == "both"` their
+        completion tokens also carry next-token loss). With `retain` and `settings.retain.weight > 0`, every
+        step adds that weight x the KL to the untouched model on `retain.per_step` neutral prompts.
         """
         s = settings or self.settings
-        prompt_lens = None
+        seqs: list[list[int]] = []
+        prompt_lens: list[int] = []
         if pairs:
             seqs, prompt_lens = tokenize_pairs(self.tokenizer, pairs, s.max_seq_len)
-        elif texts:
-            seqs = tokenize_sequences(self.tokenizer, texts, s.max_seq_len)
-        else:
+        if texts:
+            extra = tokenize_sequences(self.tokenizer, texts, s.max_seq_len)
+            seqs, prompt_lens = seqs + extra, prompt_lens + [0] * len(extra)
+        soft = list(soft or [])
+        if not seqs and not soft:
             raise ValueError("no training sequences")
+        use_retain = bool(retain) and s.retain.weight > 0
         self._add(name, seed, s)
         peft = self.peft
         if stack:
@@ -163,33 +172,47 @@ class Student:
                 params.append(p)
         opt = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
         rng = random.Random(seed)
-        lengths = [len(x) for x in seqs]
-        per_epoch = math.ceil(len(seqs) / s.batch_size)
+        # one list of units: hard sequences first, then soft targets; batches may mix both
+        lengths = [len(x) for x in seqs] + [len(t.ids) for t in soft]
+        n_units = len(lengths)
+        per_epoch = math.ceil(n_units / s.batch_size)
         total = per_epoch * s.epochs
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, (lambda step: 1.0 - step / total) if s.schedule == "linear" else (lambda step: 1.0)
         )
-        stats = TrainStats(name, len(seqs), 0, 0, 0, 0.0)
+        stats = TrainStats(name, n_units, 0, 0, 0, 0.0)
         pad_id = self.tokenizer.pad_token_id
         peft.train()
         t0 = time.perf_counter()
         bar = tqdm(total=total, desc=desc or f"train {name}", disable=not progress, unit="step", leave=False)
         try:
             for _ in range(s.epochs):
-                for idx in epoch_batches(len(seqs), lengths, s.batch_size, rng):
-                    b = collate([seqs[i] for i in idx], pad_id,
-                                None if prompt_lens is None else [prompt_lens[i] for i in idx])
-                    out = peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
-                    out.loss.backward()
+                for idx in epoch_batches(n_units, lengths, s.batch_size, rng):
+                    hard = [i for i in idx if i < len(seqs)]
+                    parts, main = [], 0.0
+                    if hard:
+                        b = collate([seqs[i] for i in hard], pad_id, [prompt_lens[i] for i in hard])
+                        out = peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
+                        parts.append((out.loss, len(hard)))
+                        stats.real_tokens += b.real_tokens
+                        stats.pad_tokens += b.pad_tokens
+                    chosen = [soft[i - len(seqs)] for i in idx if i >= len(seqs)]
+                    if chosen:
+                        parts.append((self._soft_part(peft, chosen, s, pad_id, stats), len(chosen)))
+                    loss = sum(l * w for l, w in parts) / sum(w for _, w in parts)
+                    main = float(loss.detach())
+                    if use_retain:
+                        pick = rng.sample(range(len(retain)), min(s.retain.per_step, len(retain)))
+                        loss = loss + s.retain.weight * self._retain_part(peft, [retain[i] for i in pick], s, pad_id,
+                                                                          stats)
+                    loss.backward()
                     if s.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                     stats.steps += 1
-                    stats.real_tokens += b.real_tokens
-                    stats.pad_tokens += b.pad_tokens
-                    stats.losses.append(float(out.loss.detach()))
+                    stats.losses.append(main)
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats.losses[-1]:.3f}")
         finally:
@@ -199,6 +222,28 @@ class Student:
                 p.requires_grad_(False)
         stats.seconds = time.perf_counter() - t0
         return stats
+
+    @staticmethod
+    def _soft_part(peft, chosen: list[SoftTarget], s: TrainSettings, pad_id: int, stats: TrainStats):
+        """Context distillation on QA targets; with loss 'both', plus next-token loss on the same answers."""
+        kl, real = soft_loss(peft, chosen, pad_id) if s.loss != "nll" else (None, 0)
+        if s.loss == "distill":
+            stats.real_tokens += real
+            return kl
+        b = collate([list(t.ids) for t in chosen], pad_id, [t.start for t in chosen])
+        nll = peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+        stats.real_tokens += b.real_tokens
+        return nll if kl is None else kl + nll
+
+    @staticmethod
+    def _retain_part(peft, chosen: list[SoftTarget], s: TrainSettings, pad_id: int, stats: TrainStats):
+        if s.retain.mode == "kl":
+            kl, real = soft_loss(peft, chosen, pad_id)
+            stats.real_tokens += real
+            return kl
+        b = collate([list(t.ids) for t in chosen], pad_id, [t.start for t in chosen])
+        stats.real_tokens += b.real_tokens
+        return peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
 
     @torch.no_grad()
     def merge_into_base(self, name: str, track: bool = False) -> None:

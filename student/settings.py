@@ -24,6 +24,18 @@ class ModelSettings(_Strict):
     allow_download: bool = False
 
 
+class RetainSettings(_Strict):
+    """Keep the student near the untouched model while it learns a document: every step also pulls the
+    student toward the base model's own answers to neutral prompts (no outside data). `kl` matches the base's
+    next-token distributions (top-k), `replay` trains on its greedy answers as text. weight 0 turns it off."""
+
+    weight: float = Field(0.0, ge=0)
+    per_step: int = Field(2, ge=1, le=64)  # neutral prompts mixed into each optimizer step
+    mode: Literal["kl", "replay"] = "kl"
+    max_new_tokens: int = Field(48, ge=1, le=512)  # length of the base's answers the KL is taken over
+    topk: int = Field(64, ge=1)
+
+
 class TrainSettings(_Strict):
     rank: int = Field(32, ge=1, le=1024)
     alpha: float = Field(64, gt=0)
@@ -37,6 +49,10 @@ class TrainSettings(_Strict):
     max_seq_len: int = Field(512, ge=8)
     passage_in_training: bool = True
     max_grad_norm: float | None = 1.0
+    # What the loss compares on question-answer training pairs: `nll` the answer text; `distill` the
+    # distribution of the model reading the document in context (context distillation); `both` sums them.
+    loss: Literal["nll", "distill", "both"] = "nll"
+    retain: RetainSettings = RetainSettings()
 
     @field_validator("target_modules")
     @classmethod

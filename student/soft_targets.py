@@ -1,0 +1,120 @@
+"""Soft targets: a reference model's next-token distributions over chosen positions of a sequence, kept
+sparse (top-k plus one bucket for the rest), and the KL that pulls a student toward them.
+
+Two uses share this: *context distillation* (the reference is the untouched model reading the document in
+its prompt; the student sees only the question) and *retention* (the reference is the untouched model on
+neutral prompts; the student is kept close to it while it learns). The same KL, measured instead of
+minimised, is the *drift* of a version from the base model.
+
+KL is computed over k+1 bins (the reference's top-k tokens and everything else lumped together), which is a
+lower bound of the full KL that needs k numbers per position instead of the whole vocabulary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class SoftTarget:
+    """`ids` is what the student reads; positions `start..len(ids)-1` carry the reference's distribution over
+    the token at that position (so the logits used are those at `start-1 .. len(ids)-2`)."""
+
+    ids: tuple[int, ...]
+    start: int
+    topk_ids: torch.Tensor  # [T, k] long, T = len(ids) - start
+    topk_logp: torch.Tensor  # [T, k] float32
+
+    def __post_init__(self):
+        if not 0 < self.start < len(self.ids):
+            raise ValueError(f"start {self.start} outside 1..{len(self.ids) - 1}")
+        if self.topk_ids.shape[0] != len(self.ids) - self.start:
+            raise ValueError("one row of reference log-probs per target position is needed")
+
+
+@dataclass(frozen=True)
+class ReferenceItem:
+    """The reference model reads `ref_prompt + completion`; the student will read `student_prompt +
+    completion`. The completion's tokens are where the two are compared."""
+
+    ref_prompt: tuple[int, ...]
+    student_prompt: tuple[int, ...]
+    completion: tuple[int, ...]
+
+
+def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+@torch.no_grad()  # not inference_mode: these tensors are later used in losses that autograd tracks
+def reference_targets(model, items: list[ReferenceItem], pad_id: int, k: int = 64,
+                      batch_size: int = 8) -> list[SoftTarget]:
+    """Run the reference model once over each item and keep its top-k log-probs on the completion tokens."""
+    out: list[SoftTarget] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            rows = [list(it.ref_prompt) + list(it.completion) for it in chunk]
+            ids, mask = _right_pad(rows, pad_id)
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            for j, it in enumerate(chunk):
+                p0, n = len(it.ref_prompt), len(it.completion)
+                logp = torch.log_softmax(logits[j, p0 - 1 : p0 - 1 + n], dim=-1)
+                top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+                out.append(SoftTarget(tuple(it.student_prompt) + tuple(it.completion), len(it.student_prompt),
+                                      top.indices.clone(), top.values.clone()))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def sparse_kl(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp: torch.Tensor) -> torch.Tensor:
+    """KL(reference || student) per position over k+1 bins; `logits` are the student's [T, V]."""
+    logq = torch.log_softmax(logits.float(), dim=-1)
+    q_k = logq.gather(-1, topk_ids)
+    p = topk_logp.exp()
+    p_rest = (1 - p.sum(-1)).clamp_min(EPS)
+    q_rest = (1 - q_k.exp().sum(-1)).clamp_min(EPS)
+    return (p * (topk_logp - q_k)).sum(-1) + p_rest * (p_rest.log() - q_rest.log())
+
+
+def soft_loss(model, targets: list[SoftTarget], pad_id: int) -> tuple[torch.Tensor, int]:
+    """Mean KL over every target position of a batch of soft targets (one forward pass); returns the loss
+    and the number of real tokens read."""
+    ids, mask = _right_pad([list(t.ids) for t in targets], pad_id)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    kls = [sparse_kl(logits[j, t.start - 1 : len(t.ids) - 1], t.topk_ids, t.topk_logp) for j, t in enumerate(targets)]
+    return torch.cat(kls).mean(), int(mask.sum())
+
+
+@torch.inference_mode()
+def mean_kl(model, targets: list[SoftTarget], pad_id: int, batch_size: int = 8) -> float:
+    """Drift: the mean over all target positions of KL(reference || model)."""
+    total, n = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(targets), batch_size):
+            chunk = targets[i : i + batch_size]
+            ids, mask = _right_pad([list(t.ids) for t in chunk], pad_id)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for j, t in enumerate(chunk):
+                kl = sparse_kl(logits[j, t.start - 1 : len(t.ids) - 1], t.topk_ids, t.topk_logp)
+                total += float(kl.sum())
+                n += kl.numel()
+    finally:
+        if was_training:
+            model.train()
+    return total / n if n else 0.0
