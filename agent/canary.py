@@ -165,7 +165,12 @@ class GeneralMonitor:
         if self._drift is None:
             self._drift = self._targets(student, "drift", self.drift_prompts, self.s.drift_max_new_tokens, self.s.topk)
         if self._retain is None:
-            self._retain = self._targets(student, "retain", self.retain_prompts, self.rs.max_new_tokens, self.rs.topk)
+            prompts = list(self.retain_prompts)
+            if self.rs.question_format:
+                from agent.closed_book import question_prompt
+
+                prompts += [question_prompt(q) for q in self.retain_prompts]
+            self._retain = self._targets(student, "retain", prompts, self.rs.max_new_tokens, self.rs.topk)
 
     @property
     def ready(self) -> bool:

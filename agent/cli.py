@@ -216,9 +216,12 @@ def ask(
 @_guarded
 def eval_cmd(
     passages: Path = typer.Option(..., help="SQuAD/SEAL-style JSON list of passages with questions."),
-    conditions: str = typer.Option("none,passage,passage-repeat,self-edit",
-                                   help="Comma list: none, passage, passage-repeat, self-edit, "
-                                        "self-edit-unguarded, external:FILE."),
+    conditions: str = typer.Option("none,learn,passage,passage-repeat",
+                                   help="Comma list: none, learn (the configured learning mode), passage, "
+                                        "passage-repeat, self-edit, self-edit-unguarded, external:FILE, "
+                                        "teacher:RUN@N."),
+    canary: bool = typer.Option(True, help="Also measure the general-capability canary and drift after every "
+                                           "adaptation (what each condition costs the model)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Use the first N passages (after --offset)."),
     offset: int = typer.Option(0, min=0, help="Skip the first K passages."),
     every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
@@ -253,7 +256,13 @@ def eval_cmd(
         judge = None
     run = new_run_dir(cfg, "eval", out)
     err.print(f"writing to {run}")
-    runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty())
+    general = None
+    if canary or (any(c.name == "learn" for c in conds) and cfg.train.retain.weight > 0):
+        from agent.canary import GeneralMonitor
+
+        general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
+    runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
+                     general=general)
     runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed))
     summary = write_report(run, cfg.seed)
     typer.echo(markdown(summary))

@@ -367,6 +367,10 @@ class ContinualLearner:
 
         _drift, prompts = load_neutral_prompts(self.c.canary.prompts_file)
         rs = self.cfg.train.retain
+        if rs.question_format:
+            from agent.closed_book import question_prompt
+
+            prompts = prompts + [question_prompt(q) for q in prompts]
         key = reference_key(self.student, prompts, {"n": rs.max_new_tokens, "k": rs.topk})
         cache = Path(self.cfg.model.cache_dir).expanduser() / "reference" / f"retain-{key}.pt"
         with self.student.use(None) as m:

@@ -2,8 +2,11 @@
 
 Conditions:
   none                 the base model, no update
+  learn                the configured learning mode, as the continual learner trains (continual.train_on,
+                       train.loss, train.retain: the product's default regime)
   passage              LoRA on the passage alone
   passage-repeat       the passage alone, repeated to the same optimizer steps as `self-edit` on that passage
+                       (as `learn` when self-edit is not among the conditions)
   self-edit            the teacher's self-edit (grounding guard per config) + the passage
   self-edit-unguarded  the same sampled self-edit with the guard off (same sample: a paired comparison)
   external:FILE        completions from a SEAL-format file + the passage
@@ -26,8 +29,8 @@ from teacher.external import ExternalEdits
 from teacher.self_edit import SelfEdit, build_self_edit
 from teacher.writer import TeacherWriter
 
-BASIC = ("none", "passage", "passage-repeat", "self-edit", "self-edit-unguarded")
-ORDER = {"none": 0, "self-edit": 1, "self-edit-unguarded": 2, "passage": 3, "passage-repeat": 4}
+BASIC = ("none", "learn", "passage", "passage-repeat", "self-edit", "self-edit-unguarded")
+ORDER = {"none": 0, "learn": 1, "self-edit": 2, "self-edit-unguarded": 3, "passage": 4, "passage-repeat": 5}
 
 
 class ConditionError(ValueError):
@@ -74,7 +77,7 @@ def parse_conditions(spec: str) -> list[Condition]:
 
 class EvalRun:
     def __init__(self, rt: Runtime, conditions: list[Condition], out: Path,
-                 log: Callable[[str], None] = print, judge=None, progress: bool = True):
+                 log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None):
         self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
         self.judge, self.progress = judge, progress
         self.records_path = out / "records.jsonl"
@@ -84,6 +87,12 @@ class EvalRun:
         self.done = {(u["doc_id"], u["condition"]): u for u in read_jsonl(self.units_path)}
         self.edits = {(e["doc_id"], e.get("condition") or e["guarded"]): e for e in read_jsonl(self.edits_path)}
         self.writer = TeacherWriter(rt.teacher.model, rt.teacher.tokenizer, self.cfg.teacher)
+        # agent.canary.GeneralMonitor: when given, every adaptation's canary and drift are measured too
+        self.general = general
+        if general is not None:
+            with rt.student.use(None):
+                general.prepare(rt.student)
+            self.canary_base = general.measure(rt.student, None).canary.accuracy
 
     # -- self-edits ------------------------------------------------------------------------------------
     def _self_edit(self, idx: int, p: Passage, guarded: bool) -> SelfEdit:
@@ -141,14 +150,53 @@ class EvalRun:
             return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped),
                                                             "parsed": se.parsed}
         if cond.name == "passage-repeat":
-            ref = self.done.get((p.doc_id, "self-edit"))
-            n = ref["train"]["sequences"] if ref and ref.get("train") else len(self._self_edit(idx, p, True).sequences(p))
-            return [passage_seq] * n, {"matched_to": "self-edit"}
+            ref_name = "self-edit" if any(c.name == "self-edit" for c in self.conditions) else "learn"
+            ref = self.done.get((p.doc_id, ref_name))
+            if ref and ref.get("train"):
+                n = ref["train"]["steps"] if ref_name == "learn" else ref["train"]["sequences"]
+            elif ref_name == "learn":
+                n = s.epochs * len(self._learn_units(idx, p))
+            else:
+                n = len(self._self_edit(idx, p, True).sequences(p))
+            if ref_name == "learn":  # step-matched: one passage copy per step of the learn condition
+                n = max(1, round(n / s.epochs))
+            return [passage_seq] * n, {"matched_to": ref_name}
+        if cond.name == "learn":
+            return self._learn_units(idx, p), {"regime": self.cfg.continual.train_on, "loss": s.loss,
+                                               "retain_weight": s.retain.weight}
         if cond.teacher is not None:
             se = self._teacher_edit(idx, p, cond)
         else:
             se = self.externals[cond.name].self_edit(p, self.cfg.teacher.format, self.cfg.teacher.grounding)
         return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped)}
+
+    def _learn_units(self, idx: int, p: Passage) -> list[str]:
+        from agent.training_data import qa_units
+
+        on = self.cfg.continual.train_on
+        if on == "self-edit":
+            return self._self_edit(idx, p, guarded=True).sequences(p, self.cfg.train.passage_in_training)
+        units = qa_units(p, self.cfg.continual.qa_pairs, self.cfg.seed + idx) if on.startswith("qa") else []
+        return units + ([f"{p.title}\n{p.context}"] if on in ("passage", "qa+passage") or not units else [])
+
+    def _train(self, idx: int, p: Passage, cond: Condition, texts: list[str], adapter: str):
+        """`learn` trains exactly as the continual learner does (QA pairs, distillation, retention); the other
+        conditions train on raw text with the plain next-token loss, as in the paper."""
+        st, s = self.rt.student, self.cfg.train
+        kw = dict(seed=self.cfg.seed + idx, progress=self.progress, desc=f"[{idx}] {cond.name}")
+        if cond.name != "learn":
+            plain = s.model_copy(update={"retain": s.retain.model_copy(update={"weight": 0.0}), "loss": "nll"})
+            return st.train_adapter(texts, adapter, settings=plain, **kw)
+        from agent.training_data import build_mix
+
+        with st.use(None) as m:
+            mix = build_mix(texts, st.tokenizer, s.loss, passage=p, model=m, k=s.retain.topk)
+        retain = self.general.retain_targets if self.general is not None and s.retain.weight > 0 else None
+        if s.retain.weight > 0 and retain is None:
+            raise ValueError("the learn condition trains with retention (train.retain.weight > 0): run it with "
+                             "the canary on (continual.canary.enabled)")
+        return st.train_adapter(mix.texts, adapter, pairs=mix.pairs or None, soft=mix.soft or None, retain=retain,
+                                **kw)
 
     def run_unit(self, idx: int, p: Passage, cond: Condition) -> dict:
         t0 = time.perf_counter()
@@ -157,13 +205,16 @@ class EvalRun:
         adapter, train = None, None
         if texts is not None:
             adapter = f"u{idx}-{cond.name.replace(':', '_').replace('/', '_').replace('.', '_').replace('@', '_')}"
-            stats = self.rt.student.train_adapter(texts, adapter, seed=self.cfg.seed + idx, progress=self.progress,
-                                                  desc=f"[{idx}] {cond.name}")
+            stats = self._train(idx, p, cond, texts, adapter)
             train = stats.summary()
         t1 = time.perf_counter()
         graded = evaluate_passage(self.rt.student, adapter, p, self.cfg.eval.max_new_tokens,
                                   self.cfg.eval.batch_size, self.judge)
         t_eval = time.perf_counter() - t1
+        if self.general is not None:
+            g = self.general.measure(self.rt.student, [adapter] if adapter else None)
+            info = info | {"canary": g.canary.accuracy, "canary_drop": self.canary_base - g.canary.accuracy,
+                           "drift": g.drift}
         if adapter:
             self.rt.student.drop(adapter)
         for qi, g in enumerate(graded):

@@ -9,7 +9,8 @@ from agent.runtime import read_jsonl
 from agent.stats import bootstrap_mean, paired_difference
 
 METRICS = ("contains", "f1", "em", "recite")
-PAIRS = [("self-edit", "passage"), ("self-edit", "passage-repeat"), ("self-edit", "self-edit-unguarded"),
+PAIRS = [("learn", "passage"), ("learn", "passage-repeat"), ("learn", "none"), ("learn", "self-edit"),
+         ("self-edit", "passage"), ("self-edit", "passage-repeat"), ("self-edit", "self-edit-unguarded"),
          ("self-edit-unguarded", "passage"), ("passage", "none"), ("passage-repeat", "passage")]
 
 
@@ -66,6 +67,10 @@ def summarize(run_dir: Path, seed: int = 0) -> dict:
         row["mean_steps"] = sum(steps) / len(steps) if steps else 0
         row["mean_train_s"] = sum(secs) / len(secs) if secs else 0
         row["mean_unit_s"] = sum(u["seconds"]["total"] for u in cu) / max(1, len(cu))
+        drops = [u["canary_drop"] for u in cu if u.get("canary_drop") is not None]
+        if drops:
+            row["canary_drop"] = sum(drops) / len(drops)
+            row["drift"] = sum(u["drift"] for u in cu if u.get("drift") is not None) / len(drops)
         if any("units" in u for u in cu):
             row["mean_units_kept"] = sum(u.get("units", 0) for u in cu) / max(1, len(cu))
             row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
@@ -87,12 +92,14 @@ def _pct(x: dict) -> str:
 
 def markdown(summary: dict) -> str:
     lines = [f"Passages: {summary['passages']}  (mean, 95% passage-bootstrap interval, in %)", "",
-             "| condition | contains | F1 | EM | recites other gold | steps | train s | units kept/dropped |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| condition | contains | F1 | EM | recites other gold | steps | train s | units kept/dropped | "
+             "canary drop (points) | drift |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c, r in summary["conditions"].items():
         kd = (f"{r['mean_units_kept']:.1f}/{r['mean_units_dropped']:.1f}" if "mean_units_kept" in r else "")
         lines.append(f"| {c} | {_pct(r['contains'])} | {_pct(r['f1'])} | {_pct(r['em'])} | {_pct(r['recite'])} | "
-                     f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {kd} |")
+                     f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {kd} | "
+                     + (f"{100 * r['canary_drop']:+.1f} | {r['drift']:.4f} |" if "canary_drop" in r else " | |"))
         if "judge" in r:
             lines[-1] += f" judge {_pct(r['judge'])}, ungraded {r['ungraded']}"
     if summary["paired"]:

@@ -46,8 +46,11 @@ def run_job(ctx: WorkerContext, job_id: str) -> Job | None:
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         ctx.jobs.finish(job_id, "failed", error=f"{type(e).__name__}: {e}", message="failed")
     else:
-        result = res.to_json() | {"replayed": res.replayed, "gain": res.gain, "name": f"student-v{res.version}"}
+        result = res.to_json() | {"replayed": res.replayed, "gain": res.gain, "name": f"student-v{res.version}",
+                                  "canary_drop": res.canary_drop}
+        general = (f", canary {100 * res.canary:.1f}% (untouched {100 * res.canary_base:.1f}%), drift {res.drift:.4f}"
+                   if res.canary is not None and res.canary_base is not None else "")
         msg = (f"{res.status} student-v{res.version}: probe accuracy {res.before:.2f} -> {res.after:.2f}, "
-               f"forgetting {res.forgetting:.2f}" + (f" ({res.reason})" if res.reason else ""))
+               f"forgetting {res.forgetting:.2f}{general}" + (f" ({res.reason})" if res.reason else ""))
         ctx.jobs.finish(job_id, res.status, result=result, message=msg)
     return ctx.jobs.get(job_id)

@@ -8,9 +8,12 @@ final version. Per sequence it writes the ledger, the final accuracies and the u
 Modes:
   naive   stacked adapters, no replay, no gate
   merge   each adapter merged into the weights before the next (the paper's continual run)
-  ours    replay of earlier documents + promotion gate + each promoted adapter merged into the served
-          weights (consolidation `into: base`); settings from the config's
-          `continual` section, overridable with --set)
+  old-ours  the best mode before the canary issue: today's inner loop + replay of 4 earlier documents + the
+            gate on document probes only
+  ours    the config as given (configs/default.yaml is the default learning mode; override with --set)
+
+Every mode measures the general-capability canary and drift after each update (the gate acts on them only
+where it is enabled); per sequence the prod canary after every update is written as a curve.
 
     python bench/continual.py --config configs/default.yaml --mode ours --sequences 4 --length 8 --out DIR
 
@@ -29,12 +32,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+TODAY_TRAIN = {"rank": 32, "alpha": 64, "learning_rate": 1e-3, "epochs": 10, "loss": "nll", "retain": {"weight": 0.0}}
+# mode -> overrides of the config's `continual` and `train` sections
 MODE_SETTINGS = {
-    "naive": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": False,
-              "consolidation": {"every": 0, "max_depth": 8, "into": "adapter"}},  # a plain stack of 8
-    "merge": {"replay": {"docs": 0}, "gate": {"enabled": False}, "merge_each_update": True},
-    "ours": {},  # from the config (continual.replay / continual.gate), configs/continual-ours.yaml is our best
+    # the regime before the canary issue: self-edits as raw text, no retention, a plain stack, no gate
+    "naive": {"continual": {"train_on": "self-edit", "replay": {"docs": 0}, "gate": {"enabled": False},
+                            "merge_each_update": False,
+                            "consolidation": {"every": 0, "max_depth": 8, "into": "adapter"}},
+              "train": TODAY_TRAIN},
+    "merge": {"continual": {"train_on": "self-edit", "replay": {"docs": 0}, "gate": {"enabled": False},
+                            "merge_each_update": True}, "train": TODAY_TRAIN},
+    # the best mode before the canary issue (configs/continual-ours.yaml): replay 4 + gate on document probes
+    "old-ours": {"continual": {"train_on": "self-edit", "replay": {"docs": 4},
+                               "gate": {"enabled": True, "max_canary_drop": None, "max_drift": None}},
+                 "train": TODAY_TRAIN},
+    "ours": {},  # the config as given (configs/default.yaml: the default learning mode)
 }
+
+
+def apply_mode(cfg, mode: str):
+    over = MODE_SETTINGS[mode]
+    sections = {}
+    for name in ("continual", "train"):
+        if name not in over:
+            continue
+        cur = getattr(cfg, name).model_dump()
+        for k, v in over[name].items():
+            cur[k] = {**cur[k], **v} if isinstance(v, dict) and isinstance(cur.get(k), dict) else v
+        sections[name] = cur
+    return cfg.with_overrides(**sections) if sections else cfg
 
 
 def pick_sequences(passages, n_seq: int, length: int, seed: int):
@@ -44,6 +70,10 @@ def pick_sequences(passages, n_seq: int, length: int, seed: int):
     if n_seq * length > len(pool):
         raise SystemExit(f"need {n_seq * length} passages with questions, have {len(pool)}")
     return [pool[i * length:(i + 1) * length] for i in range(n_seq)]
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
@@ -64,11 +94,17 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
     updates = []
     for i, p in enumerate(seq):
         r = lr.learn(p, seed=cfg.seed + 1000 * seq_idx + i)
+        prod = lr.prod()
+        g = lr.memory.general()
+        prod_canary = g.get(prod.version if prod else 0, g.get(0, {})).get("canary")
         updates.append({"doc": p.doc_id, "version": r.version, "status": r.status, "reason": r.reason,
                         "before": r.before, "after": r.after, "forgetting": r.forgetting, "seconds": r.seconds,
-                        "candidates": r.candidate_terms})
+                        "candidates": r.candidate_terms, "canary": r.canary, "drift": r.drift,
+                        "canary_base": r.canary_base, "prod_canary": prod_canary, "attempts": r.attempts})
         print(f"  seq {seq_idx} [{i}] {r.status:8s} before {r.before:.2f} after {r.after:.2f} "
-              f"forgetting {r.forgetting:.2f} ({r.seconds['total']:.0f}s)", flush=True)
+              f"forgetting {r.forgetting:.2f} canary {_pct(r.canary)} (prod {_pct(prod_canary)}) "
+              f"drift {r.drift if r.drift is not None else float('nan'):.4f} ({r.seconds['total']:.0f}s) {r.reason}",
+              flush=True)
     prod = lr.prod()
     names = [a.id for a in prod.adapters] if prod else []
     if prod and names:
@@ -89,6 +125,12 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
         "final_avg": statistics.mean(final.values()), "base_avg": statistics.mean(base.values()),
         "final_avg_q": qw(final), "base_avg_q": qw(base),
         "diag": statistics.mean(u["after"] for u in updates),
+        "canary_base": updates[0]["canary_base"] if updates else None,
+        "canary_curve": [u["prod_canary"] for u in updates],
+        "canary_final": updates[-1]["prod_canary"] if updates else None,
+        "canary_retention": (updates[-1]["prod_canary"] / updates[0]["canary_base"]
+                             if updates and updates[0]["canary_base"] and updates[-1]["prod_canary"] is not None
+                             else None),
         "bwt": rep.final_bwt, "promoted": sum(u["status"] == "promoted" for u in updates),
         "final": final, "base": base, "updates": updates, "ledger": rep.to_json(),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -100,7 +142,8 @@ def summarize(rows: list[dict]) -> dict:
         xs = [r[key] for r in rows if r.get(key) is not None]
         return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
 
-    return {k: ms(k) for k in ("final_avg", "base_avg", "bwt", "diag", "promoted", "seconds")} | {"n": len(rows)}
+    return {k: ms(k) for k in ("final_avg", "base_avg", "bwt", "diag", "promoted", "seconds", "canary_final",
+                               "canary_retention")} | {"n": len(rows)}
 
 
 def main(argv=None) -> int:
@@ -120,12 +163,7 @@ def main(argv=None) -> int:
     from memory.documents import load_passages
 
     cfg = apply_sets(load_config(args.config), args.set)
-    mode_over = MODE_SETTINGS[args.mode]
-    if mode_over:
-        cont = cfg.continual.model_dump()
-        for k, v in mode_over.items():
-            cont[k] = {**cont[k], **v} if isinstance(v, dict) else v
-        cfg = cfg.with_overrides(continual=cont)
+    cfg = apply_mode(cfg, args.mode)
     out = Path(args.out) / args.mode
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -142,16 +180,18 @@ def main(argv=None) -> int:
         return 0
     s = summarize(rows)
     (out / "summary.json").write_text(json.dumps(s, indent=2))
-    print(f"\n| mode | sequences | final avg | untouched | BWT | just-learned (diag) | promoted |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| mode | sequences | final avg | untouched | BWT | just-learned (diag) | promoted | canary after | "
+          f"canary / base |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode_dir in sorted(Path(args.out).iterdir()):
         if (mode_dir / "summary.json").is_file():
             m = json.loads((mode_dir / "summary.json").read_text())
             cell = lambda k: f"{m[k][0]:.3f} ± {m[k][1]:.3f}"  # noqa: E731
             print(f"| {mode_dir.name} | {m['n']} | {cell('final_avg')} | {cell('base_avg')} | {cell('bwt')} | "
-                  f"{cell('diag')} | {m['promoted'][0]:.1f} |")
+                  f"{cell('diag')} | {m['promoted'][0]:.1f} | {cell('canary_final')} | {cell('canary_retention')} |")
     print(f"RESULT mode={args.mode} sequences={s['n']} final_avg={s['final_avg'][0]:.4f} "
-          f"base_avg={s['base_avg'][0]:.4f} bwt={s['bwt'][0]:.4f} diag={s['diag'][0]:.4f}")
+          f"base_avg={s['base_avg'][0]:.4f} bwt={s['bwt'][0]:.4f} diag={s['diag'][0]:.4f} "
+          f"canary_final={s['canary_final'][0]:.4f} canary_retention={s['canary_retention'][0]:.4f}")
     return 0
 
 

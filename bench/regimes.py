@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RETAIN = {"weight": 1.0, "per_step": 2, "mode": "kl"}
+RETAIN = {"weight": 1.0, "per_step": 2, "mode": "kl", "question_format": False}  # neutral prompts as chat only
+RETAIN_QF = {**RETAIN, "question_format": True}  # ... and also in the closed-book question format
 # name -> (continual.train_on, train overrides)
 REGIMES: dict[str, tuple[str, dict]] = {
     "today": ("self-edit", {}),
@@ -38,6 +39,11 @@ REGIMES: dict[str, tuple[str, dict]] = {
     "qa-distill-retain": ("qa", {"epochs": 6, "loss": "distill", "retain": RETAIN}),
     "qa-both-retain": ("qa", {"epochs": 6, "loss": "both", "retain": RETAIN}),
     "qa+passage-retain": ("qa+passage", {"epochs": 6, "retain": RETAIN}),
+    "retain-kl-qf": ("self-edit", {"retain": RETAIN_QF}),
+    "passage-kl-qf": ("passage", {"retain": RETAIN_QF}),
+    "qa-distill-qf": ("qa", {"epochs": 6, "loss": "distill", "retain": RETAIN_QF}),
+    "qa+passage-qf": ("qa+passage", {"epochs": 6, "retain": RETAIN_QF}),
+    "retain-kl-qf-w3": ("self-edit", {"retain": {**RETAIN_QF, "weight": 3.0}}),
 }
 
 
@@ -50,23 +56,18 @@ def held_out(passages, n: int, seed: int, skip: int):
 
 class Bench:
     def __init__(self, cfg, out: Path):
-        from agent.canary import load_canary, load_neutral_prompts, reference_key
+        from agent.canary import GeneralMonitor
         from agent.runtime import open_runtime
-        from agent.training_data import neutral_targets
         from teacher.writer import TeacherWriter
 
         self.cfg, self.out = cfg, out
         self.rt = open_runtime(cfg)
         st = self.rt.student
-        c = cfg.continual.canary
-        self.canary = load_canary(c.file)
-        drift_p, retain_p = load_neutral_prompts(c.prompts_file)
-        cache = Path(cfg.model.cache_dir).expanduser() / "reference"
         rs = cfg.train.retain
-        self.drift = neutral_targets(st.base, st.tokenizer, drift_p, c.drift_max_new_tokens, c.topk,
-                                     cache / f"drift-{reference_key(st, drift_p, {'n': c.drift_max_new_tokens, 'k': c.topk})}.pt")
-        self.retain = neutral_targets(st.base, st.tokenizer, retain_p, rs.max_new_tokens, rs.topk,
-                                      cache / f"retain-{reference_key(st, retain_p, {'n': rs.max_new_tokens, 'k': rs.topk})}.pt")
+        self.monitors = {qf: GeneralMonitor(cfg.continual.canary, rs.model_copy(update={"question_format": qf}),
+                                            cfg.model.cache_dir) for qf in (False, True)}
+        for mon in self.monitors.values():
+            mon.prepare(st)
         self.writer = TeacherWriter(st.model, st.tokenizer, cfg.teacher)
         self.self_edits: dict[str, list[str]] = {}
 
@@ -88,20 +89,16 @@ class Bench:
         return qa + ([f"{p.title}\n{p.context}"] if train_on == "qa+passage" else [])
 
     def measure(self, adapter: str | None, p) -> dict:
-        from agent.canary import score_canary
         from agent.closed_book import evaluate_passage
-        from student.soft_targets import mean_kl
 
-        st, c = self.rt.student, self.cfg.continual.canary
+        st = self.rt.student
         g = evaluate_passage(st, adapter, p, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
         t0 = time.perf_counter()
-        can = score_canary(st, adapter, self.canary, c.max_new_tokens, c.batch_size)
-        t_can = time.perf_counter() - t0
-        with st.use(adapter) as m:
-            drift = mean_kl(m, self.drift, st.tokenizer.pad_token_id)
+        gen = self.monitors[True].measure(st, [adapter] if adapter else None)
         return {"learned": sum(x.contains for x in g) / len(g), "recite": sum(x.recite for x in g) / len(g),
-                "f1": sum(x.f1 for x in g) / len(g), "canary": can.accuracy, "drift": drift,
-                "canary_s": round(t_can, 1), "answers": [x.answer for x in g]}
+                "f1": sum(x.f1 for x in g) / len(g), "canary": gen.canary.accuracy, "drift": gen.drift,
+                "canary_s": round(time.perf_counter() - t0, 1), "answers": [x.answer for x in g],
+                "canary_by_kind": gen.canary.by_kind}
 
     def run(self, i: int, p, regime: str, seed: int) -> dict:
         from agent.training_data import build_mix
@@ -116,8 +113,9 @@ class Bench:
         units = self.units(p, train_on, seed)
         with st.use(None) as m:
             mix = build_mix(units, st.tokenizer, s.loss, passage=p, model=m, k=s.retain.topk)
+        retain = self.monitors[s.retain.question_format].retain_targets
         stats = st.train_adapter(mix.texts, "r", seed=seed, settings=s, pairs=mix.pairs or None, soft=mix.soft or None,
-                                 retain=self.retain)
+                                 retain=retain)
         try:
             row = self.measure("r", p)
         finally:

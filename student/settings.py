@@ -34,6 +34,9 @@ class RetainSettings(_Strict):
     mode: Literal["kl", "replay"] = "kl"
     max_new_tokens: int = Field(48, ge=1, le=512)  # length of the base's answers the KL is taken over
     topk: int = Field(64, ge=1)
+    # Also ask the neutral prompts in the closed-book question format (the shape documents are learned and
+    # asked in), so learning a document's answers does not teach every question to be answered from it.
+    question_format: bool = True
 
 
 class TrainSettings(_Strict):
