@@ -67,9 +67,13 @@ class GateSettings(BaseModel):
     # token) may not exceed max_drift. null turns a budget off.
     max_canary_drop: float | None = Field(0.02, ge=0)
     max_drift: float | None = Field(None, gt=0)
-    # A refused update is retried this many times, each gentler (learning rate x gentler_lr, retention weight
-    # x gentler_retain); after that the document is reported as not learnable within the budget.
-    retries: int = Field(1, ge=0, le=5)
+    # An update refused for its canary or drift cost is retried this many times, each gentler; after that the
+    # document is reported as not learnable within the budget. `rescale`: the same adapter with its delta
+    # multiplied by `rescale` (no retraining: a retry costs one canary measurement); `retrain`: train again with
+    # learning rate x gentler_lr and retention weight x gentler_retain.
+    retries: int = Field(2, ge=0, le=5)
+    retry: Literal["rescale", "retrain"] = "rescale"
+    rescale: float = Field(0.5, gt=0, lt=1)
     gentler_lr: float = Field(0.5, gt=0, le=1)
     gentler_retain: float = Field(2.0, ge=1)
 
@@ -106,6 +110,7 @@ class ContinualSettings(BaseModel):
     # agent/training_data.py
     train_on: Literal["self-edit", "passage", "qa", "qa+passage"] = "self-edit"
     qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
+    passage_copies: int = Field(1, ge=1, le=64)  # train_on passage: copies of the passage per epoch (more steps)
     write_probes: bool = True  # teacher writes probes for documents without QA
     merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights
     replay: ReplaySettings = ReplaySettings()

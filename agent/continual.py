@@ -164,7 +164,7 @@ class ContinualLearner:
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
         """The document's training units in the configured regime (agent/training_data.py)."""
         if self.c.train_on == "passage":
-            return [f"{p.title}\n{p.context}"]
+            return [f"{p.title}\n{p.context}"] * self.c.passage_copies
         if self.c.train_on in ("qa", "qa+passage"):
             from agent.training_data import qa_units
 
@@ -280,13 +280,16 @@ class ContinualLearner:
             stack_names = self._names(parent)
             before = self.accuracy_of(parent, stack_names)(doc) if probes else float("nan")
             replay = self._replay(learned)
-            settings, tries = self.cfg.train, []
+            settings, tries, scale = self.cfg.train, [], 1.0
             while True:
                 stage("training")
                 t_train0 = time.perf_counter()
                 if attempt is not None:  # trained and committed before a crash: evaluate it, do not train again
                     m, gains, terms = attempt, None, None
                     names = load_version(self.stack, self.student, m)
+                elif tries and self.c.gate.retry == "rescale":
+                    m, names = self._rescale_commit(doc, parent, parent_v, m, self.c.gate.rescale)
+                    gains = terms = None
                 else:
                     m, names, texts, gains, terms = self._train_commit(doc, parent, parent_v, cands, texts, mix,
                                                                        replay, stack_names, before, seed, learned,
@@ -309,14 +312,19 @@ class ContinualLearner:
                 if not retry:
                     break
                 # refused for what it cost the model: keep the candidate on record, try again gentler
-                res.reason += f"; retrying gentler (try {len(tries) + 2} of {self.c.gate.retries + 1})"
+                how = (f"the delta x{self.c.gate.rescale:g}" if self.c.gate.retry == "rescale"
+                       else f"learning rate x{self.c.gate.gentler_lr:g}")
+                res.reason += f"; retrying with {how} (try {len(tries) + 2} of {self.c.gate.retries + 1})"
                 self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
                                           {"result": res.to_json(), "settings": _settings_brief(settings)})
                 tries.append({"version": m.version, "reason": reason, "canary": res.canary, "drift": res.drift,
-                              "after": after, "settings": _settings_brief(settings)})
-                self._drop_unserved(names)
-                settings = self._gentler(settings)
-                stack_names = self._names(parent)
+                              "after": after, "settings": _settings_brief(settings), "scale": scale})
+                if self.c.gate.retry == "rescale":
+                    scale *= self.c.gate.rescale
+                else:
+                    self._drop_unserved(names)
+                    settings = self._gentler(settings)
+                    stack_names = self._names(parent)
             if tries:
                 res.attempts = tries
                 if status == "rejected":
@@ -325,7 +333,7 @@ class ContinualLearner:
                 self.stack.set_alias("prod", m.version)
                 self.memory.mark_learned(doc.doc_id, m.version)
             info = {"replay_sequences": len(replay), "train_sequences": len(texts),
-                    "settings": _settings_brief(settings)}
+                    "settings": _settings_brief(settings), "scale": scale}
             self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
                                       info | {"result": res.to_json()})
             if status == "promoted" and not self.c.merge_each_update:
@@ -417,6 +425,22 @@ class ContinualLearner:
         else:
             names = [a.id for a in m.adapters if not a.merged]  # the live base holds the merged ones
         return m, names, texts, gains, terms
+
+    def _rescale_commit(self, doc: Passage, parent: Manifest | None, parent_v: int, refused: Manifest,
+                        factor: float) -> tuple[Manifest, list[str]]:
+        """A gentler retry without retraining: the refused candidate's adapter with its delta scaled by
+        `factor`, committed as a new candidate version (the refused one stays on record, unchanged)."""
+        live = refused.adapters[-1].id
+        if live not in self.student.adapters():
+            load_version(self.stack, self.student, refused)
+        with self.stack.writer():
+            version = self.stack.next_version()
+            self.student.scale_adapter(live, factor)
+            ref = self.stack.add_adapter(self.student, live, f"a{version:05d}", [doc.doc_id])
+            m = self.stack.commit([*(parent.adapters if parent else ()), ref], parent_v or None,
+                                  note=f"learn {doc.title[:60]} (delta x{factor:g} of {refused.name})")
+        self.student.drop(live)
+        return m, load_version(self.stack, self.student, m)
 
     def _evaluate(self, m: Manifest, names: list[str], doc: Passage, probes, learned: list[str], parent_v: int):
         """The new document's probes and past documents' probes on the new version -> ledger; mean drop."""

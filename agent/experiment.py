@@ -177,7 +177,8 @@ class EvalRun:
         if on == "self-edit":
             return self._self_edit(idx, p, guarded=True).sequences(p, self.cfg.train.passage_in_training)
         units = qa_units(p, self.cfg.continual.qa_pairs, self.cfg.seed + idx) if on.startswith("qa") else []
-        return units + ([f"{p.title}\n{p.context}"] if on in ("passage", "qa+passage") or not units else [])
+        copies = self.cfg.continual.passage_copies if on == "passage" else 1
+        return units + ([f"{p.title}\n{p.context}"] * copies if on in ("passage", "qa+passage") or not units else [])
 
     def _train(self, idx: int, p: Passage, cond: Condition, texts: list[str], adapter: str):
         """`learn` trains exactly as the continual learner does (QA pairs, distillation, retention); the other

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The issue #3 protocol for all three modes, sequence by sequence, so that a run cut short still has every
-# mode on the same sequences. Resumable: finished sequences are skipped. Run two of these on disjoint
+# The continual protocol for every mode (MODES, default "ours naive merge old-ours"), sequence by sequence,
+# so that a run cut short still has every mode on the same sequences; each mode also reports the canary. Resumable: finished sequences are skipped. Run two of these on disjoint
 # sequence lists to use both cores:
 #   bash bench/continual_all.sh results/continual-se "0 2" &
 #   bash bench/continual_all.sh results/continual-se "1 3" &
@@ -11,10 +11,8 @@ shift 2
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 for s in $seqs; do
-  for mode in naive merge ours; do
-    cfg=configs/default.yaml
-    [ "$mode" = ours ] && cfg=configs/continual-ours.yaml
-    "$py" bench/continual.py --config "$cfg" --mode "$mode" --sequences 4 --length 8 --only "$s" \
+  for mode in ${MODES:-ours naive merge old-ours}; do
+    "$py" bench/continual.py --config configs/default.yaml --mode "$mode" --sequences 4 --length 8 --only "$s" \
       --out "$out" --set runtime.threads=1 "$@"
   done
 done

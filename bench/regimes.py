@@ -44,7 +44,18 @@ REGIMES: dict[str, tuple[str, dict]] = {
     "qa-distill-qf": ("qa", {"epochs": 6, "loss": "distill", "retain": RETAIN_QF}),
     "qa+passage-qf": ("qa+passage", {"epochs": 6, "retain": RETAIN_QF}),
     "retain-kl-qf-w3": ("self-edit", {"retain": {**RETAIN_QF, "weight": 3.0}}),
+    "passage4-kl-qf": ("passage*4", {"retain": RETAIN_QF}),  # the passage 4x per epoch (40 steps)
+    "passage4": ("passage*4", {}),
+    "replay-qf": ("self-edit", {"retain": {**RETAIN_QF, "mode": "replay"}}),
+    "mlp-kl-qf": ("self-edit", {"target_modules": ["gate_proj", "up_proj", "down_proj"], "retain": RETAIN_QF}),
+    "passage4-kl-qf-w3": ("passage*4", {"retain": {**RETAIN_QF, "weight": 3.0}}),
+    "passage4-replay-qf-w3": ("passage*4", {"retain": {**RETAIN_QF, "mode": "replay", "weight": 3.0}}),
+    # one trained adapter measured at several scales of its delta (the gate's `rescale` retry): rows name@s
+    "kl-qf-scaled": ("self-edit", {"retain": RETAIN_QF, "scales": [1.0, 0.5, 0.25]}),
+    "today-scaled": ("self-edit", {"scales": [1.0, 0.5, 0.25, 0.125]}),
+    "passage4-kl-qf-scaled": ("passage*4", {"retain": RETAIN_QF, "scales": [1.0, 0.5, 0.25]}),
 }
+NOT_TRAIN = ("retain", "scales")
 
 
 def held_out(passages, n: int, seed: int, skip: int):
@@ -75,8 +86,9 @@ class Bench:
         from agent.training_data import qa_units
         from teacher.self_edit import build_self_edit
 
-        if train_on == "passage":
-            return [f"{p.title}\n{p.context}"]
+        if train_on.startswith("passage"):
+            copies = int(train_on.partition("*")[2] or 1)
+            return [f"{p.title}\n{p.context}"] * copies
         if train_on == "self-edit":
             if p.doc_id not in self.self_edits:
                 st = self.rt.student
@@ -107,7 +119,7 @@ class Bench:
         if regime == "base":
             return self.measure(None, p)
         train_on, over = REGIMES[regime]
-        s = self.cfg.train.model_copy(update={k: v for k, v in over.items() if k != "retain"})
+        s = self.cfg.train.model_copy(update={k: v for k, v in over.items() if k not in NOT_TRAIN})
         if "retain" in over:
             s = s.model_copy(update={"retain": s.retain.model_copy(update=over["retain"])})
         units = self.units(p, train_on, seed)
@@ -116,11 +128,18 @@ class Bench:
         retain = self.monitors[s.retain.question_format].retain_targets
         stats = st.train_adapter(mix.texts, "r", seed=seed, settings=s, pairs=mix.pairs or None, soft=mix.soft or None,
                                  retain=retain)
+        extra = {"steps": stats.steps, "train_s": round(stats.seconds, 1), "units": len(mix)}
         try:
-            row = self.measure("r", p)
+            if "scales" not in over:
+                return self.measure("r", p) | extra
+            rows, cur = {}, 1.0
+            for scale in over["scales"]:
+                st.scale_adapter("r", scale / cur)
+                cur = scale
+                rows[f"{regime}@{scale:g}"] = self.measure("r", p) | extra | {"scale": scale}
+            return rows
         finally:
             st.drop("r")
-        return row | {"steps": stats.steps, "train_s": round(stats.seconds, 1), "units": len(mix)}
 
 
 def summarize(rows: list[dict], out: Path) -> dict:
@@ -240,16 +259,20 @@ def main(argv=None) -> int:
             if i % sn != si:
                 continue
             for name in names:
-                if (p.doc_id, name) in done:
+                first = f"{name}@{REGIMES[name][1]['scales'][0]:g}" if "scales" in REGIMES.get(name, ("", {}))[1] else name
+                if (p.doc_id, first) in done:
                     continue
                 bench = bench or Bench(cfg, out)
                 t0 = time.perf_counter()
-                row = bench.run(i, p, name, seed=cfg.seed + i)
-                row = {"doc": p.doc_id, "title": p.title, "index": i, "regime": name, "questions": len(p.questions),
-                       "seconds": round(time.perf_counter() - t0, 1)} | row
-                append_jsonl(results, row)
-                print(f"[{i}] {name:20s} learned {row['learned']:.2f} canary {row['canary']:.3f} "
-                      f"drift {row['drift']:.4f} ({row['seconds']:.0f}s)", flush=True)
+                out_rows = bench.run(i, p, name, seed=cfg.seed + i)
+                if "learned" in out_rows:
+                    out_rows = {name: out_rows}
+                for rname, row in out_rows.items():
+                    row = {"doc": p.doc_id, "title": p.title, "index": i, "regime": rname,
+                           "questions": len(p.questions), "seconds": round(time.perf_counter() - t0, 1)} | row
+                    append_jsonl(results, row)
+                    print(f"[{i}] {rname:20s} learned {row['learned']:.2f} canary {row['canary']:.3f} "
+                          f"drift {row['drift']:.4f} ({row['seconds']:.0f}s)", flush=True)
     rows = read_jsonl(results) if results.is_file() else []
     s = summarize(rows, out)
     print("\n| regime | docs | just-learned | recite | canary | canary drop | drift (nats/tok) | steps | train s |")

@@ -264,6 +264,15 @@ class Student:
             self.merged = (*self.merged, name)
 
     @torch.no_grad()
+    def scale_adapter(self, name: str, factor: float) -> None:
+        """Multiply an adapter's delta by `factor` (its B matrices), so a saved copy carries the scale."""
+        if self.peft is None or name not in self.peft.peft_config:
+            raise KeyError(f"no adapter named {name!r}")
+        for mod in self.peft.modules():
+            if hasattr(mod, "lora_B") and name in getattr(mod, "lora_B", {}):
+                mod.lora_B[name].weight.mul_(factor)
+
+    @torch.no_grad()
     def restore_base(self) -> None:
         """Put back the weights as loaded (undo every merge)."""
         for w, orig in self._originals.values():

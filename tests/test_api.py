@@ -140,12 +140,18 @@ def test_versions_promote_rollback_forgetting_and_metrics(served):
     assert c.post("/v1/adapters/student-v9/promote", headers=W).status_code == 404
     f = c.get("/v1/forgetting", headers=R).json()
     assert f["versions"] == [1, 2] and len(f["matrix"]) == 2 and f["base_avg"] is not None
+    # general ability is part of the audit: the untouched model's canary and one canary/drift per version
+    assert f["canary_base"] is not None and len(f["canary"]) == 2 and all(x is not None for x in f["drift"])
+    jobs = c.get("/v1/jobs", headers=R).json()
+    done = [j for j in (jobs["jobs"] if isinstance(jobs, dict) else jobs) if j["state"] == "promoted"]
+    assert done and all(j["result"]["drift"] is not None and j["result"]["canary_base"] is not None for j in done)
     png = c.get("/v1/forgetting/plot.png", headers=R)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     m = c.get("/metrics", headers=R).text
     assert 'seal_jobs{state="promoted"} 3.0' in m and "seal_prod_version 2.0" in m
     assert "seal_job_stage_seconds_count" in m and "seal_generated_tokens_total" in m
     assert 'seal_http_requests_total{code="401"' in m
+    assert 'seal_canary_accuracy{version="base"}' in m and 'seal_drift_kl{version="prod"}' in m
 
 
 def test_the_official_openai_client_works_against_the_api(served):

@@ -107,7 +107,8 @@ def test_drift_is_zero_for_the_base_and_positive_after_an_update(runtime, tiny_c
     assert after.drift > 1e-6 and after.drift > 100 * abs(base.drift)
 
 
-def test_gate_refuses_a_damaging_update_and_prod_stays(runtime, tiny_cfg, tmp_path, tiny_canary):
+@pytest.mark.parametrize("retry", ["rescale", "retrain"])
+def test_gate_refuses_a_damaging_update_and_prod_stays(runtime, tiny_cfg, tmp_path, tiny_canary, retry):
     gentle = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"learning_rate": 1e-6, "epochs": 1},
                           gate={"enabled": True, "min_gain": -1.0, "max_forgetting": 1.0, "max_canary_drop": 0.02})
     first = gentle.learn(DOC)
@@ -119,11 +120,14 @@ def test_gate_refuses_a_damaging_update_and_prod_stays(runtime, tiny_cfg, tmp_pa
                                "questions": [{"question": "Who painted the harbour?", "answer": "Anna Berg"}]})
     harsh = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"learning_rate": 0.5, "epochs": 5},
                          gate={"enabled": True, "min_gain": -1.0, "max_forgetting": 1.0, "max_canary_drop": 0.02,
-                               "retries": 1})
+                               "retries": 1, "retry": retry, "rescale": 0.9})
     r = harsh.learn(other)
     assert r.status == "rejected"
     assert r.reason.startswith("not learnable within the budget after 2 tries: canary drop"), r.reason
     assert len(r.attempts) == 1 and r.attempts[0]["settings"]["learning_rate"] == 0.5
+    assert r.attempts[0]["version"] == r.version - 1 and r.attempts[0]["scale"] == 1.0
+    note = harsh.stack.manifest(r.version).note
+    assert ("delta x0.9 of student-v" in note) == (retry == "rescale")
     assert harsh.stack.aliases()["prod"] == prod  # prod untouched
     assert other.doc_id not in harsh.memory.learned_at()
     general = harsh.memory.general()
