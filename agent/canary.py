@@ -22,6 +22,7 @@ from agent.graders import contains, normalize
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_CANARY = DATA / "canary.json"
 DEFAULT_PROMPTS = DATA / "neutral_prompts.json"
+DEFAULT_RETAIN_QUESTIONS = DATA / "retain_questions.json"
 
 
 class CanaryError(ValueError):
@@ -107,6 +108,39 @@ def load_neutral_prompts(path: str | Path | None = None) -> tuple[list[str], lis
     return list(raw["drift"]), list(raw["retain"])
 
 
+def load_retain_questions(path: str | Path | None = None, canary: list[CanaryItem] | None = None) -> list[str]:
+    """Short general questions whose base answers are kept during training; never the canary's own."""
+    p = Path(path) if path else DEFAULT_RETAIN_QUESTIONS
+    if not p.is_file():
+        raise CanaryError(f"retention questions file not found: {p}")
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CanaryError(f"{p}: not valid JSON: {e}") from e
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x.strip() for x in raw):
+        raise CanaryError(f"{p}: must be a non-empty list of non-empty strings")
+    shared = {normalize(x) for x in raw} & {normalize(c.question) for c in canary or []}
+    if shared:
+        raise CanaryError(f"{p}: {len(shared)} questions are also canary questions (e.g. {sorted(shared)[0]!r}); "
+                          "training on the canary would hide what it measures")
+    return list(raw)
+
+
+def retain_prompts(canary_settings, retain_settings) -> list[str]:
+    """The prompts whose base answers anchor training: neutral requests as chat, optionally the same in the
+    closed-book question format, and short general questions both ways."""
+    from agent.closed_book import question_prompt
+
+    _, neutral = load_neutral_prompts(canary_settings.prompts_file)
+    prompts = list(neutral)
+    if retain_settings.question_format:
+        prompts += [question_prompt(q) for q in neutral]
+    if retain_settings.questions:
+        qs = load_retain_questions(canary_settings.retain_questions_file, load_canary(canary_settings.file))
+        prompts += qs + [question_prompt(q) for q in qs]
+    return prompts
+
+
 def score_canary(student, adapter, items: list[CanaryItem], max_new_tokens: int = 24, batch_size: int = 64,
                  backend=None) -> CanaryScore:
     """Ask every canary question through the closed-book answer path (the same one the documents use)."""
@@ -149,7 +183,7 @@ class GeneralMonitor:
     def __init__(self, settings, retain_settings, cache_dir: str | Path):
         self.s, self.rs = settings, retain_settings
         self.items = load_canary(settings.file)
-        self.drift_prompts, self.retain_prompts = load_neutral_prompts(settings.prompts_file)
+        self.drift_prompts, _ = load_neutral_prompts(settings.prompts_file)
         self.cache = Path(cache_dir).expanduser() / "reference"
         self._drift = self._retain = None
 
@@ -165,12 +199,8 @@ class GeneralMonitor:
         if self._drift is None:
             self._drift = self._targets(student, "drift", self.drift_prompts, self.s.drift_max_new_tokens, self.s.topk)
         if self._retain is None:
-            prompts = list(self.retain_prompts)
-            if self.rs.question_format:
-                from agent.closed_book import question_prompt
-
-                prompts += [question_prompt(q) for q in self.retain_prompts]
-            self._retain = self._targets(student, "retain", prompts, self.rs.max_new_tokens, self.rs.topk)
+            self._retain = self._targets(student, "retain", retain_prompts(self.s, self.rs), self.rs.max_new_tokens,
+                                         self.rs.topk)
 
     @property
     def ready(self) -> bool:

@@ -32,11 +32,12 @@ def _config(path: Optional[Path], sets: Optional[list[str]] = None) -> SealConfi
         cfg = load_config(path)
     cfg = apply_sets(cfg, sets or [])
     if cfg.continual.canary.enabled:  # a user's canary or prompts file is checked before any model loads
-        from agent.canary import CanaryError, load_canary, load_neutral_prompts
+        from agent.canary import CanaryError, load_canary, load_neutral_prompts, retain_prompts
 
         try:
             load_canary(cfg.continual.canary.file)
             load_neutral_prompts(cfg.continual.canary.prompts_file)
+            retain_prompts(cfg.continual.canary, cfg.train.retain)
         except CanaryError as e:
             raise ConfigError(f"continual.canary: {e}") from e
     return cfg

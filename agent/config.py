@@ -85,6 +85,7 @@ class CanarySettings(BaseModel):
     enabled: bool = True
     file: str | None = None  # JSON list of {question, answers, kind}; null = agent/data/canary.json
     prompts_file: str | None = None  # {"drift": [...], "retain": [...]}; null = agent/data/neutral_prompts.json
+    retain_questions_file: str | None = None  # JSON list of questions; null = agent/data/retain_questions.json
     max_new_tokens: int = Field(24, ge=1, le=256)
     batch_size: int = Field(64, ge=1, le=512)
     drift_max_new_tokens: int = Field(48, ge=1, le=512)  # length of the base's answers drift is measured over

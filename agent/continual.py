@@ -370,15 +370,11 @@ class ContinualLearner:
     def _retain_targets(self):
         if self.general is not None:
             return self.general.retain_targets
-        from agent.canary import load_neutral_prompts, reference_key
+        from agent.canary import reference_key, retain_prompts
         from agent.training_data import neutral_targets
 
-        _drift, prompts = load_neutral_prompts(self.c.canary.prompts_file)
         rs = self.cfg.train.retain
-        if rs.question_format:
-            from agent.closed_book import question_prompt
-
-            prompts = prompts + [question_prompt(q) for q in prompts]
+        prompts = retain_prompts(self.c.canary, rs)
         key = reference_key(self.student, prompts, {"n": rs.max_new_tokens, "k": rs.topk})
         cache = Path(self.cfg.model.cache_dir).expanduser() / "reference" / f"retain-{key}.pt"
         with self.student.use(None) as m:

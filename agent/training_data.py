@@ -115,7 +115,8 @@ def neutral_targets(model, tokenizer, prompts: list[str], max_new_tokens: int, k
     items = []
     for p, a in zip(prompts, answers):
         prompt = _ids(tokenizer, render_prompt(tokenizer, p))
-        completion = _ids(tokenizer, a)[:max_new_tokens] + (eos,)
+        ids = _ids(tokenizer, a)[:max_new_tokens]
+        completion = ids + ((eos,) if len(ids) < max_new_tokens - 1 else ())  # eos only where the base stopped
         items.append(ReferenceItem(prompt, prompt, completion))
     targets = reference_targets(model, items, tokenizer.pad_token_id, k=k)
     if cache is not None:

@@ -24,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RETAIN = {"weight": 1.0, "per_step": 2, "mode": "kl", "question_format": False}  # neutral prompts as chat only
+RETAIN = {"weight": 1.0, "per_step": 2, "mode": "kl", "question_format": False, "questions": False}  # neutral chat
 RETAIN_QF = {**RETAIN, "question_format": True}  # ... and also in the closed-book question format
+RETAIN_GQ = {**RETAIN_QF, "questions": True}  # ... plus short general questions (disjoint from the canary)
 # name -> (continual.train_on, train overrides)
 REGIMES: dict[str, tuple[str, dict]] = {
     "today": ("self-edit", {}),
@@ -55,6 +56,12 @@ REGIMES: dict[str, tuple[str, dict]] = {
     "today-scaled": ("self-edit", {"scales": [1.0, 0.5, 0.25, 0.125]}),
     "passage4-kl-qf-scaled": ("passage*4", {"retain": RETAIN_QF, "scales": [1.0, 0.5, 0.25]}),
 }
+REGIMES.update({
+    "kl-gq": ("self-edit", {"retain": RETAIN_GQ, "scales": [1.0, 0.5]}),
+    "kl-gq-ps4": ("self-edit", {"retain": {**RETAIN_GQ, "per_step": 4}, "scales": [1.0, 0.5]}),
+    "passage4-kl-gq": ("passage*4", {"retain": RETAIN_GQ, "scales": [1.0, 0.5]}),
+    "replay-gq": ("self-edit", {"retain": {**RETAIN_GQ, "mode": "replay"}, "scales": [1.0, 0.5]}),
+})
 NOT_TRAIN = ("retain", "scales")
 
 
@@ -75,8 +82,9 @@ class Bench:
         self.rt = open_runtime(cfg)
         st = self.rt.student
         rs = cfg.train.retain
-        self.monitors = {qf: GeneralMonitor(cfg.continual.canary, rs.model_copy(update={"question_format": qf}),
-                                            cfg.model.cache_dir) for qf in (False, True)}
+        kinds = [(False, False), (True, False), (True, True)]  # (question_format, questions)
+        self.monitors = {k: GeneralMonitor(cfg.continual.canary, rs.model_copy(
+            update={"question_format": k[0], "questions": k[1]}), cfg.model.cache_dir) for k in kinds}
         for mon in self.monitors.values():
             mon.prepare(st)
         self.writer = TeacherWriter(st.model, st.tokenizer, cfg.teacher)
@@ -106,7 +114,7 @@ class Bench:
         st = self.rt.student
         g = evaluate_passage(st, adapter, p, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
         t0 = time.perf_counter()
-        gen = self.monitors[True].measure(st, [adapter] if adapter else None)
+        gen = self.monitors[(True, True)].measure(st, [adapter] if adapter else None)
         return {"learned": sum(x.contains for x in g) / len(g), "recite": sum(x.recite for x in g) / len(g),
                 "f1": sum(x.f1 for x in g) / len(g), "canary": gen.canary.accuracy, "drift": gen.drift,
                 "canary_s": round(time.perf_counter() - t0, 1), "answers": [x.answer for x in g],
@@ -125,7 +133,7 @@ class Bench:
         units = self.units(p, train_on, seed)
         with st.use(None) as m:
             mix = build_mix(units, st.tokenizer, s.loss, passage=p, model=m, k=s.retain.topk)
-        retain = self.monitors[s.retain.question_format].retain_targets
+        retain = self.monitors[(s.retain.question_format, s.retain.questions)].retain_targets
         stats = st.train_adapter(mix.texts, "r", seed=seed, settings=s, pairs=mix.pairs or None, soft=mix.soft or None,
                                  retain=retain)
         extra = {"steps": stats.steps, "train_s": round(stats.seconds, 1), "units": len(mix)}

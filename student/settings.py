@@ -37,6 +37,9 @@ class RetainSettings(_Strict):
     # Also ask the neutral prompts in the closed-book question format (the shape documents are learned and
     # asked in), so learning a document's answers does not teach every question to be answered from it.
     question_format: bool = True
+    # Also keep the base's own answers to short general questions (agent/data/retain_questions.json, disjoint
+    # from the canary), asked as chat and in the closed-book format: the behaviour the canary measures.
+    questions: bool = True
 
 
 class TrainSettings(_Strict):

@@ -145,3 +145,27 @@ def test_drift_budget_refuses_with_its_reason(runtime, tiny_cfg, tmp_path, tiny_
     r = lr.learn(DOC)
     assert r.status == "rejected" and r.reason.startswith("drift ") and "budget" in r.reason
     assert r.drift > 1e-9 and "prod" not in lr.stack.aliases()
+
+
+def test_scaling_an_adapter_scales_its_delta(runtime):
+    """The rescale retry relies on this: x0 is the base function, x0.5 sits between base and the adapter."""
+    import torch
+
+    st = runtime.student
+    ids = st.tokenizer("The Zorblax river flows", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base = st.base(input_ids=ids).logits
+    st.train_adapter([DOC.context], "scaled", seed=0)
+    try:
+        with torch.no_grad(), st.use("scaled") as m:
+            full = m(input_ids=ids).logits
+            st.scale_adapter("scaled", 0.5)
+            half = m(input_ids=ids).logits
+            st.scale_adapter("scaled", 0.0)
+            zero = m(input_ids=ids).logits
+    finally:
+        st.drop("scaled")
+    assert (full - base).abs().max() > 1e-3
+    assert torch.allclose(zero, base, atol=1e-5)
+    d_half, d_full = (half - base).norm(), (full - base).norm()
+    assert 0.2 * d_full < d_half < 0.95 * d_full  # not linear in the delta (the model is not), but between
