@@ -98,7 +98,7 @@ def build_mix(units: list[str], tokenizer, loss: str, passage: Passage | None = 
     return mix
 
 
-def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
     outs = generate(model, tokenizer, prompts, SamplingParams(max_new_tokens=max_new_tokens), batch_size=batch_size)
     return [o[0] for o in outs]
 
