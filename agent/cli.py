@@ -307,6 +307,9 @@ def print_forgetting(rep: dict) -> None:
     for v, row, a, b, c, k in zip(rep["versions"], rep["matrix"], rep["avg_accuracy"], rep["bwt"], canary, drift):
         t.add_row(f"v{v}", *[fmt(x) for x in row], fmt(a), fmt(b), pct(c), kl(k))
     console.print(t)
+    if rep.get("final_canary") is None and rep.get("canary_base") is not None:
+        console.print(f"general ability: canary {pct(rep['canary_base'])} for the untouched model; no promoted "
+                      "version has changed it")
     if rep.get("final_canary") is not None:
         console.print(f"general ability: canary {pct(rep['final_canary'])} (untouched model "
                       f"{pct(rep.get('canary_base'))}), drift {kl(rep.get('final_drift'))} nats/token")

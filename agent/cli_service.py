@@ -286,17 +286,17 @@ GENERAL_QUESTIONS = ("What is the capital of France?", "How many days are in a w
                      "Who wrote Romeo and Juliet?", "What color is the sky on a clear day?")
 
 
-def _general_questions(client, max_tokens: int) -> None:
+def _general_questions(client, max_tokens: int, prod: str) -> None:
     """What learning must not cost: a few things the untouched model knows, asked of base and prod."""
     from agent.closed_book import question_prompt
 
     t = Table(title="general questions (the student must still know what the base model knows)")
     t.add_column("question")
     t.add_column("base", overflow="fold")
-    t.add_column("seal-student@prod", overflow="fold")
+    t.add_column(prod, overflow="fold")
     for q in GENERAL_QUESTIONS:
         row = [client.chat(m, question_prompt(q), max_tokens=max_tokens)["choices"][0]["message"]["content"]
-               for m in ("base", "seal-student@prod")]
+               for m in ("base", prod)]
         t.add_row(q, *row)
     console.print(t)
 
@@ -345,18 +345,23 @@ def demo(
         jobs = client.submit([_doc_json(p) for p in docs])
         err.print(f"streamed {len(jobs)} document(s) in: {', '.join(repr(p.title) for p in docs)}")
         _follow(client, jobs)
+        prod = "seal-student@prod"
+        if prod not in client.models():
+            err.print("[yellow]no update was promoted[/] (each refusal and its reason is in the job lines above): "
+                      "prod is still the untouched model, so `base` is asked twice below")
+            prod = "base"
         asked = next((p for p in docs if p.questions), None)
         if asked is not None:
             q = asked.questions[0]
             t = Table(title=f"closed-book question about {asked.title!r} (gold: {q.answer!r})")
             t.add_column("model")
             t.add_column("answer", overflow="fold")
-            for model in ("base", "seal-student@prod"):
+            for model in dict.fromkeys(("base", prod)):
                 out = client.chat(model, question_prompt(q.question), max_tokens=cfg.eval.max_new_tokens)
                 t.add_row(f"{model} ({out['system_fingerprint']})", out["choices"][0]["message"]["content"])
             console.print(f"[bold]Q:[/] {q.question}")
             console.print(t)
-        _general_questions(client, cfg.eval.max_new_tokens)
+        _general_questions(client, cfg.eval.max_new_tokens, prod)
         print_forgetting(client.forgetting())
         (run / "plot.png").write_bytes(client._call("GET", "/v1/forgetting/plot.png"))
         err.print(f"forgetting plot: {run / 'plot.png'}")

@@ -65,6 +65,9 @@ class SealClient:
         return self._call("POST", "/v1/chat/completions", json={
             "model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens})
 
+    def models(self) -> list[str]:
+        return [m["id"] for m in self._call("GET", "/v1/models")["data"]]
+
     def forgetting(self) -> dict:
         return self._call("GET", "/v1/forgetting")
 

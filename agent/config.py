@@ -43,7 +43,7 @@ class ReplaySettings(BaseModel):
     """Mix earlier documents' training sequences into the new adapter's training (counters interference)."""
 
     model_config = ConfigDict(extra="forbid")
-    docs: int = Field(0, ge=0)  # 0 disables replay
+    docs: int = Field(4, ge=0)  # 0 disables replay
     sequences_per_doc: int = Field(2, ge=1)
 
 
@@ -71,7 +71,7 @@ class GateSettings(BaseModel):
     # document is reported as not learnable within the budget. `rescale`: the same adapter with its delta
     # multiplied by `rescale` (no retraining: a retry costs one canary measurement); `retrain`: train again with
     # learning rate x gentler_lr and retention weight x gentler_retain.
-    retries: int = Field(2, ge=0, le=5)
+    retries: int = Field(3, ge=0, le=5)
     retry: Literal["rescale", "retrain"] = "rescale"
     rescale: float = Field(0.5, gt=0, lt=1)
     gentler_lr: float = Field(0.5, gt=0, le=1)

@@ -29,7 +29,7 @@ class RetainSettings(_Strict):
     student toward the base model's own answers to neutral prompts (no outside data). `kl` matches the base's
     next-token distributions (top-k), `replay` trains on its greedy answers as text. weight 0 turns it off."""
 
-    weight: float = Field(0.0, ge=0)
+    weight: float = Field(1.0, ge=0)
     per_step: int = Field(2, ge=1, le=64)  # neutral prompts mixed into each optimizer step
     mode: Literal["kl", "replay"] = "kl"
     max_new_tokens: int = Field(48, ge=1, le=512)  # length of the base's answers the KL is taken over

@@ -169,3 +169,38 @@ def test_scaling_an_adapter_scales_its_delta(runtime):
     assert torch.allclose(zero, base, atol=1e-5)
     d_half, d_full = (half - base).norm(), (full - base).norm()
     assert 0.2 * d_full < d_half < 0.95 * d_full  # not linear in the delta (the model is not), but between
+
+
+def test_the_retention_objective_pulls_a_drifted_student_back(runtime, tiny_cfg, tiny_canary):
+    """The KL-to-base term that training adds (soft_loss on the retention targets), minimised alone on an
+    adapter that drifted, brings the drift down: the term points the right way and is wired to the adapter."""
+    import torch
+
+    from student.soft_targets import mean_kl, soft_loss
+
+    st = runtime.student
+    c = tiny_cfg.continual.canary.model_copy(update={"file": str(tiny_canary), "max_new_tokens": 12})
+    mon = GeneralMonitor(c, tiny_cfg.train.retain, tiny_cfg.model.cache_dir)
+    mon.prepare(st)
+    targets, pad = mon.retain_targets, st.tokenizer.pad_token_id
+    assert targets and all(t.start < len(t.ids) for t in targets)
+    st.train_adapter([DOC.context], "drifted", seed=0,
+                     settings=tiny_cfg.train.model_copy(update={"learning_rate": 5e-2, "epochs": 10}))
+    try:
+        with st.use("drifted") as m:
+            before = mean_kl(m, targets, pad)
+            params = [p for n, p in m.named_parameters() if "lora_" in n and ".drifted." in n]
+            for p in params:
+                p.requires_grad_(True)
+            opt = torch.optim.AdamW(params, lr=1e-2)
+            for i in range(30):
+                loss, _ = soft_loss(m, targets[(i * 8) % len(targets):][:8] or targets[:8], pad)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+            for p in params:
+                p.requires_grad_(False)
+            after = mean_kl(m, targets, pad)
+    finally:
+        st.drop("drifted")
+    assert before > 1e-4 and after < 0.5 * before, (before, after)

@@ -69,3 +69,15 @@ def test_teacher_writes_a_parseable_self_edit(smol_cfg):
     se = TeacherWriter(rt.student.model, rt.student.tokenizer, smol_cfg.teacher).write(p, seed=0)
     assert se.parsed >= 1 and len(se.raw) == smol_cfg.teacher.samples
     assert len(se.units) + len(se.dropped) == se.parsed
+
+
+def test_the_shipped_canary_is_answered_by_the_untouched_model(smol_cfg):
+    """The canary was filtered to what the untouched SmolLM2 answers; if that stopped holding (a changed
+    answer path, tokenizer or grader), every version's canary drop would be measured against the wrong 100%."""
+    from agent.canary import load_canary, score_canary
+    from agent.runtime import open_runtime
+
+    rt = open_runtime(smol_cfg)
+    c = smol_cfg.continual.canary
+    score = score_canary(rt.student, None, load_canary(c.file), c.max_new_tokens, c.batch_size)
+    assert score.total >= 150 and score.accuracy >= 0.98, score.wrong[:5]
