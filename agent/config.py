@@ -60,7 +60,9 @@ class GateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    min_gain: float = 0.0  # new document's probe accuracy gain must be >= this
+    # The document's probe accuracy gain must be >= this. Above 0 by default: the canary budget is cumulative,
+    # so an update that learned nothing measurable must not spend it (the demo promoted such an update).
+    min_gain: float = 0.01
     max_forgetting: float = Field(0.05, ge=0)  # mean drop on replayed past probes must be <= this
     # General ability, cumulative against the untouched model (not per step): canary accuracy may fall by at
     # most this much (a fraction: 0.02 = 2 points), and drift (KL from the base on neutral prompts, nats per
