@@ -66,6 +66,11 @@ def _job_line(j: dict) -> str:
         fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
         line = (f"{j['state']:9s} {r.get('name', '')}: {j['title'][:40]!r} probe accuracy {fmt(r.get('before'))} -> "
                 f"{fmt(r.get('after'))}, forgetting {fmt(r.get('forgetting'))}")
+        if r.get("canary") is not None and r.get("canary_base") is not None:
+            line += (f", canary {100 * r['canary']:.1f}% (untouched {100 * r['canary_base']:.1f}%), drift "
+                     f"{fmt(r.get('drift'))}")
+        if r.get("attempts"):
+            line += f", {len(r['attempts']) + 1} tries"
         return line + (f" ({r['reason']})" if r.get("reason") else "")
     return f"{j['state']:9s} {j['title'][:40]!r}" + (f": {j['error']}" if j.get("error") else "")
 
