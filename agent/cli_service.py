@@ -68,7 +68,7 @@ def _job_line(j: dict) -> str:
                 f"{fmt(r.get('after'))}, forgetting {fmt(r.get('forgetting'))}")
         if r.get("canary") is not None and r.get("canary_base") is not None:
             line += (f", canary {100 * r['canary']:.1f}% (untouched {100 * r['canary_base']:.1f}%), drift "
-                     f"{fmt(r.get('drift'))}")
+                     f"{r['drift']:.4f}" if r.get('drift') is not None else "")
         if r.get("attempts"):
             line += f", {len(r['attempts']) + 1} tries"
         return line + (f" ({r['reason']})" if r.get("reason") else "")
