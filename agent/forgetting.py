@@ -142,6 +142,7 @@ def plot(report: ForgettingReport, out_dir, formats=("png", "svg")) -> list:
     ax2 = ax.twinx()
     ax2.plot(xs, [np.nan if d is None else d for d in report.drift], marker="s", c="tab:red", label="drift (KL)")
     ax2.set_ylabel("drift: KL(base || version), nats/token")
+    ax2.set_ylim(bottom=0)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="lower left")
     fig.tight_layout()
