@@ -55,14 +55,18 @@ class CanaryScore:
                 "wrong": [list(w) for w in self.wrong[:20]]}
 
 
-def load_canary(path: str | Path | None = None, min_items: int = 10) -> list[CanaryItem]:
-    p = Path(path) if path else DEFAULT_CANARY
+def _read_json(path: str | Path | None, default: Path, what: str):
+    p = Path(path) if path else default
     if not p.is_file():
-        raise CanaryError(f"canary file not found: {p}")
+        raise CanaryError(f"{what} file not found: {p}")
     try:
-        raw = json.loads(p.read_text())
+        return p, json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise CanaryError(f"{p}: not valid JSON: {e}") from e
+
+
+def load_canary(path: str | Path | None = None, min_items: int = 10) -> list[CanaryItem]:
+    p, raw = _read_json(path, DEFAULT_CANARY, "canary")
     if not isinstance(raw, list):
         raise CanaryError(f"{p}: top level must be a list of {{question, answers, kind}} objects")
     items, seen = [], set()
@@ -90,13 +94,7 @@ def load_canary(path: str | Path | None = None, min_items: int = 10) -> list[Can
 
 def load_neutral_prompts(path: str | Path | None = None) -> tuple[list[str], list[str]]:
     """(drift prompts, retain prompts): the first measure drift, the second are trained on; never the same."""
-    p = Path(path) if path else DEFAULT_PROMPTS
-    if not p.is_file():
-        raise CanaryError(f"neutral prompts file not found: {p}")
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CanaryError(f"{p}: not valid JSON: {e}") from e
+    p, raw = _read_json(path, DEFAULT_PROMPTS, "neutral prompts")
     if not isinstance(raw, dict) or not all(isinstance(raw.get(k), list) and raw[k] for k in ("drift", "retain")):
         raise CanaryError(f"{p}: must be an object with non-empty lists 'drift' and 'retain'")
     for k in ("drift", "retain"):
@@ -110,13 +108,7 @@ def load_neutral_prompts(path: str | Path | None = None) -> tuple[list[str], lis
 
 def load_retain_questions(path: str | Path | None = None, canary: list[CanaryItem] | None = None) -> list[str]:
     """Short general questions whose base answers are kept during training; never the canary's own."""
-    p = Path(path) if path else DEFAULT_RETAIN_QUESTIONS
-    if not p.is_file():
-        raise CanaryError(f"retention questions file not found: {p}")
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CanaryError(f"{p}: not valid JSON: {e}") from e
+    p, raw = _read_json(path, DEFAULT_RETAIN_QUESTIONS, "retention questions")
     if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x.strip() for x in raw):
         raise CanaryError(f"{p}: must be a non-empty list of non-empty strings")
     shared = {normalize(x) for x in raw} & {normalize(c.question) for c in canary or []}

@@ -90,8 +90,7 @@ class EvalRun:
         # agent.canary.GeneralMonitor: when given, every adaptation's canary and drift are measured too
         self.general = general
         if general is not None:
-            with rt.student.use(None):
-                general.prepare(rt.student)
+            general.prepare(rt.student)  # the untouched model: an eval run never merges
             self.canary_base = general.measure(rt.student, None).canary.accuracy
 
     # -- self-edits ------------------------------------------------------------------------------------

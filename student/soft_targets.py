@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from student.sequences import collate
+
 EPS = 1e-8
 
 
@@ -46,13 +48,8 @@ class ReferenceItem:
 
 
 def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
+    b = collate(rows, pad_id)  # the training batcher's padding; its labels are not needed here
+    return b.input_ids, b.attention_mask
 
 
 @torch.no_grad()  # not inference_mode: these tensors are later used in losses that autograd tracks
