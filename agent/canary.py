@@ -186,11 +186,12 @@ class GeneralMonitor:
         with student.use(None) as base:  # the caller guarantees no merged deltas (see `prepare`)
             return neutral_targets(base, student.tokenizer, prompts, n, k, self.cache / f"{kind}-{key}.pt")
 
-    def prepare(self, student) -> None:
-        """Build the references; `student` must have no merges applied (the learner calls this in _base())."""
+    def prepare(self, student, retain: bool = True) -> None:
+        """Build the references; `student` must have no merges applied (the learner calls this in _base()).
+        `retain=False` builds only what `measure` needs (the retention set is the slow one)."""
         if self._drift is None:
             self._drift = self._targets(student, "drift", self.drift_prompts, self.s.drift_max_new_tokens, self.s.topk)
-        if self._retain is None:
+        if retain and self._retain is None:
             self._retain = self._targets(student, "retain", retain_prompts(self.s, self.rs), self.rs.max_new_tokens,
                                          self.rs.topk)
 
@@ -202,14 +203,15 @@ class GeneralMonitor:
     def retain_targets(self):
         return self._retain
 
-    def measure(self, student, names: list[str] | None, served=None, backend=None) -> GeneralScore:
-        """Canary through the closed-book path (on the vLLM server when `backend` is given, as `served`) and
-        drift in-process with `names` active."""
+    def measure(self, student, names: list[str] | None, served=None, backend=None, routing=None) -> GeneralScore:
+        """Canary through the closed-book path (on the vLLM server when `backend` is given, as `served`; routed
+        per question when `routing` is given, as it is served) and drift in-process with all of `names` active
+        (the weights' distance from the base, whatever the routing)."""
         from student.soft_targets import mean_kl
 
         if self._drift is None:
             raise RuntimeError("GeneralMonitor.prepare() must run on the untouched model first")
-        adapter = served if backend is not None else (names or None)
+        adapter = served if backend is not None else (routing or names or None)
         can = score_canary(student, adapter, self.items, self.s.max_new_tokens, self.s.batch_size, backend)
         with student.use(names or None) as m:
             drift = mean_kl(m, self._drift, student.tokenizer.pad_token_id)

@@ -105,6 +105,14 @@ class ConsolidationSettings(BaseModel):
     into: Literal["adapter", "base"] = "base"
 
 
+class RoutingSettings(BaseModel):
+    """Routed adapters (agent/routing.py): a question meets only the adapter of the learned document it is about."""
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    quantile: float = Field(0.98, gt=0, le=1)  # route at most ~2% of general questions (calibrated per version)
+    min_score: float = Field(0.08, gt=0, lt=1)  # never route below this tf-idf cosine
+
+
 class ContinualSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state_dir: str = "state"
@@ -120,7 +128,8 @@ class ContinualSettings(BaseModel):
     monitor: MonitorSettings = MonitorSettings()
     gate: GateSettings = GateSettings()
     canary: CanarySettings = CanarySettings()
-    consolidation: ConsolidationSettings = ConsolidationSettings()
+    consolidation: ConsolidationSettings = ConsolidationSettings()  # not used with routing (experts stay apart)
+    routing: RoutingSettings = RoutingSettings()
 
 
 class ServiceSettings(BaseModel):
@@ -193,6 +202,11 @@ class SealConfig(BaseModel):
         if self.backend.kind == "vllm" and self.continual.merge_each_update:
             raise ValueError("backend.kind=vllm cannot serve continual.merge_each_update (untracked merges change "
                              "the base weights the server holds); use the adapter stack")
+        if self.continual.routing.enabled and self.continual.merge_each_update:
+            raise ValueError("continual.routing needs the adapter stack; it cannot route merge_each_update")
+        if self.continual.routing.enabled and self.backend.kind == "vllm":
+            raise ValueError("continual.routing is answered in-process only for now; set continual.routing.enabled: "
+                             "false with backend.kind=vllm")
         return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":

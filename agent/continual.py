@@ -99,6 +99,12 @@ class ContinualLearner:
 
         self.online = OnlineTeacher(self.teacher_st, cfg, memory, stack.root.parent / "teachers", student)
         self.general = None
+        self.routed = self.c.routing.enabled  # each document's adapter alone on the base, applied by routing
+        self._routings = None
+        if self.routed:
+            from agent.routing import RoutingCache
+
+            self._routings = RoutingCache(memory, self.c.routing, self.c.canary)
         self._retain = None  # the untouched model's answers to neutral prompts (retention targets), built once
         if self.c.canary.enabled:
             from agent.canary import GeneralMonitor
@@ -120,7 +126,8 @@ class ContinualLearner:
         """Probe accuracy for a committed version (or the base): answered by the vLLM server when one is
         configured (the monitor's replay is an update's heaviest generation), else in-process with `names`."""
         if self.vllm is None:
-            return lambda doc: self.accuracy(names, doc)
+            routing = self.routing(m, names)
+            return lambda doc: self.accuracy(routing or names, doc)
         served = self.vllm.ensure(m)
 
         def acc(doc: Passage) -> float:
@@ -129,7 +136,11 @@ class ContinualLearner:
             return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
         return acc
 
-    def accuracy(self, names: list[str], doc: Passage) -> float:
+    def routing(self, m: Manifest | None, names: list[str]):
+        """How a version answers in routed mode (agent/routing.py); None when not routed or nothing to route."""
+        return self._routings.get(m, names) if self._routings is not None else None
+
+    def accuracy(self, names, doc: Passage) -> float:
         graded = evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
                                   self.cfg.eval.batch_size)
         return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
@@ -279,7 +290,8 @@ class ContinualLearner:
             mix = self._mix(doc, texts) if not cands and attempt is None else None
             stack_names = self._names(parent)
             before = self.accuracy_of(parent, stack_names)(doc) if probes else float("nan")
-            replay = self._replay(learned)
+            replay = [] if self.routed else self._replay(learned)
+            train_stack = [] if self.routed else stack_names  # routed: every adapter stands alone on the base
             settings, tries, scale = self.cfg.train, [], 1.0
             while True:
                 stage("training")
@@ -292,7 +304,7 @@ class ContinualLearner:
                     gains = terms = None
                 else:
                     m, names, texts, gains, terms = self._train_commit(doc, parent, parent_v, cands, texts, mix,
-                                                                       replay, stack_names, before, seed, learned,
+                                                                       replay, train_stack, before, seed, learned,
                                                                        settings)
                 t_train = time.perf_counter()
                 stage("evaluating")
@@ -336,7 +348,7 @@ class ContinualLearner:
                     "settings": _settings_brief(settings), "scale": scale}
             self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
                                       info | {"result": res.to_json()})
-            if status == "promoted" and not self.c.merge_each_update:
+            if status == "promoted" and not self.c.merge_each_update and not self.routed:
                 res.consolidated_to = self._maybe_consolidate(m)
             res.seconds["total"] = round(time.perf_counter() - t0, 2)
             self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
@@ -462,7 +474,8 @@ class ContinualLearner:
         if self.general is None:
             return None
         served = self.vllm.ensure(m) if self.vllm is not None else None
-        g = self.general.measure(self.student, names, served=served, backend=self.generation)
+        g = self.general.measure(self.student, names, served=served, backend=self.generation,
+                                 routing=self.routing(m, names))
         self.memory.record_general(m.version, g.canary.correct, g.canary.total, g.drift, g.to_json())
         return g
 

@@ -46,7 +46,13 @@ class Agent:
         lock = threading.Lock()
         from agent.vllm_adapters import open_vllm
 
-        server = StudentServer(rt.student, stack, rt.model_name, lock, vllm=open_vllm(cfg, stack, rt.student.tokenizer))
+        routing = None
+        if cfg.continual.routing.enabled:
+            from agent.routing import RoutingCache
+
+            routing = RoutingCache(memory, cfg.continual.routing, cfg.continual.canary)
+        server = StudentServer(rt.student, stack, rt.model_name, lock, vllm=open_vllm(cfg, stack, rt.student.tokenizer),
+                               routing=routing)
         if cfg.service.mode == "celery":
             transport: Transport = CeleryTransport(cfg)
         else:

@@ -43,8 +43,9 @@ class GenerationStats:
 
 class StudentServer:
     def __init__(self, student, stack: StackStore, base_name: str, lock: threading.Lock | None = None,
-                 vllm=None):
+                 vllm=None, routing=None):
         self.student, self.stack, self.base_name = student, stack, base_name
+        self.routing = routing  # agent.routing.RoutingCache: each request meets only its document's adapter
         self.vllm = vllm  # agent.vllm_adapters.VLLMAdapters: answer on a vLLM server instead of in-process
         self.lock = lock or threading.Lock()
         self.stats = GenerationStats()
@@ -77,12 +78,16 @@ class StudentServer:
             raise ModelNotFound(str(e)) from e
         raise ModelNotFound(f"unknown model {model!r}; see GET /v1/models")
 
-    def _activate(self, manifest) -> list[str] | None:
+    def _activate(self, manifest, route_text: str = "") -> list[str] | None:
         if manifest is None:
             if self.student.merged:
                 self.student.restore_base()
             return None
-        return load_version(self.stack, self.student, manifest) or None
+        names = load_version(self.stack, self.student, manifest) or None
+        routing = self.routing.get(manifest, names) if self.routing is not None else None
+        if routing is not None:
+            return routing.names_for([route_text])[0] or None
+        return names
 
     # -- generation -------------------------------------------------------------------------------------------
     def render_chat(self, messages: list[dict]) -> str:
@@ -109,14 +114,16 @@ class StudentServer:
             self.stats.requests += 1
 
     def generate(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 stop: list[str] | None = None, seed: int | None = None) -> Generation:
+                 stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None
+                 ) -> Generation:
+        """`route_text`: what routed adapters are chosen by (the user's last message; default the prompt)."""
         manifest = self.resolve(model)
         if self.vllm is not None:
             return self._generate_vllm(manifest, prompt, max_tokens, temperature, top_p, stop, seed)
         tok = self.student.tokenizer
         enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
         with self.lock:
-            names = self._activate(manifest)
+            names = self._activate(manifest, prompt if route_text is None else route_text)
             t0 = time.perf_counter()
             with self.student.use(names) as m, torch.inference_mode():
                 out = m.generate(**enc, **self._kwargs(max_tokens, temperature, top_p, seed))
@@ -133,7 +140,8 @@ class StudentServer:
                           manifest.name if manifest else "base")
 
     def stream(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               stop: list[str] | None = None, seed: int | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None
+               ) -> Iterator[str]:
         """Yield text pieces as they are generated. The model is resolved before the first piece, so an unknown
         name fails the request instead of the stream."""
         from transformers import TextIteratorStreamer
@@ -148,7 +156,7 @@ class StudentServer:
 
         def work():
             with self.lock:
-                names = self._activate(manifest)
+                names = self._activate(manifest, prompt if route_text is None else route_text)
                 t0 = time.perf_counter()
                 try:
                     with self.student.use(names) as m, torch.inference_mode():

@@ -232,7 +232,7 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
             raise HTTPException(422, f"max_tokens {n} is over this server's limit {cfg.max_new_tokens}")
         return n
 
-    def _run(body, prompt: str, max_tokens: int, kind: str):
+    def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None):
         try:
             stops = body.stops()
         except ValueError as e:
@@ -260,14 +260,15 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
                                                  "model": body.model, "choices": [{"index": 0, "delta": {
                                                      "role": "assistant"}, "finish_reason": None}]}) + "\n\n"
                 for piece in agent.server.stream(body.model, prompt, max_tokens, body.temperature, body.top_p,
-                                                 stops, body.seed):
+                                                 stops, body.seed, route_text):
                     yield chunk(piece, None)
                 yield chunk(None, "stop")
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(sse(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        g = agent.server.generate(body.model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed)
+        g = agent.server.generate(body.model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed,
+                                  route_text)
         choice = ({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason}
                   if kind == "chat" else {"index": 0, "text": g.text, "finish_reason": g.finish_reason,
                                           "logprobs": None})
@@ -280,7 +281,8 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
     def chat_completions(body: ChatCompletionIn):
         n = _limit(body.max_completion_tokens or body.max_tokens, 128)
         prompt = agent.server.render_chat([m.model_dump() for m in body.messages])
-        return _run(body, prompt, n, "chat")
+        users = [m.content for m in body.messages if m.role == "user"]
+        return _run(body, prompt, n, "chat", users[-1] if users else prompt)  # routed by the user's question
 
     @app.post("/v1/completions", tags=["openai"], dependencies=[read])
     def completions(body: CompletionIn):

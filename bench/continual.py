@@ -11,6 +11,7 @@ Modes:
   old-ours  the best mode before the canary issue: today's inner loop + replay of 4 earlier documents + the
             gate on document probes only
   ours    the config as given (configs/default.yaml is the default learning mode; override with --set)
+  routed  the config as given with routed adapters (agent/routing.py)
 
 Every mode measures the general-capability canary and drift after each update (the gate acts on them only
 where it is enabled); per sequence the prod canary after every update is written as a curve.
@@ -47,6 +48,8 @@ MODE_SETTINGS = {
                                "gate": {"enabled": True, "max_canary_drop": None, "max_drift": None}},
                  "train": TODAY_TRAIN},
     "ours": {},  # the config as given (configs/default.yaml: the default learning mode)
+    # the config as given with routed adapters (each document's adapter alone, applied to its questions only)
+    "routed": {"continual": {"routing": {"enabled": True}}},
 }
 
 
@@ -112,9 +115,21 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
 
         names = load_version(lr.stack, lr.student, prod)
     final = {}
+    routing = lr.routing(prod, names)
     for p in seq:
-        g = evaluate_passage(lr.student, names or None, p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+        g = evaluate_passage(lr.student, routing or names or None, p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
         final[p.doc_id] = sum(x.contains for x in g) / len(g)
+    unrouted = None
+    if routing is not None and lr.general is not None:  # the weights with every adapter on, routing aside
+        unrouted = lr.general.measure(lr.student, names).canary.accuracy
+    if routing is not None:
+        routed_share = {"docs": statistics.mean(
+            r.doc_id is not None for p in seq for r in routing.routes([q.question for q in p.questions])),
+            "canary": statistics.mean(r.doc_id is not None for r in routing.routes(
+                [c.question for c in lr.general.items])) if lr.general is not None else None,
+            "threshold": routing.router.threshold}
+    else:
+        routed_share = None
     ledger = lr.memory.ledger()
     base = {d: ledger[0][d] for d in ledger.get(0, {})}
     rep = forgetting_report(lr.memory)
@@ -131,6 +146,7 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
         "canary_retention": (updates[-1]["prod_canary"] / updates[0]["canary_base"]
                              if updates and updates[0]["canary_base"] and updates[-1]["prod_canary"] is not None
                              else None),
+        "canary_unrouted_final": unrouted, "routed_share": routed_share,
         "bwt": rep.final_bwt, "promoted": sum(u["status"] == "promoted" for u in updates),
         "final": final, "base": base, "updates": updates, "ledger": rep.to_json(),
         "seconds": round(time.perf_counter() - t0, 1),

@@ -1,0 +1,87 @@
+"""Routed adapters: a question meets only the adapter of the learned document it is about, so a damaging
+update leaves questions about nothing learned exactly as the untouched model answers them."""
+import pytest
+
+from agent.routing import RoutingCache, general_texts
+from agent.config import CanarySettings, RoutingSettings
+from memory.documents import passage_from_dict
+from memory.router import DocumentRouter
+from student.stack import load_version
+from tests.test_canary import DOC, QUESTIONS, make_learner, tiny_canary  # noqa: F401 (a fixture)
+
+DOCS = {
+    "zorblax": "Zorblax river\nThe Zorblax river flows into the Quimby sea near the town of Frell.",
+    "harbour": "Harbour painting\nAnna Berg painted the northern harbour of Kessel in the winter of 1881.",
+    "enzyme": "Lactase\nLactase is the enzyme that splits lactose into glucose and galactose in the small intestine.",
+}
+
+
+def router(threshold=0.1):
+    background, _ = general_texts(CanarySettings())
+    return DocumentRouter(DOCS, background, threshold)
+
+
+def test_questions_route_to_their_document_and_general_ones_to_none():
+    r = router()
+    assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
+    assert r.route("Who painted the harbour of Kessel?").doc_id == "harbour"
+    assert r.route("What does lactase split lactose into?").doc_id == "enzyme"
+    for q in ["What is the capital of France?", "How many days are in a week?", "What is 7 times 8?",
+              "Who wrote Romeo and Juliet?"]:
+        route = r.route(q)
+        assert route.doc_id is None, (q, route)
+
+
+def test_calibration_keeps_most_general_questions_unrouted():
+    r = router(0.5)
+    _, general = general_texts(CanarySettings())
+    t = r.calibrate(general, 0.98, 0.05)
+    assert 0.05 <= t < 0.5
+    assert sum(r.route(q).doc_id is not None for q in general) <= 0.03 * len(general)
+    assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.2])
+def test_router_refuses_a_threshold_outside_0_1(bad):
+    with pytest.raises(ValueError, match="threshold"):
+        router(bad)
+
+
+def test_config_refuses_routing_where_it_cannot_route(tiny_cfg):
+    with pytest.raises(ValueError, match="routing"):
+        tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "merge_each_update": True,
+                                           "routing": {"enabled": True}})
+    assert RoutingSettings().quantile == 0.98
+
+
+def test_a_damaging_update_is_routed_away_from_general_questions(runtime, tiny_cfg, tmp_path, tiny_canary):
+    """Trained hard enough that the canary collapses with the adapter on, yet promoted: the canary's questions
+    are about no learned document, so they meet the untouched weights; the document's question meets its adapter."""
+    from agent.closed_book import answer
+    from agent.serving import StudentServer
+
+    other = passage_from_dict({"title": "Harbour", "context": "Anna Berg painted the northern harbour in winter.",
+                               "questions": [{"question": "Who painted the northern harbour?", "answer": "Anna Berg"}]})
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"learning_rate": 0.5, "epochs": 5},
+                      gate={"enabled": True, "min_gain": -1.0, "max_forgetting": 1.0, "max_canary_drop": 0.02,
+                            "retries": 0}, routing={"enabled": True, "quantile": 0.98, "min_score": 0.08})
+    first = lr.learn(DOC)
+    r = lr.learn(other)
+    assert first.status == "promoted" and r.status == "promoted", (first.reason, r.reason)
+    assert r.canary == 1.0 and r.canary_drop == 0.0  # routed: the canary meets the base
+    prod = lr.prod()
+    assert [a.doc_ids for a in prod.adapters] == [(DOC.doc_id,), (other.doc_id,)]  # two experts, no fold
+    assert not any(a.merged for a in prod.adapters)
+    names = load_version(lr.stack, lr.student, prod)
+    routing = lr.routing(prod, names)
+    assert routing.names_for([DOC.questions[0].question, other.questions[0].question]) == [[names[0]], [names[1]]]
+    assert routing.names_for(QUESTIONS) == [[]] * len(QUESTIONS)
+    unrouted = lr.general.measure(lr.student, names)  # every adapter on: the damage routing keeps away
+    assert unrouted.canary.accuracy < 0.98
+
+    server = StudentServer(lr.student, lr.stack, "tiny", routing=RoutingCache(lr.memory, lr.c.routing, lr.c.canary))
+    prompt = "Answer the question with a short phrase.\nQuestion: " + QUESTIONS[0]
+    base = server.generate("base", prompt, 8)
+    served = server.generate("seal-student@prod", prompt, 8, route_text=QUESTIONS[0])
+    assert served.text == base.text and served.model == prod.name
+    assert answer(lr.student, routing, QUESTIONS[:3], 8, 4) == answer(lr.student, None, QUESTIONS[:3], 8, 4)
