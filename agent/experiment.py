@@ -208,13 +208,25 @@ class EvalRun:
             stats = self._train(idx, p, cond, texts, adapter)
             train = stats.summary()
         t1 = time.perf_counter()
-        graded = evaluate_passage(self.rt.student, adapter, p, self.cfg.eval.max_new_tokens,
+        routing = None
+        if adapter and self.cfg.continual.routing.enabled:  # as served: the adapter answers its document only
+            from agent.routing import build_routing
+
+            routing = build_routing({p.doc_id: adapter}, {p.doc_id: f"{p.title}\n{p.context}"},
+                                    self.cfg.continual.routing, self.cfg.continual.canary)
+        graded = evaluate_passage(self.rt.student, routing or adapter, p, self.cfg.eval.max_new_tokens,
                                   self.cfg.eval.batch_size, self.judge)
         t_eval = time.perf_counter() - t1
         if self.general is not None:
-            g = self.general.measure(self.rt.student, [adapter] if adapter else None)
+            g = self.general.measure(self.rt.student, [adapter] if adapter else None, routing=routing)
             info = info | {"canary": g.canary.accuracy, "canary_drop": self.canary_base - g.canary.accuracy,
                            "drift": g.drift}
+            if routing is not None:  # and the adapter's own cost, had it been applied to everything
+                u = self.general.measure(self.rt.student, [adapter])
+                info = info | {"canary_unrouted": u.canary.accuracy,
+                               "canary_drop_unrouted": self.canary_base - u.canary.accuracy,
+                               "routed_share": sum(r.doc_id is not None for r in routing.routes(
+                                   [q.question for q in p.questions])) / max(1, len(p.questions))}
         if adapter:
             self.rt.student.drop(adapter)
         for qi, g in enumerate(graded):

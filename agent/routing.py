@@ -32,11 +32,11 @@ def general_texts(canary_settings) -> tuple[list[str], list[str]]:
     return drift + retain + questions, questions
 
 
-def build_routing(adapters, names: list[str], documents: dict[str, str], settings, canary_settings
+def build_routing(adapter_of: dict[str, str], documents: dict[str, str], settings, canary_settings
                   ) -> AdapterRouting | None:
-    """Routing over a version's adapters (`adapters`: its AdapterRefs; `names`: those live, unmerged);
-    `documents`: doc_id -> text. None when the version has no routable adapter (the base answers all)."""
-    adapter_of = {d: a.id for a in adapters if a.id in names for d in a.doc_ids if d in documents}
+    """Routing from doc_id -> live adapter name (`documents`: doc_id -> text); None when there is nothing to
+    route to (the base answers everything)."""
+    adapter_of = {d: a for d, a in adapter_of.items() if d in documents}
     if not adapter_of:
         return None
     background, calibration = general_texts(canary_settings)
@@ -58,7 +58,8 @@ class RoutingCache:
             return None
         key = (manifest.version, tuple(names))
         if key != self._key:
-            docs = {d: f"{p.title}\n{p.context}" for a in manifest.adapters for d in a.doc_ids
+            adapter_of = {d: a.id for a in manifest.adapters if a.id in names for d in a.doc_ids}
+            docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
                     if self.memory.has_document(d) and (p := self.memory.document(d))}
-            self._key, self._value = key, build_routing(manifest.adapters, names, docs, self.s, self.cs)
+            self._key, self._value = key, build_routing(adapter_of, docs, self.s, self.cs)
         return self._value

@@ -108,6 +108,9 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
               f"forgetting {r.forgetting:.2f} canary {_pct(r.canary)} (prod {_pct(prod_canary)}) "
               f"drift {r.drift if r.drift is not None else float('nan'):.4f} ({r.seconds['total']:.0f}s) {r.reason}",
               flush=True)
+        # the curve so far survives a run cut short (the sequence itself restarts clean on a rerun)
+        (out / f"seq{seq_idx}.partial.json").write_text(json.dumps({"docs": [p.doc_id for p in seq],
+                                                                    "updates": updates}, indent=2))
     prod = lr.prod()
     names = [a.id for a in prod.adapters] if prod else []
     if prod and names:
