@@ -363,7 +363,9 @@ def demo(
             t.add_column("answer", overflow="fold")
             for model in dict.fromkeys(("base", prod)):
                 out = client.chat(model, question_prompt(q.question), max_tokens=cfg.eval.max_new_tokens)
-                t.add_row(f"{model} ({out['system_fingerprint']})", out["choices"][0]["message"]["content"])
+                routed = out.get("seal_adapters")
+                via = "" if routed is None else f", adapter {routed[0]}" if routed else ", routed to the base weights"
+                t.add_row(f"{model} ({out['system_fingerprint']}{via})", out["choices"][0]["message"]["content"])
             console.print(f"[bold]Q:[/] {q.question}")
             console.print(t)
         _general_questions(client, cfg.eval.max_new_tokens, prod)

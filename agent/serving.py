@@ -32,6 +32,7 @@ class Generation:
     finish_reason: str  # stop | length
     seconds: float
     model: str  # the concrete version that answered (student-v17 or base)
+    adapters: tuple[str, ...] | None = None  # with routing: the adapters this request met (() = base weights)
 
 
 @dataclass
@@ -137,7 +138,8 @@ class StudentServer:
             finish = "stop"
         self._record(n, seconds)
         return Generation(text, int(enc["input_ids"].shape[1]), n, finish, seconds,
-                          manifest.name if manifest else "base")
+                          manifest.name if manifest else "base",
+                          tuple(names or ()) if self.routing is not None and manifest else None)
 
     def stream(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None

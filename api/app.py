@@ -272,7 +272,9 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
         choice = ({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason}
                   if kind == "chat" else {"index": 0, "text": g.text, "finish_reason": g.finish_reason,
                                           "logprobs": None})
+        extra = {} if g.adapters is None else {"seal_adapters": list(g.adapters)}  # routed: which adapters answered
         return {"id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": g.model,
+                **extra,
                 "choices": [choice], "usage": {"prompt_tokens": g.prompt_tokens,
                                                "completion_tokens": g.completion_tokens,
                                                "total_tokens": g.prompt_tokens + g.completion_tokens}}

@@ -83,5 +83,7 @@ def test_a_damaging_update_is_routed_away_from_general_questions(runtime, tiny_c
     prompt = "Answer the question with a short phrase.\nQuestion: " + QUESTIONS[0]
     base = server.generate("base", prompt, 8)
     served = server.generate("seal-student@prod", prompt, 8, route_text=QUESTIONS[0])
-    assert served.text == base.text and served.model == prod.name
+    assert served.text == base.text and served.model == prod.name and served.adapters == ()
+    about = server.generate("seal-student@prod", "Who painted it?", 4, route_text=other.questions[0].question)
+    assert about.adapters == (names[1],)
     assert answer(lr.student, routing, QUESTIONS[:3], 8, 4) == answer(lr.student, None, QUESTIONS[:3], 8, 4)
