@@ -207,9 +207,17 @@ def ask(
 
         store = StackStore(Path(cfg.continual.state_dir) / "stack")
         try:
-            name = load_version(store, rt.student, store.resolve(version)) or None
+            m = store.resolve(version)
+            name = load_version(store, rt.student, m) or None
         except StackError as e:
             _fail(str(e))
+        if name and cfg.continual.routing.enabled:  # as served: only the adapter of the question's document
+            from agent.routing import RoutingCache
+            from agent.continual import memory_target
+            from memory.store import MemoryStore
+
+            name = RoutingCache(MemoryStore(memory_target(cfg)), cfg.continual.routing,
+                                cfg.continual.canary).get(m, name) or name
     console.print(answer(rt.student, name, [question], max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
 
 
