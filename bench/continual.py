@@ -194,7 +194,8 @@ def main(argv=None) -> int:
         print(f"[{args.mode}] sequence {i}: {len(seq)} passages", flush=True)
         row = run_sequence(cfg, args.mode, seq, out, i)
         f.write_text(json.dumps(row, indent=2))
-    rows = [json.loads(f.read_text()) for f in sorted(out.glob("seq*.json"))]
+        (out / f"seq{i}.partial.json").unlink(missing_ok=True)
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("seq*.json")) if f.stem[3:].isdigit()]
     if not rows:
         return 0
     s = summarize(rows)
