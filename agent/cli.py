@@ -320,7 +320,8 @@ def print_forgetting(rep: dict) -> None:
                       "version has changed it")
     if rep.get("final_canary") is not None:
         console.print(f"general ability: canary {pct(rep['final_canary'])} (untouched model "
-                      f"{pct(rep.get('canary_base'))}), drift {kl(rep.get('final_drift'))} nats/token")
+                      f"{pct(rep.get('canary_base'))}), drift {kl(rep.get('final_drift'))} nats/token"
+                      + (" (with every adapter on; routed, a query meets at most one)" if rep.get("routing") else ""))
     console.print(f"final average accuracy {fmt(rep['final_avg'])}, BWT {fmt(rep['final_bwt'])}, "
                   f"untouched model {fmt(rep.get('base_avg'))}; retention by age "
                   + ", ".join(f"{k}:{v:.2f}" for k, v in rep["retention_by_age"].items()))
@@ -342,7 +343,7 @@ def forgetting(
     if not has_state(cfg):
         _fail(f"no continual state at {cfg.continual.state_dir} (run `seal ingest` first)")
     rep = forgetting_report(MemoryStore(memory_target(cfg)))
-    print_forgetting(rep.to_json())
+    print_forgetting(rep.to_json() | {"routing": cfg.continual.routing.enabled})
     out = out or Path(cfg.continual.state_dir) / "reports"
     paths = plot(rep, out)
     (out / "forgetting.json").write_text(json.dumps(rep.to_json(), indent=2))

@@ -131,7 +131,8 @@ class Agent:
         return {"alias": alias, "version": m.version, "name": m.name, "documents": len(m.doc_ids)}
 
     def forgetting(self) -> dict:
-        return forgetting_report(self.memory).to_json()
+        # routed: drift is the weights' with every adapter on, while each query meets at most one adapter
+        return forgetting_report(self.memory).to_json() | {"routing": self.cfg.continual.routing.enabled}
 
     def status(self) -> dict:
         aliases = self.stack.aliases()
