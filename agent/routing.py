@@ -32,14 +32,14 @@ def general_texts(canary_settings) -> tuple[list[str], list[str]]:
     return drift + retain + questions, questions
 
 
-def build_routing(adapter_of: dict[str, str], documents: dict[str, str], settings, canary_settings
-                  ) -> AdapterRouting | None:
+def build_routing(adapter_of: dict[str, str], documents: dict[str, str], settings, canary_settings,
+                  texts: tuple[list[str], list[str]] | None = None) -> AdapterRouting | None:
     """Routing from doc_id -> live adapter name (`documents`: doc_id -> text); None when there is nothing to
-    route to (the base answers everything)."""
+    route to (the base answers everything). `texts`: general_texts() already read (else read here)."""
     adapter_of = {d: a for d, a in adapter_of.items() if d in documents}
     if not adapter_of:
         return None
-    background, calibration = general_texts(canary_settings)
+    background, calibration = texts or general_texts(canary_settings)
     router = DocumentRouter({d: documents[d] for d in adapter_of}, background, settings.min_score)
     router.calibrate(calibration, settings.quantile, settings.min_score)
     return AdapterRouting(router, adapter_of)
@@ -52,6 +52,7 @@ class RoutingCache:
     def __init__(self, memory, settings, canary_settings):
         self.memory, self.s, self.cs = memory, settings, canary_settings
         self._key, self._value = None, None
+        self._texts = None  # the shipped general texts, read once per process
 
     def get(self, manifest, names: list[str] | None) -> AdapterRouting | None:
         if manifest is None or not names:
@@ -61,5 +62,6 @@ class RoutingCache:
             adapter_of = {d: a.id for a in manifest.adapters if a.id in names for d in a.doc_ids}
             docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
                     if self.memory.has_document(d) and (p := self.memory.document(d))}
-            self._key, self._value = key, build_routing(adapter_of, docs, self.s, self.cs)
+            self._texts = self._texts or general_texts(self.cs)
+            self._key, self._value = key, build_routing(adapter_of, docs, self.s, self.cs, self._texts)
         return self._value
