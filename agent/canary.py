@@ -136,7 +136,11 @@ def retain_prompts(canary_settings, retain_settings) -> list[str]:
 def score_canary(student, adapter, items: list[CanaryItem], max_new_tokens: int = 24, batch_size: int = 64,
                  backend=None) -> CanaryScore:
     """Ask every canary question through the closed-book answer path (the same one the documents use)."""
-    replies = answer(student, adapter, [c.question for c in items], max_new_tokens, batch_size, backend)
+    return grade_canary(items, answer(student, adapter, [c.question for c in items], max_new_tokens, batch_size,
+                                      backend))
+
+
+def grade_canary(items: list[CanaryItem], replies: list[str]) -> CanaryScore:
     score = CanaryScore(0, len(items))
     for item, reply in zip(items, replies):
         ok = item.correct(reply)
@@ -178,6 +182,7 @@ class GeneralMonitor:
         self.drift_prompts, _ = load_neutral_prompts(settings.prompts_file)
         self.cache = Path(cache_dir).expanduser() / "reference"
         self._drift = self._retain = None
+        self._base_replies: dict[tuple, dict[str, str]] = {}  # Student.base_key -> {question: base reply}
 
     def _targets(self, student, kind: str, prompts: list[str], n: int, k: int):
         from agent.training_data import neutral_targets
@@ -194,6 +199,23 @@ class GeneralMonitor:
         if retain and self._retain is None:
             self._retain = self._targets(student, "retain", retain_prompts(self.s, self.rs), self.rs.max_new_tokens,
                                          self.rs.topk)
+
+    def _replies(self, student, routing) -> list[str]:
+        """Canary replies with routing, reusing the untouched model's reply for every question routed to no
+        adapter: the weights those questions meet are the base's, so generating again would repeat the work
+        (most of the canary routes nowhere, so this is most of a routed version's canary cost)."""
+        qs = [c.question for c in self.items]
+        memo = self._base_replies.setdefault(student.base_key, {})
+        missing = [q for q in qs if q not in memo]
+        if missing:
+            memo.update(zip(missing, answer(student, None, missing, self.s.max_new_tokens, self.s.batch_size)))
+        out = [memo[q] for q in qs]
+        routed = [i for i, names in enumerate(routing.names_for(qs) if routing is not None else []) if names]
+        if routed:
+            sub = answer(student, routing, [qs[i] for i in routed], self.s.max_new_tokens, self.s.batch_size)
+            for i, a in zip(routed, sub):
+                out[i] = a
+        return out
 
     @property
     def ready(self) -> bool:
@@ -212,7 +234,10 @@ class GeneralMonitor:
         if self._drift is None:
             raise RuntimeError("GeneralMonitor.prepare() must run on the untouched model first")
         adapter = served if backend is not None else (routing or names or None)
-        can = score_canary(student, adapter, self.items, self.s.max_new_tokens, self.s.batch_size, backend)
+        if backend is None and (routing is not None or not names):
+            can = grade_canary(self.items, self._replies(student, routing))
+        else:
+            can = score_canary(student, adapter, self.items, self.s.max_new_tokens, self.s.batch_size, backend)
         with student.use(names or None) as m:
             drift = mean_kl(m, self._drift, student.tokenizer.pad_token_id)
         return GeneralScore(can, drift)

@@ -79,6 +79,16 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _resumable(partial: Path, state: Path, seq, mode: str) -> list[dict]:
+    """The updates of a sequence cut short, when its state survived and it is the same sequence; merge mode edits
+    the weights in memory, so it always restarts clean. An update interrupted midway is redone by the learner,
+    which finds its own half-done attempt (a job delivered twice does its work once)."""
+    if mode == "merge" or not partial.exists() or not (state / "memory.sqlite").exists():
+        return []
+    d = json.loads(partial.read_text())
+    return d["updates"] if d.get("docs") == [p.doc_id for p in seq] and d.get("mode", mode) == mode else []
+
+
 def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
     from agent.closed_book import evaluate_passage
     from agent.continual import ContinualLearner, forgetting_report
@@ -89,13 +99,20 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
     import shutil
 
     state = out / f"seq{seq_idx}-state"
-    shutil.rmtree(state, ignore_errors=True)  # a sequence killed midway restarts clean
+    partial = out / f"seq{seq_idx}.partial.json"
+    updates = _resumable(partial, state, seq, mode)
+    if not updates:
+        shutil.rmtree(state, ignore_errors=True)
     rt = open_runtime(cfg)  # fresh base per sequence (merge mode edits the weights)
     lr = ContinualLearner(rt.student, cfg, StackStore(state / "stack"), MemoryStore(state / "memory.sqlite"))
     t0 = time.perf_counter()
-    lr.measure_base(seq)
-    updates = []
+    if not updates:
+        lr.measure_base(seq)
+    else:
+        print(f"  seq {seq_idx}: resuming after {len(updates)} updates", flush=True)
     for i, p in enumerate(seq):
+        if i < len(updates):
+            continue
         r = lr.learn(p, seed=cfg.seed + 1000 * seq_idx + i)
         prod = lr.prod()
         g = lr.memory.general()
@@ -108,9 +125,10 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
               f"forgetting {r.forgetting:.2f} canary {_pct(r.canary)} (prod {_pct(prod_canary)}) "
               f"drift {r.drift if r.drift is not None else float('nan'):.4f} ({r.seconds['total']:.0f}s) {r.reason}",
               flush=True)
-        # the curve so far survives a run cut short (the sequence itself restarts clean on a rerun)
-        (out / f"seq{seq_idx}.partial.json").write_text(json.dumps({"docs": [p.doc_id for p in seq],
-                                                                    "updates": updates}, indent=2))
+        # the curve so far survives a run cut short, and a rerun resumes from the state beside it
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"docs": [p.doc_id for p in seq], "mode": mode, "updates": updates}, indent=2))
+        tmp.replace(partial)
     prod = lr.prod()
     names = [a.id for a in prod.adapters] if prod else []
     if prod and names:

@@ -66,10 +66,17 @@ class Student:
         self.peft: PeftModel | None = None
         self.merged: tuple[str, ...] = ()  # adapters whose deltas live in the base weights (in this order)
         self._originals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(weight) -> (weight, original)
+        self._revision = self._serial = 0  # see base_key
         for p in self.base.parameters():
             p.requires_grad_(False)
 
     # -- adapter bookkeeping -------------------------------------------------------------------------
+    @property
+    def base_key(self) -> tuple:
+        """Names the current base weights: equal keys mean equal weights, so callers may reuse what they computed
+        on the base (untracked merges get a fresh serial; tracked ones are named; restore_base goes back to 0)."""
+        return (self._revision, self.merged)
+
     @property
     def model(self):
         """The model to generate with: the PEFT wrapper while adapters exist, else the bare base (LoRA layers
@@ -262,6 +269,9 @@ class Student:
         self.drop(name)
         if track:
             self.merged = (*self.merged, name)
+        else:
+            self._serial += 1
+            self._revision = self._serial
 
     @torch.no_grad()
     def scale_adapter(self, name: str, factor: float) -> None:
@@ -279,6 +289,7 @@ class Student:
             w.copy_(orig)
         self._originals.clear()
         self.merged = ()
+        self._revision = 0
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, name: str, path: str | Path) -> Path:

@@ -87,3 +87,33 @@ def test_a_damaging_update_is_routed_away_from_general_questions(runtime, tiny_c
     about = server.generate("seal-student@prod", "Who painted it?", 4, route_text=other.questions[0].question)
     assert about.adapters == (names[1],)
     assert answer(lr.student, routing, QUESTIONS[:3], 8, 4) == answer(lr.student, None, QUESTIONS[:3], 8, 4)
+
+
+def test_routed_canary_reuses_base_replies_only_where_it_meets_the_base(runtime, tiny_cfg, tmp_path, tiny_canary):
+    """The monitor answers unrouted canary questions from the untouched model's replies; the score must equal
+    answering every question afresh with the routing, including a question that routes to an adapter."""
+    from agent.canary import CanaryItem, score_canary
+
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"learning_rate": 0.5, "epochs": 5},
+                      gate={"enabled": True, "min_gain": -1.0, "max_forgetting": 1.0, "retries": 0},
+                      routing={"enabled": True, "quantile": 0.98, "min_score": 0.08})
+    assert lr.learn(DOC).status == "promoted"
+    prod = lr.prod()
+    names = load_version(lr.stack, lr.student, prod)
+    routing = lr.routing(prod, names)
+    lr.general.items = [*lr.general.items, CanaryItem(DOC.questions[0].question, (DOC.questions[0].answer,), "doc")]
+    assert routing.names_for([DOC.questions[0].question]) == [names]
+    fresh = score_canary(lr.student, routing, lr.general.items, lr.general.s.max_new_tokens, 4)
+    memo = lr.general.measure(lr.student, names, routing=routing).canary
+    assert (memo.correct, memo.wrong) == (fresh.correct, fresh.wrong)
+    on = score_canary(lr.student, names, lr.general.items[-1:], lr.general.s.max_new_tokens, 4)
+    base = score_canary(lr.student, None, lr.general.items[-1:], lr.general.s.max_new_tokens, 4)
+    assert on.wrong != base.wrong  # the routed question's reply comes from the adapter, not the base memo
+    key = lr.student.base_key
+    lr.student.merge_into_base(names[0], track=True)
+    assert lr.student.base_key != key  # other weights: the monitor must not reuse the base's replies
+    lr.student.restore_base()
+    untouched = lr.student.base_key
+    lr.student.train_adapter(["Zorblax flows into the Quimby sea."], "m1", seed=0)
+    lr.student.merge_into_base("m1")
+    assert lr.student.base_key not in (key, untouched)
