@@ -30,6 +30,8 @@
     }
     return el;
   }
+  // replaceChildren() would write null as the text "null": drop empty parts first
+  const fill = (el, ...kids) => el.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false));
   const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(d));
   const pct = (x) => (x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%");
   const kl = (x) => fmt(x, 4);
@@ -103,7 +105,7 @@
       ["untouched canary", pct(o.canary_base)],
       ["gate", o.gate.enabled ? `gain ≥ ${o.gate.min_gain}, forgetting ≤ ${o.gate.max_forgetting}` +
         (o.gate.max_canary_drop !== null ? `, canary drop ≤ ${pct(o.gate.max_canary_drop)}` : "") : "off"]];
-    $("summary").replaceChildren(...items.map(([k, v]) => h("div", {}, h("span", { class: "k", text: k }), h("span", { class: "v", text: String(v) }))));
+    fill($("summary"), ...items.map(([k, v]) => h("div", {}, h("span", { class: "k", text: k }), h("span", { class: "v", text: String(v) }))));
     const empty = o.documents === 0 && o.versions === 0;
     $("empty").hidden = !empty;
     $("empty-url").textContent = $("empty-url2").textContent = location.origin;
@@ -172,7 +174,7 @@
 
   function pager(el, offset, limit, total, what, go) {
     const from = total ? offset + 1 : 0, to = Math.min(total, offset + limit);
-    el.replaceChildren(
+    fill(el,
       h("button", { type: "button", disabled: offset <= 0, "aria-label": "Earlier " + what, onclick: () => go(Math.max(0, offset - limit)) }, "‹"),
       h("span", { text: `${what} ${from}–${to} of ${total}` }),
       h("button", { type: "button", disabled: to >= total, "aria-label": "Later " + what, onclick: () => go(offset + limit) }, "›"));
@@ -198,7 +200,7 @@
   }
   function renderLegend() {
     const stops = [0, 0.25, 0.5, 0.75, 1];
-    $("legend").replaceChildren(h("span", { text: "accuracy" }),
+    fill($("legend"), h("span", { text: "accuracy" }),
       ...stops.map((s) => { const c = cellColours(s); const sw = h("span", { class: "sw" }); sw.style.background = c.background; return h("span", {}, sw, " " + s); }),
       h("span", { text: "· blank: not learned yet or not measured" }));
   }
@@ -215,7 +217,7 @@
     pager($("pager-cols"), d.doc_offset, d.doc_limit, d.total_documents, "documents", (o) => { m.docOffset = o; renderTab("matrix"); });
     const wrap = $("heat-wrap");
     if (!d.rows.length) {
-      wrap.replaceChildren(h("p", { class: "hint", text: m.view === "promoted"
+      fill(wrap, h("p", { class: "hint", text: m.view === "promoted"
         ? "No promoted version has been measured yet. Rejected candidates show with the box above ticked."
         : "No version has been measured yet." }));
       return;
@@ -234,7 +236,7 @@
     table.addEventListener("mouseleave", hideCell);
     table.addEventListener("focusin", (e) => { const td = e.target.closest("td"); if (td) showCell(td); });
     table.addEventListener("focusout", hideCell);
-    wrap.replaceChildren(table);
+    fill(wrap, table);
     const first = table.querySelector("tbody td");
     if (first) first.tabIndex = 0;
   }
@@ -272,7 +274,7 @@
     const doc = d.documents[j], row = i < 0 ? { name: "untouched model", version: 0, status: "base", cells: d.base } : d.rows[i];
     const c = row.cells[j];
     const box = $("cell-info");
-    box.replaceChildren(
+    fill(box,
       h("h3", { text: doc.title }),
       h("p", {}, h("strong", { text: row.version ? row.name : "untouched model" }), row.status && row.status !== "base" ? [" ", badge(row.status)] : null,
         ": ", c && c.value !== null ? `${fmt(c.value)} (${c.correct} of ${c.total} probes right)` : "not learned yet or not measured"),
@@ -314,7 +316,7 @@
   async function renderCurves() {
     const c = await api("/v1/ui/curves");
     state.charts.forEach((u) => u.destroy()); state.charts = [];
-    $("charts").replaceChildren();
+    fill($("charts"));
     const v = c.versions;
     const base = c.base_avg === null ? null : v.map(() => c.base_avg);
     chart($("charts"), "Average accuracy and backward transfer per promoted version", "version",
@@ -341,12 +343,12 @@
   }
   async function renderDocLines() {
     const list = $("doc-lines-list"), el = $("doc-chart");
-    list.replaceChildren(...state.docLines.map((d, j) => {
+    fill(list, ...state.docLines.map((d, j) => {
       const sw = h("span", { class: "swatch" }); sw.style.background = COLOURS[j];
       return h("li", {}, sw, d.title, " ", h("button", { type: "button", class: "link", "aria-label": "Remove the line of " + d.title,
         onclick: () => { state.docLines = state.docLines.filter((x) => x.id !== d.id); renderDocLines(); } }, "×"));
     }));
-    el.replaceChildren();
+    fill(el);
     if (!state.docLines.length) return;
     const docs = await Promise.all(state.docLines.map((d) => api("/v1/ui/documents/" + encodeURIComponent(d.id))));
     const versions = [...new Set(docs.flatMap((d) => d.accuracy.filter((a) => a.status === "promoted").map((a) => a.version)))].sort((a, b) => a - b);
@@ -361,8 +363,8 @@
     const s = state.jobs;
     const d = await api("/v1/ui/jobs?" + qs({ state: s.state, limit: s.limit, offset: s.offset }));
     pager($("pager-jobs"), d.offset, d.limit, d.total, "jobs", (o) => { s.offset = o; renderTab("jobs"); });
-    $("stage-legend").replaceChildren(...STAGES.map(([k, label]) => h("span", {}, h("i", { class: "stage-" + k }), label)));
-    if (!d.jobs.length) { $("jobs-wrap").replaceChildren(h("p", { class: "hint", text: s.state ? `No ${s.state} jobs.` : "No jobs yet: documents become jobs when they are posted." })); return; }
+    fill($("stage-legend"), ...STAGES.map(([k, label]) => h("span", {}, h("i", { class: "stage-" + k }), label)));
+    if (!d.jobs.length) { fill($("jobs-wrap"), h("p", { class: "hint", text: s.state ? `No ${s.state} jobs.` : "No jobs yet: documents become jobs when they are posted." })); return; }
     const longest = Math.max(1, ...d.jobs.map((j) => Object.values(j.stages).reduce((a, b) => a + b, 0)));
     const rows = d.jobs.map((j) => {
       const r = j.result || {};
@@ -384,7 +386,7 @@
         h("td", {}, h("button", { type: "button", "aria-label": "Events of job " + j.title, onclick: () => showEvents(j.id) }, "Events"),
           running ? [" ", h("button", { type: "button", onclick: () => cancelJob(j) }, "Cancel…")] : null));
     });
-    $("jobs-wrap").replaceChildren(h("table", { class: "grid", id: "jobs-table", "aria-label": "Jobs, newest first" },
+    fill($("jobs-wrap"), h("table", { class: "grid", id: "jobs-table", "aria-label": "Jobs, newest first" },
       h("thead", {}, h("tr", {}, ["created", "document", "stages", "gain", "forgetting", "canary drop", "gate decision and reason", "actions"].map((c) => h("th", { scope: "col", text: c })))),
       h("tbody", {}, rows)));
   }
@@ -392,7 +394,7 @@
     const j = await api("/v1/jobs/" + encodeURIComponent(id));
     const box = $("job-events");
     box.hidden = false;
-    box.replaceChildren(h("h3", { text: `Events of ${j.title} (${j.id})` }),
+    fill(box, h("h3", { text: `Events of ${j.title} (${j.id})` }),
       h("ol", {}, j.events.map((e) => h("li", {}, h("span", { class: "stages-text", text: when(e.at) + " " }), badge(e.state), e.message ? " " + e.message : ""))),
       j.error ? h("p", { class: "error", text: j.error }) : null);
     box.focus && box.scrollIntoView({ block: "nearest" });
@@ -403,9 +405,9 @@
     const s = state.versions;
     const d = await api("/v1/ui/versions?" + qs({ status: s.status, limit: s.limit, offset: s.offset }));
     pager($("pager-versions"), d.offset, d.limit, d.total, "versions", (o) => { s.offset = o; renderTab("versions"); });
-    $("aliases").replaceChildren(...Object.entries(d.aliases).map(([a, v]) => h("span", {}, badge(a, "alias"), ` student-v${v} `)));
+    fill($("aliases"), ...Object.entries(d.aliases).map(([a, v]) => h("span", {}, badge(a, "alias"), ` student-v${v} `)));
     $("rollback").disabled = !d.aliases.prod;
-    if (!d.versions.length) { $("versions-wrap").replaceChildren(h("p", { class: "hint", text: "No versions yet." })); return; }
+    if (!d.versions.length) { fill($("versions-wrap"), h("p", { class: "hint", text: "No versions yet." })); return; }
     const rows = d.versions.map((v) => h("tr", { "data-version": String(v.version) },
       h("th", { scope: "row" }, h("button", { type: "button", class: "link", onclick: () => showVersion(v.version) }, v.name)),
       h("td", {}, v.aliases.map((a) => [badge(a, "alias"), " "])),
@@ -417,7 +419,7 @@
       h("td", { class: "reason", text: v.reason || "" }),
       h("td", {}, v.missing ? "manifest missing" : h("button", { type: "button", disabled: v.aliases.includes("prod"),
         "aria-label": `Promote ${v.name} to prod`, onclick: () => promote(v) }, "Promote…"))));
-    $("versions-wrap").replaceChildren(h("table", { class: "grid", id: "versions-table", "aria-label": "Versions, newest first" },
+    fill($("versions-wrap"), h("table", { class: "grid", id: "versions-table", "aria-label": "Versions, newest first" },
       h("thead", {}, h("tr", {}, ["version", "aliases", "made by", "status", "parent", "document or note", "documents", "canary", "drift", "gate reason", "actions"].map((c) => h("th", { scope: "col", text: c })))),
       h("tbody", {}, rows)));
   }
@@ -426,7 +428,7 @@
     const box = $("version-detail");
     box.hidden = false;
     const r = v.result || {};
-    box.replaceChildren(h("h3", { text: `${v.name}: ${v.kind}${v.status ? ", " + v.status : ""}` }),
+    fill(box, h("h3", { text: `${v.name}: ${v.kind}${v.status ? ", " + v.status : ""}` }),
       h("p", { text: `${v.note || ""}${v.parent ? ` · parent student-v${v.parent}` : ""} · created ${v.created_at || "–"}` }),
       v.reason ? h("p", { text: "Gate: " + v.reason }) : null,
       r.before !== undefined ? h("p", { text: `Probe accuracy ${fmt(r.before)} → ${fmt(r.after)}, forgetting ${fmt(r.forgetting)}, canary ${pct(r.canary)} (untouched ${pct(r.canary_base)}), drift ${kl(r.drift)}` }) : null,
@@ -443,7 +445,7 @@
     const s = state.docs;
     const d = await api("/v1/ui/documents?" + qs({ q: s.q, limit: s.limit, offset: s.offset }));
     pager($("pager-docs"), d.offset, d.limit, d.total, "documents", (o) => { s.offset = o; renderTab("documents"); });
-    if (!d.documents.length) { $("docs-wrap").replaceChildren(h("p", { class: "hint", text: s.q ? "No title matches." : "No documents yet." })); return; }
+    if (!d.documents.length) { fill($("docs-wrap"), h("p", { class: "hint", text: s.q ? "No title matches." : "No documents yet." })); return; }
     const rows = d.documents.map((x) => h("tr", { "data-doc": x.id },
       h("th", { scope: "row" }, h("button", { type: "button", class: "link", onclick: () => showDocument(x.id) }, x.title)),
       h("td", { text: x.learned_in ? "student-v" + x.learned_in : "not learned" }),
@@ -451,7 +453,7 @@
       h("td", { class: "num", text: x.current === null ? "–" : `${fmt(x.current)} (v${x.current_version})` }),
       h("td", { class: "num", text: fmt(x.base) }), h("td", { class: "num", text: String(x.jobs) }),
       h("td", {}, h("button", { type: "button", "aria-label": "Plot the accuracy of " + x.title, onclick: () => addDocLine(x.id, x.title) }, "Plot"))));
-    $("docs-wrap").replaceChildren(h("table", { class: "grid", id: "docs-table", "aria-label": "Documents and their provenance" },
+    fill($("docs-wrap"), h("table", { class: "grid", id: "docs-table", "aria-label": "Documents and their provenance" },
       h("thead", {}, h("tr", {}, ["title", "learned in", "in prod", `accuracy now (prod student-v${d.prod || "–"})`, "untouched model", "jobs", "actions"].map((c) => h("th", { scope: "col", text: c })))),
       h("tbody", {}, rows)));
   }
@@ -460,7 +462,7 @@
     const box = $("doc-detail");
     box.hidden = false;
     const measured = d.accuracy.filter((a) => a.status !== "base");
-    box.replaceChildren(h("h3", { text: d.title }),
+    fill(box, h("h3", { text: d.title }),
       h("p", { text: `${d.id} · ${d.learned_in ? "learned in student-v" + d.learned_in : "not learned"} · ${d.in_prod ? "in prod" : "not in prod"}` }),
       h("h4", { text: "Probes (reference answers)" }),
       h("ol", {}, d.probes.map((p) => h("li", {}, p.question, " → ", h("em", { text: p.answer })))),
