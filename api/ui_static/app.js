@@ -71,6 +71,7 @@
     state.key = null;
     clearInterval(state.timer);
     $("main").hidden = true; $("signout").hidden = true; $("login").hidden = false;
+    document.querySelector(".skip").setAttribute("href", "#login");  // the skip link targets what is shown
     $("who").textContent = ""; $("live").textContent = "";
     $("login-error").textContent = message || "";
     $("key").value = "";
@@ -88,6 +89,7 @@
     }
     sessionStorage.setItem(KEY, key);
     $("login").hidden = true; $("main").hidden = false; $("signout").hidden = false;
+    document.querySelector(".skip").setAttribute("href", "#main");
     $("who").textContent = state.scope === "write" ? "Signed in with a write key: promote and rollback are available (each asks first)."
       : "Signed in with a read key: the API will refuse promote, rollback and cancel.";
     await start();
