@@ -153,6 +153,16 @@ class ServiceSettings(BaseModel):
     #                                                          behind training) or share the worker's
 
 
+class ServingSettings(BaseModel):
+    """In-process query serving (agent/batching.py): concurrent requests are decoded in batches."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch: int = Field(16, ge=1, le=256)  # sequences decoded together (1 = one request at a time)
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)  # how long the first request waits for the batch to fill
+    max_queue: int = Field(256, ge=1)  # requests waiting beyond this get 503 with Retry-After
+    max_loaded_versions: int = Field(8, ge=1)  # versions whose adapters stay in memory (least recently used go)
+
+
 class VLLMSettings(BaseModel):
     """A vLLM server (its own process and environment) that answers what the student and teacher generate."""
 
@@ -193,6 +203,7 @@ class SealConfig(BaseModel):
     eval: EvalSettings = EvalSettings()
     continual: ContinualSettings = ContinualSettings()
     service: ServiceSettings = ServiceSettings()
+    serving: ServingSettings = ServingSettings()
     rl: RLSettings = RLSettings()
     backend: BackendSettings = BackendSettings()
     arc: ArcSettings = ArcSettings()

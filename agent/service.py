@@ -52,7 +52,7 @@ class Agent:
 
             routing = RoutingCache(memory, cfg.continual.routing, cfg.continual.canary)
         server = StudentServer(rt.student, stack, rt.model_name, lock, vllm=open_vllm(cfg, stack, rt.student.tokenizer),
-                               routing=routing)
+                               routing=routing, settings=cfg.serving)
         if cfg.service.mode == "celery":
             transport: Transport = CeleryTransport(cfg)
         else:
@@ -72,6 +72,7 @@ class Agent:
 
     def close(self) -> None:
         self.transport.stop()
+        self.server.close()
 
     # -- documents and jobs ---------------------------------------------------------------------------------
     def submit(self, passages: list[Passage], idempotency_key: str | None = None) -> list[Submitted]:

@@ -4,7 +4,8 @@ Names, as the OpenAI-compatible API sees them:
     seal-student@prod, seal-student@latest, seal-student@<alias>   a movable alias (resolved per request)
     seal-student-v17                                               an immutable version
     base                                                           the untouched model
-A model holds one set of active adapters at a time, so generation takes the server's lock for its duration.
+In-process, requests are decoded in batches by one thread that owns the model (agent/batching.py), one
+version's weights per batch, under the server's lock (which the embedded worker shares in `serve_model: shared`).
 """
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-import torch
-
-from student.stack import StackError, StackStore, load_version
+from student.stack import StackError, StackStore
 
 PREFIX = "seal-student"
 
@@ -44,13 +43,24 @@ class GenerationStats:
 
 class StudentServer:
     def __init__(self, student, stack: StackStore, base_name: str, lock: threading.Lock | None = None,
-                 vllm=None, routing=None):
+                 vllm=None, routing=None, settings=None):
+        from agent.batching import BatchScheduler, LoadedVersions
+        from agent.config import ServingSettings
+
         self.student, self.stack, self.base_name = student, stack, base_name
         self.routing = routing  # agent.routing.RoutingCache: each request meets only its document's adapter
         self.vllm = vllm  # agent.vllm_adapters.VLLMAdapters: answer on a vLLM server instead of in-process
         self.lock = lock or threading.Lock()
+        self.settings = settings or ServingSettings()
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
+        self.loaded = LoadedVersions(self.settings.max_loaded_versions)
+        self.batcher = BatchScheduler(student.use, student.tokenizer, self._activate_batch, self.lock,
+                                      self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
+                                      on_batch=self._on_batch)
+
+    def close(self) -> None:
+        self.batcher.close()
 
     # -- names ----------------------------------------------------------------------------------------------
     def models(self) -> list[dict]:
@@ -79,16 +89,33 @@ class StudentServer:
             raise ModelNotFound(str(e)) from e
         raise ModelNotFound(f"unknown model {model!r}; see GET /v1/models")
 
-    def _activate(self, manifest, route_text: str = "") -> list[str] | None:
+    def _load(self, manifest) -> list[str]:
+        """A version's adapters, all kept as adapters (merged ones too): the base weights stay untouched, so going
+        from a merged version to `base` and back costs no restore and re-merge of the full weights."""
+        if self.student.merged:
+            self.student.restore_base()
+        live = self.student.adapters()
+        need = [a for a in manifest.adapters if a.id not in live]
+        if need:
+            self.stack.verify(type(manifest)(manifest.version, manifest.parent, tuple(need), manifest.created_at,
+                                             manifest.note))
+            for a in need:
+                self.student.load(self.stack.adapter_dir(a.id), a.id)
+        names = [a.id for a in manifest.adapters]
+        self.loaded.touch(manifest.version, names, self.student.drop)
+        return names
+
+    def _activate_batch(self, manifest, route_texts: list[str]) -> tuple[list[list[str]], bool]:
+        """On the batcher's thread, under the lock: the adapters each request of one version meets."""
         if manifest is None:
             if self.student.merged:
                 self.student.restore_base()
-            return None
-        names = load_version(self.stack, self.student, manifest) or None
+            return [[] for _ in route_texts], False
+        names = self._load(manifest)
         routing = self.routing.get(manifest, names) if self.routing is not None else None
         if routing is not None:
-            return routing.names_for([route_text])[0] or None
-        return names
+            return routing.names_for(route_texts), True
+        return [names for _ in route_texts], False
 
     # -- generation -------------------------------------------------------------------------------------------
     def render_chat(self, messages: list[dict]) -> str:
@@ -97,89 +124,68 @@ class StudentServer:
             return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
-    def _kwargs(self, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
-        tok = self.student.tokenizer
-        kw = dict(max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        if temperature > 0:
-            if seed is not None:
-                torch.manual_seed(seed)
-            kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kw
-
-    def _record(self, tokens: int, seconds: float) -> None:
+    def _record(self, tokens: int, seconds: float, requests: int = 1) -> None:
         with self._stats_lock:
             self.stats.tokens += tokens
             self.stats.seconds += seconds
-            self.stats.requests += 1
+            self.stats.requests += requests
+
+    def _on_batch(self, rows: int, waits: list[float], tokens: int, seconds: float) -> None:
+        self._record(tokens, seconds, rows)
+
+    def submit(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None,
+               on_piece=None):
+        """Queue one request for the in-process batcher and return it (its `future` gives a Generation-like
+        `Finished`); raises ModelNotFound, or agent.batching.QueueFull when the queue is at its bound."""
+        from agent.batching import Request
+
+        if self.vllm is not None:
+            raise RuntimeError("submit() is the in-process path; this server answers on vLLM")
+        manifest = self.resolve(model)
+        ids = self.student.tokenizer([prompt], add_special_tokens=False)["input_ids"][0]
+        req = Request(list(ids), max_tokens, temperature, top_p, seed, stop or None,
+                      version=manifest.version if manifest else None,
+                      target=manifest, route_text=prompt if route_text is None else route_text,
+                      on_piece=on_piece)
+        return self.batcher.submit(req)
+
+    def generation(self, req, fin) -> Generation:
+        m = req.target
+        return Generation(fin.text, fin.prompt_tokens, fin.completion_tokens, fin.finish_reason, fin.seconds,
+                          m.name if m else "base", fin.adapters if m is not None else None)
 
     def generate(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                  stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None
                  ) -> Generation:
         """`route_text`: what routed adapters are chosen by (the user's last message; default the prompt)."""
-        manifest = self.resolve(model)
         if self.vllm is not None:
-            return self._generate_vllm(manifest, prompt, max_tokens, temperature, top_p, stop, seed)
-        tok = self.student.tokenizer
-        enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
-        with self.lock:
-            names = self._activate(manifest, prompt if route_text is None else route_text)
-            t0 = time.perf_counter()
-            with self.student.use(names) as m, torch.inference_mode():
-                out = m.generate(**enc, **self._kwargs(max_tokens, temperature, top_p, seed))
-            seconds = time.perf_counter() - t0
-        new = out[0, enc["input_ids"].shape[1]:]
-        text = tok.decode(new, skip_special_tokens=True)
-        n = int(new.numel())
-        finish = "length" if n >= max_tokens and int(new[-1]) != tok.eos_token_id else "stop"
-        text, cut = _cut_at_stop(text, stop)
-        if cut:
-            finish = "stop"
-        self._record(n, seconds)
-        return Generation(text, int(enc["input_ids"].shape[1]), n, finish, seconds,
-                          manifest.name if manifest else "base",
-                          tuple(names or ()) if self.routing is not None and manifest else None)
+            return self._generate_vllm(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed)
+        req = self.submit(model, prompt, max_tokens, temperature, top_p, stop, seed, route_text)
+        return self.generation(req, req.future.result())
 
     def stream(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None
                ) -> Iterator[str]:
         """Yield text pieces as they are generated. The model is resolved before the first piece, so an unknown
-        name fails the request instead of the stream."""
-        from transformers import TextIteratorStreamer
+        name fails the request instead of the stream; a consumer that stops early drops out of its batch."""
+        import queue
 
-        manifest = self.resolve(model)
         if self.vllm is not None:
-            return self._stream_vllm(manifest, prompt, max_tokens, temperature, top_p, stop, seed)
-        tok = self.student.tokenizer
-        enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
-        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        counted = {}
-
-        def work():
-            with self.lock:
-                names = self._activate(manifest, prompt if route_text is None else route_text)
-                t0 = time.perf_counter()
-                try:
-                    with self.student.use(names) as m, torch.inference_mode():
-                        out = m.generate(**enc, streamer=streamer, **self._kwargs(max_tokens, temperature, top_p,
-                                                                                   seed))
-                    counted["n"] = int(out.shape[1] - enc["input_ids"].shape[1])
-                except BaseException:
-                    streamer.end()
-                    raise
-                finally:
-                    self._record(counted.get("n", 0), time.perf_counter() - t0)
-
-        th = threading.Thread(target=work, daemon=True)
-        th.start()
+            return self._stream_vllm(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed)
+        q: queue.Queue = queue.Queue()
+        req = self.submit(model, prompt, max_tokens, temperature, top_p, stop, seed, route_text, on_piece=q.put)
+        req.future.add_done_callback(lambda _f: q.put(None))
 
         def pieces():
-            yield from _until_stop(streamer, stop)
-            th.join()
+            try:
+                while (piece := q.get()) is not None:
+                    yield piece
+                req.future.result()  # a failed batch fails the stream
+            finally:
+                req.cancelled = True
 
         return pieces()
-
 
     # -- through a vLLM server -------------------------------------------------------------------------------
     def _on_vllm(self, manifest, call):

@@ -4,6 +4,7 @@ Only /healthz is open; every other route needs a bearer key (read, or write for 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import tempfile
@@ -15,8 +16,10 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent.batching import QueueFull
 from agent.jobs import JobError
 from agent.serving import ModelNotFound
 from agent.service import Agent
@@ -233,7 +236,9 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
             raise HTTPException(422, f"max_tokens {n} is over this server's limit {cfg.max_new_tokens}")
         return n
 
-    def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None):
+    async def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None):
+        """In-process, the request joins the batcher's queue and this handler awaits it on the event loop (no
+        thread held while the model is busy); with a vLLM backend the blocking client runs in the thread pool."""
         try:
             stops = body.stops()
         except ValueError as e:
@@ -245,31 +250,53 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if kind == "chat" else "text_completion"
+        args = (body.model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed, route_text)
+        in_process = agent.server.vllm is None
+        loop = asyncio.get_running_loop()
         if body.stream:
-            def sse():
-                def chunk(delta: str | None, finish: str | None) -> str:
-                    if kind == "chat":
-                        choice = {"index": 0, "delta": {} if delta is None else {"content": delta},
-                                  "finish_reason": finish}
-                    else:
-                        choice = {"index": 0, "text": delta or "", "finish_reason": finish}
-                    return "data: " + json.dumps({"id": rid, "object": obj + ".chunk", "created": created,
-                                                  "model": body.model, "choices": [choice]}) + "\n\n"
+            q: asyncio.Queue = asyncio.Queue()
+            if in_process:
+                req = _submit(*args, on_piece=lambda piece: loop.call_soon_threadsafe(q.put_nowait, piece))
+                req.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(q.put_nowait, None))
+            else:
+                pieces = await run_in_threadpool(agent.server.stream, *args)
 
+            def chunk(delta: str | None, finish: str | None) -> str:
                 if kind == "chat":
-                    yield "data: " + json.dumps({"id": rid, "object": obj + ".chunk", "created": created,
-                                                 "model": body.model, "choices": [{"index": 0, "delta": {
-                                                     "role": "assistant"}, "finish_reason": None}]}) + "\n\n"
-                for piece in agent.server.stream(body.model, prompt, max_tokens, body.temperature, body.top_p,
-                                                 stops, body.seed, route_text):
-                    yield chunk(piece, None)
-                yield chunk(None, "stop")
-                yield "data: [DONE]\n\n"
+                    choice = {"index": 0, "delta": {} if delta is None else {"content": delta},
+                              "finish_reason": finish}
+                else:
+                    choice = {"index": 0, "text": delta or "", "finish_reason": finish}
+                return "data: " + json.dumps({"id": rid, "object": obj + ".chunk", "created": created,
+                                              "model": body.model, "choices": [choice]}) + "\n\n"
+
+            async def sse():
+                try:
+                    if kind == "chat":
+                        yield "data: " + json.dumps({"id": rid, "object": obj + ".chunk", "created": created,
+                                                     "model": body.model, "choices": [{"index": 0, "delta": {
+                                                         "role": "assistant"}, "finish_reason": None}]}) + "\n\n"
+                    finish = "stop"
+                    if in_process:
+                        while (piece := await q.get()) is not None:
+                            yield chunk(piece, None)
+                        finish = req.future.result().finish_reason
+                    else:
+                        async for piece in iterate_in_threadpool(pieces):
+                            yield chunk(piece, None)
+                    yield chunk(None, finish)
+                    yield "data: [DONE]\n\n"
+                finally:
+                    if in_process:
+                        req.cancelled = True  # a client that went away leaves its batch
 
             return StreamingResponse(sse(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        g = agent.server.generate(body.model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed,
-                                  route_text)
+        if in_process:
+            req = _submit(*args)
+            g = agent.server.generation(req, await asyncio.wrap_future(req.future))
+        else:
+            g = await run_in_threadpool(agent.server.generate, *args)
         choice = ({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason}
                   if kind == "chat" else {"index": 0, "text": g.text, "finish_reason": g.finish_reason,
                                           "logprobs": None})
@@ -280,16 +307,24 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
                                                "completion_tokens": g.completion_tokens,
                                                "total_tokens": g.prompt_tokens + g.completion_tokens}}
 
+    def _submit(*args, on_piece=None):
+        try:
+            return agent.server.submit(*args, on_piece=on_piece)
+        except QueueFull as e:
+            raise HTTPException(503, str(e), headers={"Retry-After": "1"})
+        except ModelNotFound as e:
+            raise HTTPException(404, str(e))
+
     @app.post("/v1/chat/completions", tags=["openai"], dependencies=[read])
-    def chat_completions(body: ChatCompletionIn):
+    async def chat_completions(body: ChatCompletionIn):
         n = _limit(body.max_completion_tokens or body.max_tokens, 128)
         prompt = agent.server.render_chat([m.model_dump() for m in body.messages])
         users = [m.content for m in body.messages if m.role == "user"]
-        return _run(body, prompt, n, "chat", users[-1] if users else prompt)  # routed by the user's question
+        return await _run(body, prompt, n, "chat", users[-1] if users else prompt)  # routed by the user's question
 
     @app.post("/v1/completions", tags=["openai"], dependencies=[read])
-    def completions(body: CompletionIn):
-        return _run(body, body.prompt, _limit(body.max_tokens, 16), "text")
+    async def completions(body: CompletionIn):
+        return await _run(body, body.prompt, _limit(body.max_tokens, 16), "text")
 
     mount_ui(app, agent, auth)  # the audit page (/ui) and its read-only data (/v1/ui/...)
     return app

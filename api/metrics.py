@@ -3,7 +3,8 @@ workers), in a registry owned by one app (no global registry)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                   SummaryMetricFamily)
 
 
 class AgentCollector:
@@ -30,6 +31,7 @@ class AgentCollector:
                                   value=st.seconds)
         yield GaugeMetricFamily("seal_generation_tokens_per_second", "Mean generation speed since start",
                                 value=st.tokens / st.seconds if st.seconds else 0.0)
+        yield from batching_metrics(a.server)
         aliases = a.stack.aliases()
         yield GaugeMetricFamily("seal_prod_version", "The version behind the prod alias (0 = none)",
                                 value=aliases.get("prod", 0))
@@ -46,6 +48,30 @@ class AgentCollector:
                     drift.add_metric([label], general[v]["drift"])
         yield canary
         yield drift
+
+
+def _histogram(name: str, doc: str, edges, counts: list[int], total: float) -> HistogramMetricFamily:
+    run, buckets = 0, []
+    for e, n in zip([*map(str, edges), "+Inf"], counts):
+        run += n
+        buckets.append((e, run))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+
+
+def batching_metrics(server):
+    """The in-process batcher: batch sizes, queue depth and waits, decode speed."""
+    from agent.batching import SIZE_BUCKETS, WAIT_BUCKETS
+
+    b = server.batcher
+    s = b.stats
+    yield _histogram("seal_batch_size", "Requests decoded together per batch", SIZE_BUCKETS, s.size_counts,
+                     float(s.rows))
+    yield _histogram("seal_queue_wait_seconds", "Seconds a query waited for its batch to start", WAIT_BUCKETS,
+                     s.wait_counts, s.wait_sum)
+    yield GaugeMetricFamily("seal_generation_queue_depth", "Queries waiting for a batch", value=b.depth())
+    yield GaugeMetricFamily("seal_generation_in_flight", "Queries in the batch being decoded", value=b.in_flight())
+    yield GaugeMetricFamily("seal_batch_tokens_per_second", "Tokens decoded per second of batch time since start",
+                            value=s.tokens / s.seconds if s.seconds else 0.0)
 
 
 def make_registry(agent) -> tuple[CollectorRegistry, Counter]:

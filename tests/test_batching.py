@@ -1,0 +1,202 @@
+"""Batched serving (agent/batching.py): concurrent requests decoded together must answer exactly as alone, each
+with its own version's weights; the queue is bounded; streams stream; the API stays responsive."""
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from agent.batching import QueueFull
+from agent.config import ServingSettings
+from agent.serving import StudentServer
+from student.generation import render_prompt
+from student.stack import StackStore
+
+PROMPTS = ["Where does the Zorblax river flow?", "Hi", "Tell me about the northern harbour of Kessel in winter, please.",
+           "What is 7 times 8?", "Name a colour.", "Who painted the harbour?"]
+DOCS = ["The Zorblax river flows into the Quimby sea near the town of Frell.",
+        "Anna Berg painted the northern harbour of Kessel in the winter of 1881."]
+
+
+@pytest.fixture()
+def two_versions(runtime, tmp_path):
+    """A stack with two versions whose adapters answer differently (trained hard on different text)."""
+    st = runtime.student
+    store = StackStore(tmp_path / "stack")
+    hard = st.settings.model_copy(update={"epochs": 8, "learning_rate": 5e-2})
+    with store.writer():
+        refs = []
+        for i, d in enumerate(DOCS):
+            st.train_adapter([d] * 4, f"live{i}", seed=i, settings=hard)
+            refs.append(store.add_adapter(st, f"live{i}", f"a{i + 1:05d}", [f"doc{i}"]))
+            store.commit(refs[-1:], parent=None, note=f"doc{i}", move=("latest",))
+            st.drop(f"live{i}")
+    return st, store
+
+
+def server(st, store, **kw) -> StudentServer:
+    return StudentServer(st, store, "tiny", settings=ServingSettings(**({"max_wait_ms": 300} | kw)))
+
+
+def alone(st, names, prompt: str, n: int) -> str:
+    """The unbatched reference: transformers' own greedy generate on one prompt."""
+    tok = st.tokenizer
+    enc = tok([render_prompt(tok, prompt)], return_tensors="pt", add_special_tokens=False)
+    with st.use(names) as m, torch.inference_mode():
+        out = m.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def submit_all(srv, jobs):
+    """Submit every (model, prompt, max_tokens) before the batcher starts a batch, then wait for all."""
+    with srv.lock:  # hold the model so that every request is queued before the first batch is taken
+        reqs = [srv.submit(m, render_prompt(srv.student.tokenizer, p), n) for m, p, n in jobs]
+    return [r.future.result(timeout=120) for r in reqs]
+
+
+def test_batched_greedy_equals_unbatched_for_mixed_lengths(two_versions):
+    st, store = two_versions
+    lens = [3, 9, 16, 1, 12, 7]
+    srv = server(st, store, max_batch=8)
+    try:
+        got = submit_all(srv, [("base", p, n) for p, n in zip(PROMPTS, lens)])
+    finally:
+        srv.close()
+    assert max(g.batch_size for g in got) == len(PROMPTS)  # they really were decoded together
+    for g, p, n in zip(got, PROMPTS, lens):
+        assert g.text == alone(st, None, p, n), p
+        assert g.completion_tokens <= n and (g.finish_reason == "length") == (g.completion_tokens == n)
+    one = server(st, store, max_batch=1)
+    try:
+        singles = submit_all(one, [("base", p, n) for p, n in zip(PROMPTS, lens)])
+    finally:
+        one.close()
+    assert [g.text for g in singles] == [g.text for g in got] and {g.batch_size for g in singles} == {1}
+
+
+def test_two_versions_in_flight_each_answer_with_their_own_weights(two_versions):
+    st, store = two_versions
+    srv = server(st, store, max_batch=8)
+    jobs = [(m, p, 10) for p in PROMPTS[:3] for m in ("seal-student-v1", "seal-student-v2", "base")]
+    try:
+        got = submit_all(srv, jobs)
+    finally:
+        srv.close()
+    want = {"seal-student-v1": ["a00001"], "seal-student-v2": ["a00002"], "base": None}
+    for (m, p, n), g in zip(jobs, got):
+        assert g.text == alone(st, want[m], p, n), (m, p)
+    texts = {m: [g.text for (mm, _, _), g in zip(jobs, got) if mm == m] for m in want}
+    assert texts["seal-student-v1"] != texts["seal-student-v2"]  # the versions differ, so mixing would show
+
+
+def test_sampling_is_seeded_per_request_whatever_the_batch(two_versions):
+    st, store = two_versions
+    srv = server(st, store, max_batch=8)
+    prompt = render_prompt(st.tokenizer, PROMPTS[0])
+    try:
+        with srv.lock:
+            a = srv.submit("base", prompt, 12, temperature=1.0, seed=7)
+            others = [srv.submit("base", render_prompt(st.tokenizer, p), 12, temperature=1.0, seed=i)
+                      for i, p in enumerate(PROMPTS[1:4])]
+        a.future.result(60)
+        b = srv.submit("base", prompt, 12, temperature=1.0, seed=7)  # alone, later
+        assert a.future.result().text == b.future.result(60).text
+        assert a.future.result().batch_size == 4 and b.future.result().batch_size == 1
+        [o.future.result(60) for o in others]
+    finally:
+        srv.close()
+
+
+def test_a_full_queue_refuses_and_a_stream_streams_inside_a_batch(two_versions):
+    st, store = two_versions
+    srv = server(st, store, max_batch=4, max_queue=3)
+    prompt = render_prompt(st.tokenizer, PROMPTS[2])
+    try:
+        with srv.lock:
+            pieces = srv.stream("base", prompt, 16)  # queued; the lock keeps the batcher from starting
+            others = [srv.submit("base", render_prompt(st.tokenizer, p), 16) for p in PROMPTS[:2]]
+            with pytest.raises(QueueFull, match="full"):
+                srv.submit("base", prompt, 4)
+        got = list(pieces)
+        plain = [o.future.result(60) for o in others]
+    finally:
+        srv.close()
+    assert len(got) > 1 and "".join(got) == alone(st, None, PROMPTS[2], 16)
+    assert plain[0].batch_size == 3  # the stream and the two others were one batch
+
+
+def test_loaded_versions_stay_bounded(two_versions):
+    st, store = two_versions
+    srv = server(st, store, max_loaded_versions=1, max_wait_ms=0)
+    try:
+        srv.generate("seal-student-v1", "Hi", 2)
+        assert "a00001" in st.adapters()
+        srv.generate("seal-student-v2", "Hi", 2)
+        assert "a00002" in st.adapters() and "a00001" not in st.adapters() and len(srv.loaded) == 1
+        hi = render_prompt(st.tokenizer, "Hi")
+        assert srv.generate("seal-student-v1", hi, 3).text == alone(st, ["a00001"], "Hi", 3)
+    finally:
+        srv.close()
+
+
+def test_api_answers_health_while_generations_wait_and_503_when_full(tiny_cfg, tmp_path):
+    """More requests in flight than the server has threads (40): handlers that held a thread while the model is
+    busy would leave /healthz waiting; awaiting handlers leave it free. One more than the queue holds gets 503."""
+    import httpx
+
+    from agent.service import Agent
+    from api.app import create_app
+
+    n = 48
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "state_dir": str(tmp_path / "state")},
+        serving={"max_batch": 16, "max_queue": n, "max_wait_ms": 0}, runtime={"threads": 1})
+    agent = Agent.open(cfg)
+    app = create_app(agent, {"read-key-0001": "read"})
+    body = {"model": "base", "messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 24}
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=300,
+                                     headers={"Authorization": "Bearer read-key-0001"}) as c:
+            agent.server.lock.acquire()  # the model is busy: requests queue behind it
+            try:
+                chats = [asyncio.create_task(c.post("/v1/chat/completions", json=body)) for _ in range(n)]
+                b = agent.server.batcher
+                for _ in range(6000):
+                    if b.depth() + b.in_flight() == n or any(t.done() for t in chats):
+                        break
+                    await asyncio.sleep(0.01)
+                assert b.depth() + b.in_flight() == n, [t.result().text for t in chats if t.done()][:1]
+                health = await asyncio.wait_for(c.get("/healthz"), 60)  # a deadlock guard, not a timing check
+                # the batcher may hold a batch taken from the queue: add requests until the queue is at its bound
+                for _ in range(17):
+                    t = asyncio.create_task(c.post("/v1/chat/completions", json=body))
+                    chats.append(t)
+                    for _ in range(6000):
+                        if t.done() or b.depth() + b.in_flight() == len(chats):
+                            break
+                        await asyncio.sleep(0.01)
+                    if t.done():
+                        break
+                full = chats.pop().result()
+                assert not any(t.done() for t in chats)
+            finally:
+                agent.server.lock.release()
+            done = await asyncio.gather(*chats)
+            return health, full, done, (await c.get("/metrics")).text
+
+    try:
+        health, full, done, metrics = asyncio.run(scenario())
+    finally:
+        agent.close()
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert full.status_code == 503 and int(full.headers["retry-after"]) >= 1 and "full" in full.json()["detail"]
+    assert all(d.status_code == 200 for d in done)
+    texts = {d.json()["choices"][0]["message"]["content"] for d in done}
+    assert len(texts) == 1  # the same greedy answer in every batch
+    sizes = {ln.split()[0]: float(ln.split()[1]) for ln in metrics.splitlines() if ln.startswith("seal_batch_size")}
+    assert sizes["seal_batch_size_sum"] == len(done) and sizes["seal_batch_size_count"] < len(done)  # batched
+    assert 'seal_queue_wait_seconds_bucket{le="+Inf"} ' + f"{float(len(done))}" in metrics
+    assert "seal_generation_queue_depth 0.0" in metrics
