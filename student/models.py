@@ -80,13 +80,38 @@ def _dequantize_to_folder(gguf: Path, out: Path, dtype) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16); emulated bf16 is slower than float32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def weights_dtype(settings: ModelSettings, cpuinfo: str | None = None) -> str:
+    """The dtype to load: `auto` and `bfloat16` become float32 (with a log line) on a CPU without bf16 units."""
+    want = settings.dtype
+    if want in ("auto", "bfloat16"):
+        import torch
+
+        if torch.cuda.is_available() or cpu_has_bf16(cpuinfo):
+            return "bfloat16"
+        (log.warning if want == "bfloat16" else log.info)(
+            "model.dtype %s: this CPU has no bf16 units (amx_bf16 / avx512_bf16); loading float32 instead", want)
+        return "float32"
+    return want
+
+
 def resolve_folder(settings: ModelSettings) -> tuple[Path | str, str]:
     """Turn a source string into something `from_pretrained` loads fast: a local folder, or a hub id."""
     cache = Path(settings.cache_dir).expanduser()
     src = settings.source
     import torch
 
-    dtype = getattr(torch, settings.dtype)
+    dtype = getattr(torch, weights_dtype(settings))
     if src == "tiny":
         from student.tiny import build_tiny_model
 
@@ -127,7 +152,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     try:
         tok = AutoTokenizer.from_pretrained(str(where), local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            str(where), dtype=getattr(torch, settings.dtype), local_files_only=local_only
+            str(where), dtype=getattr(torch, weights_dtype(settings)), local_files_only=local_only
         )
     except OSError as e:
         raise ModelSourceError(f"could not load model from {where}: {e}") from e

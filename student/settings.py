@@ -20,7 +20,7 @@ class ModelSettings(_Strict):
     source: str = "embedded:smollm2"
     gguf_file: str | None = None
     cache_dir: str = "~/.cache/seal-agent"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # auto: bfloat16 where the CPU has it
     allow_download: bool = False
 
 

@@ -125,3 +125,24 @@ def test_invalid_train_settings():
         TrainSettings(target_modules=[])
     with pytest.raises(ValueError):
         TrainSettings(rank=0)
+
+
+def test_bf16_is_used_only_where_the_cpu_has_it(caplog):
+    import logging
+
+    import torch
+
+    from student.models import weights_dtype
+    from student.settings import ModelSettings
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU always takes bf16")
+    with_units = "processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n"
+    without = "processor : 0\nflags\t\t: fpu sse avx2\n"
+    assert weights_dtype(ModelSettings(dtype="auto"), with_units) == "bfloat16"
+    assert weights_dtype(ModelSettings(dtype="bfloat16"), "flags : amx_bf16") == "bfloat16"
+    with caplog.at_level(logging.INFO, logger="student.models"):
+        assert weights_dtype(ModelSettings(dtype="bfloat16"), without) == "float32"
+        assert weights_dtype(ModelSettings(dtype="auto"), without) == "float32"
+    assert sum("no bf16 units" in r.message for r in caplog.records) == 2
+    assert weights_dtype(ModelSettings(dtype="float32"), with_units) == "float32"
