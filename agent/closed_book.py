@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from agent.graders import Judge, contains, exact_match, f1, recites_other
 from memory.documents import Passage
 from student.adapters import Student
-from student.generation import SamplingParams, generate
+from student.generation import SamplingParams, generate, render_prompt
 
 QUESTION_PROMPT = "Answer the question with a short phrase.\nQuestion: {q}"
 
@@ -40,6 +40,16 @@ def answer(student: Student, adapter: str | None, questions: list[str], max_new_
     with student.use(adapter) as model:
         outs = generate(model, student.tokenizer, [question_prompt(q) for q in questions], params, batch_size=batch_size)
     return [o[0] for o in outs]
+
+
+def answer_likelihood(student: Student, adapter, qas, batch_size: int = 16) -> list[float]:
+    """Per question, the mean log-probability per token of its reference answer, asked as `answer` asks it
+    (closed book, chat format): the dense counterpart of containment (student/likelihood.py)."""
+    from student.likelihood import answer_logprobs
+
+    pairs = [(render_prompt(student.tokenizer, question_prompt(q.question)), q.answer) for q in qas]
+    with student.use(adapter) as model:
+        return answer_logprobs(model, student.tokenizer, pairs, batch_size)
 
 
 @dataclass

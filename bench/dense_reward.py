@@ -1,0 +1,165 @@
+"""Does a dense reward predict what the student really learns? Before the teacher's RL relies on it.
+
+For each passage (SQuAD dev, with at least 4 questions), its questions are split in two halves: A (what a
+reward would see) and B (held out). The teacher writes K self-edits (the product's teacher and guard); each,
+and the raw passage as one more candidate, is trained into a fresh adapter with the product's inner loop. Per
+candidate, on both halves:
+  containment  closed-book answers that contain the reference (the sparse 0/1 reward of the RL so far)
+  likelihood   mean log-probability per answer token of the reference answer (teacher/rewards.py: dense)
+each as a gain over the untouched model. Reported: how often the containment gain on A is exactly 0, the rank
+correlation (Spearman) of each reward on A with the containment gain on B, across all candidates and within
+contexts, and the held-out gain of the candidate each reward would pick as the best of a context.
+
+    python bench/dense_reward.py --out results/dense-reward [--passages N] [--samples K] [--set model.dtype=bfloat16]
+Rows go to OUT/rows.jsonl as they finish (a rerun skips them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    if len(xs) < 3:
+        return float("nan")
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    sx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    sy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (sx * sy) if sx and sy else float("nan")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/squad/dev.json"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--passages", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=3)
+    ap.add_argument("--offset", type=int, default=230, help="first passage (away from the eval/continual draws)")
+    ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
+    a = ap.parse_args(argv)
+
+    from agent.closed_book import answer, answer_likelihood
+    from agent.config import load_config
+    from agent.graders import contains
+    from agent.runtime import open_runtime
+    from memory.documents import Passage, load_passages
+    from teacher.self_edit import build_self_edit
+    from teacher.writer import TeacherWriter
+
+    cfg = load_config(a.config)
+    over: dict = {}
+    for s in a.set:
+        k, v = s.split("=", 1)
+        sec, key = k.split(".", 1)
+        over.setdefault(sec, {})[key] = v
+    cfg = cfg.with_overrides(**{sec: {**getattr(cfg, sec).model_dump(), **kv} for sec, kv in over.items()})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rows.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    done = {(r["doc_id"], r["k"]) for r in rows}
+    rt = open_runtime(cfg)
+    st = rt.student
+    writer = TeacherWriter(None, st.tokenizer, cfg.teacher.model_copy(update={"samples": a.samples}))
+    pool = [p for p in load_passages(a.data) if len(p.questions) >= 4][a.offset:a.offset + a.passages]
+    if not pool:
+        raise SystemExit(f"no passages with 4+ questions at offset {a.offset} in {a.data}")
+    ev = cfg.eval
+
+    def measure(adapter, qs) -> tuple[float, float]:
+        got = answer(st, adapter, [q.question for q in qs], ev.max_new_tokens, ev.batch_size)
+        cont = statistics.mean(contains(r, q.answer) for r, q in zip(got, qs))
+        return cont, statistics.mean(answer_likelihood(st, adapter, qs))
+
+    for i, p in enumerate(pool):
+        if all((p.doc_id, k) in done for k in range(-1, a.samples)):
+            continue
+        half_a, half_b = p.questions[0::2], p.questions[1::2]
+        base = {h: measure(None, qs) for h, qs in (("a", half_a), ("b", half_b))}
+        with st.use(None) as m:
+            raws = writer.sample_raw([p], seed=cfg.seed + i, model=m)[0]
+        cands = [(-1, [f"{p.title}\n{p.context}"], 0)]
+        for k, raw in enumerate(raws):
+            se = build_self_edit(p, [raw], cfg.teacher.format, cfg.teacher.grounding)
+            cands.append((k, se.sequences(p, cfg.train.passage_in_training), len(se.units)))
+        for k, texts, units in cands:
+            if (p.doc_id, k) in done or not texts:
+                continue
+            name = f"dense{i}k{k + 1}"
+            st.train_adapter(texts, name, seed=cfg.seed + 100 * i + k)
+            try:
+                got = {h: measure(name, qs) for h, qs in (("a", half_a), ("b", half_b))}
+            finally:
+                st.drop(name)
+            row = {"doc_id": p.doc_id, "title": p.title, "k": k, "units": units,
+                   **{f"cont_gain_{h}": got[h][0] - base[h][0] for h in "ab"},
+                   **{f"dense_gain_{h}": got[h][1] - base[h][1] for h in "ab"},
+                   "base": base, "after": got}
+            rows.append(row)
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"[{i}] {p.title[:28]:28s} k={k:2d} cont A {row['cont_gain_a']:+.2f} B {row['cont_gain_b']:+.2f}  "
+                  f"dense A {row['dense_gain_a']:+.3f} B {row['dense_gain_b']:+.3f}", flush=True)
+    summarize(rows, out)
+    return 0
+
+
+def summarize(rows: list[dict], out: Path) -> dict:
+    if not rows:
+        print("no candidates measured")
+        return {}
+    ca = [r["cont_gain_a"] for r in rows]
+    cb = [r["cont_gain_b"] for r in rows]
+    da = [r["dense_gain_a"] for r in rows]
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["doc_id"], []).append(r)
+
+    def within(key: str) -> float:
+        xs = [spearman([r[key] for r in rs], [r["cont_gain_b"] for r in rs]) for rs in by.values() if len(rs) >= 3]
+        xs = [x for x in xs if x == x]
+        return statistics.mean(xs) if xs else float("nan")
+
+    def picked(key: str) -> float:
+        return statistics.mean(max(rs, key=lambda r: (r[key], -r["k"]))["cont_gain_b"] for rs in by.values())
+
+    s = {"candidates": len(rows), "contexts": len(by),
+         "containment_a_zero_share": sum(x == 0 for x in ca) / len(ca) if ca else float("nan"),
+         "spearman_all": {"containment_a": spearman(ca, cb), "likelihood_a": spearman(da, cb)},
+         "spearman_within_context": {"containment_a": within("cont_gain_a"), "likelihood_a": within("dense_gain_a")},
+         "heldout_gain_of_pick": {"containment_a": picked("cont_gain_a"), "likelihood_a": picked("dense_gain_a"),
+                                  "mean_of_all": statistics.mean(cb) if cb else float("nan")}}
+    print(f"{len(rows)} candidates in {len(by)} contexts; containment gain on A exactly 0 for "
+          f"{100 * s['containment_a_zero_share']:.0f}%")
+    print(f"{'reward on half A':<18} {'rho vs B (all)':>15} {'rho vs B (within)':>18} {'held-out gain of pick':>22}")
+    for k in ("containment_a", "likelihood_a"):
+        print(f"{k:<18} {s['spearman_all'][k]:>15.3f} {s['spearman_within_context'][k]:>18.3f} "
+              f"{s['heldout_gain_of_pick'][k]:>22.3f}")
+    print(f"(mean held-out gain of all candidates {s['heldout_gain_of_pick']['mean_of_all']:.3f})")
+    (out / "summary.json").write_text(json.dumps(s, indent=2))
+    return s
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
