@@ -149,6 +149,8 @@ class RestEM:
         summary = {"round": r, "teacher": tv, "contexts": len(ctxs), "candidates": len(rows),
                    "mean_reward": statistics.mean(c["reward"] for c in rows),
                    "mean_gain": statistics.mean(c["gain"] for c in rows),
+                   "mean_dense_gain": statistics.mean(c.get("dense_gain", float("nan")) for c in rows),
+                   "reward_kind": self.s.reward,
                    "reward_counts": _counts([round(c["reward"], 3) for c in rows]),
                    "empty_after_guard": sum(1 for c in rows if not c["units"]),
                    "winners": len(winners), "win_rate": len({w.doc_id for w in winners}) / len(ctxs),

@@ -14,7 +14,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 
-from agent.closed_book import evaluate_passage
+from agent.closed_book import answer_likelihood, evaluate_passage
 from agent.config import SealConfig
 from memory.documents import Passage, passage_from_dict
 from teacher.rewards import reward
@@ -34,7 +34,8 @@ def seed_of(*parts) -> int:
 def settings_digest(cfg: SealConfig) -> str:
     """What a candidate's row depends on besides the job: the model, the inner loop, the probes, the seed."""
     keep = {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "eval": cfg.eval.model_dump(),
-            "format": cfg.teacher.format, "grounding": cfg.teacher.grounding.model_dump(), "seed": cfg.seed, "lambda": cfg.rl.retention_lambda}
+            "format": cfg.teacher.format, "grounding": cfg.teacher.grounding.model_dump(), "seed": cfg.seed, "lambda": cfg.rl.retention_lambda,
+            "reward": cfg.rl.reward}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -77,6 +78,7 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
             "the workers with the RL run's config (model, train, eval, teacher format/grounding, seed, lambda)")
     p = passage_from_dict(job.passage, "candidate passage")
     t0 = time.perf_counter()
+    dense_before = statistics.mean(answer_likelihood(student, None, p.questions))
     se = build_self_edit(p, [job.raw], cfg.teacher.format, cfg.teacher.grounding)
     texts = se.sequences(p, cfg.train.passage_in_training)
     student.drop(CANDIDATE)  # a previous attempt killed between train and drop in this process
@@ -84,6 +86,7 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
     t1 = time.perf_counter()
     try:
         after = probe_accuracy(student, cfg, CANDIDATE, p)
+        dense_after = statistics.mean(answer_likelihood(student, CANDIDATE, p.questions))
         drops = [max(0.0, before - probe_accuracy(student, cfg, CANDIDATE, passage_from_dict(q, "guarded passage")))
                  for q, before in job.others]
     finally:
@@ -91,11 +94,14 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
     t2 = time.perf_counter()
     forgetting = statistics.mean(drops) if drops else 0.0
     gain = after - job.before
+    dense_gain = dense_after - dense_before
     total = time.perf_counter() - t0 + job.gen_each
     return {"round": job.round, "teacher": job.teacher, "doc_id": p.doc_id, "title": p.title, "k": job.k,
             "raw": job.raw, "units": se.units, "dropped": len(se.dropped), "parsed": se.parsed,
             "before": job.before, "after": after, "gain": gain, "forgetting": forgetting,
-            "reward": reward(gain, forgetting, cfg.rl.retention_lambda),
+            "dense_before": dense_before, "dense_after": dense_after, "dense_gain": dense_gain,
+            "reward": reward(dense_gain if cfg.rl.reward == "likelihood" else gain, forgetting,
+                             cfg.rl.retention_lambda),
             "seconds": {"generate": round(job.gen_each, 3), "train": round(stats.seconds, 3),
                         "evaluate": round(t2 - t1, 3), "total": round(total, 3),
                         "overhead": round(max(0.0, total - job.gen_each - stats.seconds - (t2 - t1)), 3)}}

@@ -69,6 +69,8 @@ class RLSettings(BaseModel):
     selection: Literal["best", "threshold"] = "best"  # best of K (if above threshold) | every one above it
     threshold: float = 0.0  # a winner's reward must be strictly greater than this
     retention_lambda: float = Field(0.0, ge=0)  # reward = gain - lambda * forgetting on replayed probes
+    reward: Literal["containment", "likelihood"] = "containment"  # the gain a candidate is scored by: probes
+    #   answered (0/1 each) or the per-token log-likelihood of their reference answers (dense; bench/dense_reward.py)
     retention_docs: int = Field(0, ge=0)  # other contexts whose probes measure that forgetting
     winners_from: Literal["round", "all"] = "round"  # train each new teacher (from the base, as ReST-EM does)
     #                                                  on this round's winners or on every round's so far

@@ -21,6 +21,20 @@ def test_candidates_the_guard_emptied_never_win(runtime, tiny_cfg, tmp_path):
     assert summary["empty_after_guard"] == 4 and summary["winners"] == 0 and summary["new_teacher"] is None
 
 
+def test_the_dense_reward_scores_every_candidate_by_answer_likelihood(runtime, tiny_cfg, tmp_path):
+    """Containment is 0 for every tiny-model candidate; the likelihood reward still tells them apart."""
+    cfg = tiny_cfg.with_overrides(rl={"rounds": 1, "contexts": 2, "samples": 2, "threshold": -1.0,
+                                      "reward": "likelihood"},
+                                  teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12})
+    rt = type(runtime)(cfg, runtime.student, runtime.model_name)
+    [summary] = RestEM(rt, PASSAGES, tmp_path).run()
+    rows = [json.loads(x) for x in (tmp_path / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and summary["reward_kind"] == "likelihood"
+    assert all(r["gain"] == 0 for r in rows)  # the sparse reward sees nothing
+    assert all(r["reward"] == r["dense_gain"] == r["dense_after"] - r["dense_before"] for r in rows)
+    assert all(r["dense_gain"] != 0 for r in rows) and len({round(r["dense_gain"], 6) for r in rows}) > 1
+
+
 def test_winner_selection_best_of_k_and_threshold():
     c = [Scored("a", 0, 0.2, 0, 0.2), Scored("a", 1, 0.4, 0, 0.4), Scored("a", 2, 0.4, 0, 0.4),
          Scored("b", 0, 0.0, 0, 0.0), Scored("c", 0, -0.2, 0, -0.2), Scored("c", 1, 0.2, 0, 0.2)]
