@@ -225,6 +225,21 @@ class GeneralMonitor:
     def retain_targets(self):
         return self._retain
 
+    def drift(self, student, names: list[str] | None) -> float:
+        """KL(base || student with `names` active) over the neutral prompts, nats per token."""
+        from student.soft_targets import mean_kl
+
+        if self._drift is None:
+            raise RuntimeError("GeneralMonitor.prepare() must run on the untouched model first")
+        with student.use(names or None) as m:
+            return mean_kl(m, self._drift, student.tokenizer.pad_token_id)
+
+    def canary(self, student, names: list[str] | None) -> CanaryScore:
+        """The canary with `names` active (the base's replies are generated once per base weights)."""
+        if not names:
+            return grade_canary(self.items, self._replies(student, None))
+        return score_canary(student, names, self.items, self.s.max_new_tokens, self.s.batch_size)
+
     def measure(self, student, names: list[str] | None, served=None, backend=None, routing=None) -> GeneralScore:
         """Canary through the closed-book path (on the vLLM server when `backend` is given, as `served`; routed
         per question when `routing` is given, as it is served) and drift in-process with all of `names` active

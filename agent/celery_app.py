@@ -63,11 +63,13 @@ def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
     @app.task(name=RL_CANDIDATE, acks_late=True, reject_on_worker_lost=True, ignore_result=False, shared=False)
     def rl_candidate_task(job: dict) -> dict:
         """One teacher-RL candidate (agent/rl_candidates.py); the driver waits on the group's results."""
-        from agent.rl_candidates import CandidateJob, evaluate_candidate
+        from agent.rl_candidates import CandidateJob, candidate_monitor, evaluate_candidate
 
         rt = runtime()
         lock = state["ctx"].lock if "ctx" in state else contextlib.nullcontext()  # the model also serves jobs
         with lock:
-            return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job))
+            if "general" not in state:
+                state["general"] = candidate_monitor(cfg, rt.student)
+            return evaluate_candidate(rt.student, cfg, CandidateJob.from_json(job), state["general"])
 
     return app

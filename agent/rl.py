@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent.config import SealConfig
-from agent.rl_candidates import (CandidateJob, CeleryCandidates, evaluate_candidate, passage_json, probe_accuracy,
+from agent.rl_candidates import (CandidateJob, CeleryCandidates, candidate_monitor, evaluate_candidate, passage_json, probe_accuracy,
                                  seed_of, settings_digest)
 from agent.runtime import Runtime, append_jsonl, read_jsonl
 from memory.documents import Passage
@@ -50,6 +50,7 @@ class RestEM:
         self.cands = {(c["round"], c["doc_id"], c["k"]): c for c in read_jsonl(self.cands_path)}
         self.rounds = {r["round"]: r for r in read_jsonl(self.rounds_path)}
         self._before: dict[str, float] = {}
+        self._general = None  # agent.canary.GeneralMonitor when the reward weighs drift or the canary
         self._digest = settings_digest(self.cfg)
         for c in self.cands.values():
             self._before[c["doc_id"]] = c["before"]
@@ -107,8 +108,11 @@ class RestEM:
                 if self.s.retention_docs else []
             jobs = [self._job(r, tv, p, k, raws[k], others, gen_each) for k in todo]
             if remote is None:
+                if self._general is None:
+                    self._general = candidate_monitor(self.cfg, self.student) or False
                 for job in jobs:
-                    self._record(evaluate_candidate(self.student, self.cfg, job), on_candidate)
+                    self._record(evaluate_candidate(self.student, self.cfg, job, self._general or None),
+                                 on_candidate)
                 continue
             handle = remote.submit(jobs)
             self._collect(remote, pending, on_candidate)

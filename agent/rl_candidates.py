@@ -35,7 +35,7 @@ def settings_digest(cfg: SealConfig) -> str:
     """What a candidate's row depends on besides the job: the model, the inner loop, the probes, the seed."""
     keep = {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "eval": cfg.eval.model_dump(),
             "format": cfg.teacher.format, "grounding": cfg.teacher.grounding.model_dump(), "seed": cfg.seed, "lambda": cfg.rl.retention_lambda,
-            "reward": cfg.rl.reward}
+            "reward": cfg.rl.reward, "drift_lambda": cfg.rl.drift_lambda, "canary_lambda": cfg.rl.canary_lambda}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -69,7 +69,19 @@ def probe_accuracy(student, cfg: SealConfig, adapter: str | None, p: Passage) ->
     return sum(x.contains for x in g) / len(g)
 
 
-def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
+def candidate_monitor(cfg: SealConfig, student):
+    """The general-ability references a retention-aware reward needs (drift targets, the base's canary), built
+    on the untouched student once per process; None when the reward does not use them."""
+    if not (cfg.rl.drift_lambda > 0 or cfg.rl.canary_lambda > 0):
+        return None
+    from agent.canary import GeneralMonitor
+
+    mon = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
+    mon.prepare(student, retain=False)
+    return mon
+
+
+def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob, general=None) -> dict:
     """Train the self-edit into a fresh adapter on the live student (no reload, no new PEFT wrapper), answer
     the context's and the guarded documents' probes in batches, drop the adapter, return the row."""
     if job.digest != settings_digest(cfg):
@@ -87,6 +99,10 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
     try:
         after = probe_accuracy(student, cfg, CANDIDATE, p)
         dense_after = statistics.mean(answer_likelihood(student, CANDIDATE, p.questions))
+        drift = general.drift(student, [CANDIDATE]) if general is not None else None
+        canary_drop = None
+        if general is not None and cfg.rl.canary_lambda > 0:
+            canary_drop = general.canary(student, None).accuracy - general.canary(student, [CANDIDATE]).accuracy
         drops = [max(0.0, before - probe_accuracy(student, cfg, CANDIDATE, passage_from_dict(q, "guarded passage")))
                  for q, before in job.others]
     finally:
@@ -100,8 +116,10 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob) -> dict:
             "raw": job.raw, "units": se.units, "dropped": len(se.dropped), "parsed": se.parsed,
             "before": job.before, "after": after, "gain": gain, "forgetting": forgetting,
             "dense_before": dense_before, "dense_after": dense_after, "dense_gain": dense_gain,
+            "drift": drift, "canary_drop": canary_drop,
             "reward": reward(dense_gain if cfg.rl.reward == "likelihood" else gain, forgetting,
-                             cfg.rl.retention_lambda),
+                             cfg.rl.retention_lambda, drift or 0.0, cfg.rl.drift_lambda, canary_drop or 0.0,
+                             cfg.rl.canary_lambda),
             "seconds": {"generate": round(job.gen_each, 3), "train": round(stats.seconds, 3),
                         "evaluate": round(t2 - t1, 3), "total": round(total, 3),
                         "overhead": round(max(0.0, total - job.gen_each - stats.seconds - (t2 - t1)), 3)}}

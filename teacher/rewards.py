@@ -13,10 +13,11 @@ class Scored:
     reward: float
 
 
-def reward(gain: float, forgetting: float, retention_lambda: float) -> float:
-    """The paper rewards the gain alone; with lambda > 0 a self-edit that makes the student forget other
-    documents is worth less (the retention-aware reward)."""
-    return gain - retention_lambda * forgetting
+def reward(gain: float, forgetting: float, retention_lambda: float, drift: float = 0.0, drift_lambda: float = 0.0,
+           canary_drop: float = 0.0, canary_lambda: float = 0.0) -> float:
+    """The paper rewards the gain alone; with lambdas > 0 a self-edit is worth less when the student it makes
+    forgets other documents, drifts from the untouched model, or loses general questions (the canary)."""
+    return gain - retention_lambda * forgetting - drift_lambda * drift - canary_lambda * canary_drop
 
 
 def select_winners(cands: list[Scored], selection: str, threshold: float) -> list[Scored]:

@@ -69,6 +69,8 @@ class RLSettings(BaseModel):
     selection: Literal["best", "threshold"] = "best"  # best of K (if above threshold) | every one above it
     threshold: float = 0.0  # a winner's reward must be strictly greater than this
     retention_lambda: float = Field(0.0, ge=0)  # reward = gain - lambda * forgetting on replayed probes
+    drift_lambda: float = Field(0.0, ge=0)  # reward -= drift_lambda * KL(base || student) on neutral prompts
+    canary_lambda: float = Field(0.0, ge=0)  # reward -= canary_lambda * canary drop (a fraction; costs generation)
     reward: Literal["containment", "likelihood"] = "containment"  # the gain a candidate is scored by: probes
     #   answered (0/1 each) or the per-token log-likelihood of their reference answers (dense; bench/dense_reward.py)
     retention_docs: int = Field(0, ge=0)  # other contexts whose probes measure that forgetting

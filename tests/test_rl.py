@@ -35,6 +35,19 @@ def test_the_dense_reward_scores_every_candidate_by_answer_likelihood(runtime, t
     assert all(r["dense_gain"] != 0 for r in rows) and len({round(r["dense_gain"], 6) for r in rows}) > 1
 
 
+def test_drift_and_canary_drop_lower_the_reward(runtime, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_overrides(rl={"rounds": 1, "contexts": 1, "samples": 2, "threshold": -1.0,
+                                      "reward": "likelihood", "drift_lambda": 1.0, "canary_lambda": 0.5},
+                                  teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12})
+    rt = type(runtime)(cfg, runtime.student, runtime.model_name)
+    RestEM(rt, PASSAGES, tmp_path).run()
+    rows = [json.loads(x) for x in (tmp_path / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["drift"] > 0 and r["canary_drop"] is not None
+        assert r["reward"] == pytest.approx(r["dense_gain"] - r["drift"] - 0.5 * r["canary_drop"])
+
+
 def test_winner_selection_best_of_k_and_threshold():
     c = [Scored("a", 0, 0.2, 0, 0.2), Scored("a", 1, 0.4, 0, 0.4), Scored("a", 2, 0.4, 0, 0.4),
          Scored("b", 0, 0.0, 0, 0.0), Scored("c", 0, -0.2, 0, -0.2), Scored("c", 1, 0.2, 0, 0.2)]
