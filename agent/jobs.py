@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from memory.database import open_engine
 from memory.documents import QA, Passage
@@ -52,6 +53,13 @@ EVENTS = Table(
 
 class JobError(ValueError):
     """A job that does not exist, or an operation its state does not allow."""
+
+
+class IdempotencyConflict(JobError):
+    """An idempotency key already names a job for another document (the key is tied to what it was sent with)."""
+
+
+ENQUEUE_FAILED = "could not be queued:"  # the error of a job its transport refused (a retry with its key re-queues)
 
 
 class JobCancelled(Exception):
@@ -117,20 +125,49 @@ class JobStore:
 
     # -- submitting ---------------------------------------------------------------------------------------------
     def submit(self, passage: Passage, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """A new queued job, or the existing one for the same idempotency key (created=False)."""
+        """A new queued job, or the existing one for the same idempotency key (created=False). The key is tied
+        to its document: the same key with another document raises IdempotencyConflict. Two requests racing
+        with one key get one job (the loser of the insert reads the winner's). A job whose enqueue failed is
+        queued again by a retry with its key (created=True: the caller hands it to the transport again)."""
         now = time.time()
         job_id = "job_" + secrets.token_hex(8)
-        with self.engine.begin() as c:
-            if idempotency_key is not None:
-                row = c.execute(select(JOBS).where(JOBS.c.idempotency_key == idempotency_key)).first()
-                if row is not None:
-                    return self._job(row), False
-            c.execute(JOBS.insert().values(
-                id=job_id, doc_id=passage.doc_id, title=passage.title, passage=_passage_json(passage),
-                idempotency_key=idempotency_key, state="queued", attempts=0, cancel_requested=False,
-                created_at=now, updated_at=now))
-            c.execute(EVENTS.insert().values(job_id=job_id, at=now, state="queued", message="accepted"))
+        if idempotency_key is not None:
+            existing = self._by_key(idempotency_key)
+            if existing is not None:
+                return self._again(existing, passage)
+        try:
+            with self.engine.begin() as c:
+                c.execute(JOBS.insert().values(
+                    id=job_id, doc_id=passage.doc_id, title=passage.title, passage=_passage_json(passage),
+                    idempotency_key=idempotency_key, state="queued", attempts=0, cancel_requested=False,
+                    created_at=now, updated_at=now))
+                c.execute(EVENTS.insert().values(job_id=job_id, at=now, state="queued", message="accepted"))
+        except IntegrityError:
+            existing = self._by_key(idempotency_key) if idempotency_key is not None else None
+            if existing is None:
+                raise
+            return self._again(existing, passage)
         return self.get(job_id), True
+
+    def _by_key(self, key: str) -> Job | None:
+        with self.engine.begin() as c:
+            row = c.execute(select(JOBS).where(JOBS.c.idempotency_key == key)).first()
+        return self._job(row) if row is not None else None
+
+    def _again(self, job: Job, passage: Passage) -> tuple[Job, bool]:
+        if job.doc_id != passage.doc_id:
+            raise IdempotencyConflict(
+                f"idempotency key {job.idempotency_key!r} was used for another document ({job.doc_id}, "
+                f"{job.title!r}); use a new key for a new document")
+        if job.state == "failed" and (job.error or "").startswith(ENQUEUE_FAILED):
+            with self.engine.begin() as c:
+                cur = self._locked(c, job.id)
+                again = cur.state == "failed" and (cur.error or "").startswith(ENQUEUE_FAILED)
+                if again:
+                    self._set(c, job.id, "queued", "re-queued: retried with its idempotency key", error=None,
+                              finished_at=None)
+            return self.get(job.id), again
+        return job, False
 
     # -- reading ------------------------------------------------------------------------------------------------
     def get(self, job_id: str, events: bool = False) -> Job:
@@ -223,12 +260,21 @@ class JobStore:
             self._set(c, job_id, state, message)
 
     def finish(self, job_id: str, state: str, result: dict | None = None, error: str | None = None,
-               message: str = "") -> None:
+               message: str = "") -> bool:
+        """Record a final state, once: a job already final keeps its state (a duplicate delivery that fails
+        after the first one promoted must not overwrite it, nor the reverse); False when it was already final."""
         if state not in TERMINAL:
             raise ValueError(f"not a final state: {state}")
         with self.engine.begin() as c:
+            job = self._locked(c, job_id)
+            if job.done:
+                c.execute(EVENTS.insert().values(job_id=job_id, at=time.time(), state=job.state,
+                                                 message=f"kept {job.state}; a duplicate run ended {state}"
+                                                         + (f": {error}" if error else "")))
+                return False
             self._set(c, job_id, state, message, result=json.dumps(result or {}), error=error,
                       finished_at=time.time())
+        return True
 
     def cancel(self, job_id: str) -> Job:
         """Queued: cancelled at once. Running: flagged, stopped at the next stage boundary (a stage in progress
@@ -248,4 +294,5 @@ class JobStore:
         return self.get(job_id)
 
 
-__all__ = ["Job", "JobStore", "JobError", "JobCancelled", "STATES", "RUNNING", "TERMINAL"]
+__all__ = ["Job", "JobStore", "JobError", "JobCancelled", "IdempotencyConflict", "ENQUEUE_FAILED", "STATES",
+           "RUNNING", "TERMINAL"]

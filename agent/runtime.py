@@ -59,7 +59,11 @@ def new_run_dir(cfg: SealConfig, kind: str, out: str | Path | None = None) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = out / "config.yaml"
     if not cfg_file.exists():
-        cfg_file.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        data = cfg.model_dump()
+        keys = len(data["service"]["api_keys"])
+        data["service"]["api_keys"] = {}  # secrets never go into run folders (they are shared and archived)
+        note = f"# service.api_keys: {keys} key(s) left out of this copy\n" if keys else ""
+        cfg_file.write_text(note + yaml.safe_dump(data, sort_keys=False))
         (out / "meta.json").write_text(json.dumps(_provenance(), indent=2))
     return out
 

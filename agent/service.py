@@ -6,18 +6,22 @@ so any number of API processes and workers can share one agent.
 """
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import SealConfig
 from agent.continual import forgetting_report, memory_target
-from agent.jobs import Job, JobStore
+from agent.jobs import ENQUEUE_FAILED, Job, JobStore
 from agent.serving import StudentServer
 from agent.transport import CeleryTransport, EmbeddedTransport, Transport, TransportError
 from memory.documents import Passage
 from memory.store import MemoryStore
 from student.stack import StackError, StackStore
+
+
+BATCH_KEY = re.compile(r":\d+/\d+$")  # a batch's key for its i-th document is "<key>:<i>/<n>"
 
 
 @dataclass
@@ -77,16 +81,19 @@ class Agent:
     # -- documents and jobs ---------------------------------------------------------------------------------
     def submit(self, passages: list[Passage], idempotency_key: str | None = None) -> list[Submitted]:
         """Accept documents: each is committed as a queued job before it is handed to a worker."""
+        if idempotency_key is not None and BATCH_KEY.search(idempotency_key):
+            raise ValueError(f"idempotency key {idempotency_key!r} ends like the keys a batch derives "
+                             "(':<index>/<count>'); choose another")
         out = []
         for i, p in enumerate(passages):
             key = None if idempotency_key is None else (idempotency_key if len(passages) == 1
-                                                         else f"{idempotency_key}:{i}")
+                                                         else f"{idempotency_key}:{i}/{len(passages)}")
             job, created = self.jobs.submit(p, key)
             if created:
                 try:
                     self.transport.submit(job.id)
                 except TransportError as e:
-                    self.jobs.finish(job.id, "failed", error=str(e), message="could not be queued")
+                    self.jobs.finish(job.id, "failed", error=f"{ENQUEUE_FAILED} {e}", message="could not be queued")
                     raise
             out.append(Submitted(job, created))
         return out

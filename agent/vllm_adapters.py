@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -20,7 +21,7 @@ from student.export import ExportReport, fold_folders
 from student.stack import Manifest, StackStore
 
 PREFIX = "seal-student-v"
-_NAME = re.compile(r"^(seal-student-v\d+-[0-9a-f]{10})(?:-r\d+)?$")
+_NAME = re.compile(r"^(seal-student-v\d+-[0-9a-f]{10})(?:-r[0-9a-f]*\d+)?$")
 
 
 def version_digest(manifest: Manifest, max_rank: int) -> str:
@@ -39,6 +40,7 @@ class VLLMAdapters:
         self.lock = threading.Lock()
         self.used: OrderedDict[str, int] = OrderedDict()  # name -> version, least recently used first
         self.unloaded: dict[str, int] = {}  # base name -> times unloaded: a re-load gets a fresh name
+        self.process = secrets.token_hex(3)  # re-load names carry it: two API processes never pick the same one
         self.reports: dict[str, ExportReport] = {}
         self.backend: VLLMBackend | None = None  # set by open_vllm
 
@@ -80,7 +82,7 @@ class VLLMAdapters:
         base = self.name_for(manifest)
         with self.lock:
             k = self.unloaded.get(base, 0)
-            name = f"{base}-r{k}" if k else base  # never the same name twice, even for the same weights
+            name = self.reload_name(base, k)
             if name not in self.used and name not in self.loaded():
                 path = self.export(manifest)
                 self.client.load_lora(name, str(path.resolve()))
@@ -88,6 +90,11 @@ class VLLMAdapters:
             self.used.move_to_end(name)
             self._evict()
         return name
+
+    def reload_name(self, base: str, k: int) -> str:
+        """Never the same name twice, even for the same weights, across processes too (a server may cache an
+        adapter under a name another process unloaded)."""
+        return f"{base}-r{self.process}{k}" if k else base
 
     def _evict(self) -> None:
         pinned = set(self.stack.aliases().values())

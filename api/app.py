@@ -20,7 +20,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.batching import QueueFull
-from agent.jobs import JobError
+from agent.jobs import IdempotencyConflict, JobError
 from agent.serving import ModelNotFound
 from agent.service import Agent
 from agent.transport import TransportError
@@ -141,6 +141,10 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
             out = agent.submit([d.passage() for d in docs], key)
         except TransportError as e:
             raise HTTPException(503, str(e)) from e
+        except IdempotencyConflict as e:
+            raise HTTPException(409, str(e)) from e
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from e
         return {"jobs": [{"id": s.job.id, "document_id": s.job.doc_id, "state": s.job.state,
                           "created": s.created} for s in out]}
 

@@ -34,7 +34,8 @@ class ExportReport:
     path: Path
 
 
-def _read(folder: Path) -> tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def read_factors(folder: Path) -> tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """An adapter folder as (config, {module: (B x scale, A)}): the factors whose product is its delta."""
     cfg = json.loads((folder / "adapter_config.json").read_text())
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -58,7 +59,7 @@ def fold_folders(folders: list[Path], out: Path, max_rank: int | None = None) ->
         raise ValueError("nothing to fold")
     cfgs, modules = [], {}
     for folder in folders:
-        cfg, factors = _read(Path(folder))
+        cfg, factors = read_factors(Path(folder))
         cfgs.append(cfg)
         for mod, (B, A) in factors.items():
             modules.setdefault(mod, []).append((B, A))
@@ -72,7 +73,9 @@ def fold_folders(folders: list[Path], out: Path, max_rank: int | None = None) ->
         if B.shape[1] > rank_out:
             B, A, e, n = _compress(B, A, rank_out)
             err2, norm2 = err2 + e, norm2 + n
-        elif B.shape[1] < rank_out:  # a module fewer adapters touch: zero directions up to the shared rank
+        else:  # exact here, but its delta still counts in the norm "over all modules"
+            norm2 += float(torch.trace((B.T @ B) @ (A @ A.T)))
+        if B.shape[1] < rank_out:  # a module fewer adapters touch: zero directions up to the shared rank
             pad = rank_out - B.shape[1]
             B = torch.cat([B, B.new_zeros(B.shape[0], pad)], 1)
             A = torch.cat([A, A.new_zeros(pad, A.shape[1])], 0)

@@ -79,3 +79,15 @@ def test_set_overrides_are_validated():
             ["x.y=1"], "no config section"), (["train.epochs=-1"], "invalid"):
         with pytest.raises(ConfigError, match=needle):
             apply_sets(SealConfig(), bad)
+
+
+def test_run_folders_never_hold_api_keys(tmp_path):
+    from agent.config import load_config
+    from agent.runtime import new_run_dir
+
+    cfg = load_config(ROOT / "configs/default.yaml")
+    cfg = cfg.with_overrides(service={**cfg.service.model_dump(), "api_keys": {"very-secret-key-1": "write"}})
+    out = new_run_dir(cfg, "t", tmp_path / "run")
+    text = (out / "config.yaml").read_text()
+    assert "very-secret-key-1" not in text and "1 key(s) left out" in text
+    assert load_config(out / "config.yaml").service.api_keys == {}

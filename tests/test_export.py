@@ -9,7 +9,7 @@ import torch
 from agent.config import VLLMSettings
 from agent.vllm_adapters import VLLMAdapters
 from student.backend import BackendError, VLLMClient
-from student.export import fold_folders
+from student.export import fold_folders, read_factors
 from student.stack import StackStore, load_version
 from tests.test_stack import DOCS, logits
 
@@ -48,6 +48,14 @@ def test_export_of_a_version_with_a_merged_adapter_equals_the_served_version(ver
     small = fold_folders([store.adapter_dir(a.id) for a in v2.adapters], tmp_path / "small", max_rank=8)
     assert small.rank_out == 8 and 0 < small.rel_error < 1
     assert json.loads((tmp_path / "small" / "adapter_config.json").read_text())["r"] == 8
+    # the reported error is over every module's delta, computed here from the files themselves
+    want, got = {}, read_factors(tmp_path / "small")[1]
+    for a in v2.adapters:
+        for mod, (B, A) in read_factors(store.adapter_dir(a.id))[1].items():
+            want[mod] = want.get(mod, 0) + B @ A
+    err = sum(float(((want[m] - got[m][0] @ got[m][1]) ** 2).sum()) for m in want)
+    norm = sum(float((want[m] ** 2).sum()) for m in want)
+    assert small.rel_error == pytest.approx((err / norm) ** 0.5, rel=1e-3)
 
 
 def test_server_names_are_immutable_per_version_and_content(versions, tmp_path):

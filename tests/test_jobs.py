@@ -83,3 +83,76 @@ def test_a_running_job_cancelled_stops_before_training_and_leaves_no_version(run
     ok, _ = ctx.jobs.submit(passage_from_dict({"title": "U", "context": "Other text here."}))
     ctx.jobs.stage = real_stage
     assert run_job(ctx, ok.id).state == "promoted"  # the worker carries on
+
+
+OTHER = passage_from_dict({"title": "U", "context": "Other text.", "questions": [{"question": "q?", "answer": "b"}]})
+
+
+def test_concurrent_requests_with_one_key_make_one_job(store):
+    """Select-then-insert raced: on PostgreSQL the loser got a unique-key error (a 500). Now it reads the winner's."""
+    import threading
+
+    barrier = threading.Barrier(8)
+    got, errors = [], []
+
+    def go():
+        try:
+            barrier.wait()
+            got.append(store.submit(DOC, "race-key"))
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len({j.id for j, _ in got}) == 1 and sum(created for _, created in got) == 1
+
+
+def test_a_key_is_tied_to_its_document(store):
+    from agent.jobs import IdempotencyConflict
+
+    store.submit(DOC, "tied-key")
+    with pytest.raises(IdempotencyConflict, match="another document"):
+        store.submit(OTHER, "tied-key")
+
+
+def test_a_job_the_queue_refused_is_queued_again_by_a_retry_with_its_key(store):
+    from agent.jobs import ENQUEUE_FAILED
+
+    job, _ = store.submit(DOC, "retry-key")
+    store.finish(job.id, "failed", error=f"{ENQUEUE_FAILED} broker down")
+    again, created = store.submit(DOC, "retry-key")
+    assert created and again.id == job.id and again.state == "queued" and again.error is None
+    store.finish(job.id, "failed", error="ValueError: a real failure")
+    third, created = store.submit(DOC, "retry-key")
+    assert not created and third.state == "failed"  # a job that ran and failed stays failed
+
+
+def test_a_final_state_is_never_overwritten(store):
+    """A duplicate delivery that fails after the first run promoted must not turn the job into failed (and the
+    first run's promote must not overwrite a recorded failure either)."""
+    job, _ = store.submit(DOC)
+    store.claim(job.id, 3)
+    assert store.finish(job.id, "promoted", result={"version": 3})
+    assert not store.finish(job.id, "failed", error="IntegrityError: duplicate key")
+    j = store.get(job.id, events=True)
+    assert j.state == "promoted" and j.result == {"version": 3} and j.error is None
+    assert "kept promoted" in j.events[-1]["message"]
+
+
+def test_batch_keys_cannot_collide_with_a_single_key(tiny_cfg, tmp_path):
+    from agent.service import Agent
+
+    cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "state_dir": str(tmp_path / "s")})
+    agent = Agent.open(cfg, start=False)
+    try:
+        batch = agent.submit([DOC, OTHER], "k")
+        single = agent.submit([DOC], "k:0")  # was the batch's first key: it returned the batch's job silently
+        assert single[0].created and single[0].job.id != batch[0].job.id
+        with pytest.raises(ValueError, match="batch"):
+            agent.submit([DOC], "k:0/2")
+    finally:
+        agent.close()
