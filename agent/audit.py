@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 
 from agent.jobs import EVENTS, JOBS, RUNNING, STATES, TERMINAL, JobStore
-from memory.store import DOCUMENTS, GENERAL, LEARNED, LEDGER, PROBES, UPDATES, MemoryStore
+from memory.store import DOCUMENTS, GENERAL, LEARNED, LEDGER, LEDGER_ANSWERS, PROBES, UPDATES, MemoryStore
 from student.stack import StackError, StackStore
 
 STAGES = ("queued", *RUNNING)  # the states a job spends time in before its final one
@@ -158,11 +158,44 @@ class Audit:
                          "before": r.get("before"), "after": r.get("after"),
                          "cells": [cell(v, d) for d in cols]})
         base = [cell(0, d) for d in cols] if any((0, d) in cells for d in cols) else None
-        return {"view": view, "total_versions": len(versions), "offset": offset, "limit": limit,
-                "total_documents": len(docs), "doc_offset": doc_offset, "doc_limit": doc_limit,
+        answered = bool(rows_v and cols) and any(self._rows(
+            select(LEDGER_ANSWERS.c.version).where(LEDGER_ANSWERS.c.version.in_([0, *rows_v]),
+                                                   LEDGER_ANSWERS.c.doc_id.in_(part)).limit(1))
+            for part in _chunks(cols, 200))
+        return {"view": view, "answers_recorded": answered, "total_versions": len(versions), "offset": offset,
+                "limit": limit, "total_documents": len(docs), "doc_offset": doc_offset, "doc_limit": doc_limit,
                 "documents": [{"id": d, "title": titles.get(d, d), "learned_in": learned.get(d), "probes": probes[d]}
                               for d in cols],
                 "base": base, "rows": rows}
+
+    def cell(self, version: int, doc_id: str) -> dict:
+        """One cell of the matrix in full: the document's probe questions and reference answers and, when the
+        monitor kept them, the version's own replies with a right/wrong mark each (version 0: the untouched
+        model). KeyError: unknown document."""
+        rows = self._rows(select(DOCUMENTS.c.title).where(DOCUMENTS.c.doc_id == doc_id))
+        if not rows:
+            raise KeyError(doc_id)
+        probes = self._rows(select(PROBES.c.question, PROBES.c.answer, PROBES.c.source)
+                            .where(PROBES.c.doc_id == doc_id).order_by(PROBES.c.idx))
+        led = self._rows(select(LEDGER.c.correct, LEDGER.c.total, LEDGER.c.measured_at)
+                         .where(LEDGER.c.version == version, LEDGER.c.doc_id == doc_id))
+        kept = self._rows(select(LEDGER_ANSWERS.c.answers).where(LEDGER_ANSWERS.c.version == version,
+                                                                 LEDGER_ANSWERS.c.doc_id == doc_id)) if led else []
+        replies = json.loads(kept[0][0]) if kept else None
+        u = self._updates([version]).get(version, {}) if version else {}
+        by_question = {r["question"]: r for r in replies or []}
+        out = []
+        for k, (q, a, src) in enumerate(probes):
+            # replies are kept in probe order; the question text guards the match
+            r = replies[k] if replies and k < len(replies) and replies[k]["question"] == q else by_question.get(q)
+            out.append({"question": q, "answer": a, "source": src,
+                        "reply": None if r is None else r["reply"], "correct": None if r is None else r["correct"]})
+        c, n, at = led[0] if led else (None, None, None)
+        return {"version": version, "name": f"student-v{version}" if version else "untouched model",
+                "doc_id": doc_id, "title": rows[0][0], "status": "base" if not version else u.get("status"),
+                "reason": u.get("reason"), "value": _acc(c, n) if led else None, "correct": c, "total": n,
+                "measured_at": at, "learned_in": self.learned_at().get(doc_id),
+                "answers_recorded": replies is not None, "probes": out}
 
     # -- curves, aggregated in SQL ------------------------------------------------------------------------------
     # The cells of the promoted steps that count (document learned at or before the version), with each

@@ -76,6 +76,16 @@ class UpdateResult:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _score(graded) -> float:
+    """Probe accuracy of graded replies (the ledger's figure)."""
+    return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
+
+
+def _replies(graded) -> list[dict]:
+    """What the ledger keeps of a version's replies beside the figure (MemoryStore.record's `answers`)."""
+    return [{"question": g.question, "reply": g.answer, "correct": bool(g.contains)} for g in graded]
+
+
 def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) -> float | None:
     """The most recent measurement of `doc` in a version <= `at_or_before` (folds add no ledger rows)."""
     for v in sorted((v for v in ledger if v <= at_or_before), reverse=True):
@@ -136,14 +146,27 @@ class ContinualLearner:
             return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
         return acc
 
+    def graded_of(self, m: Manifest | None, names: list[str]):
+        """As accuracy_of, but each call returns the version's graded replies (agent.closed_book.Graded rows), so
+        the monitor can keep what the version answered beside the figure."""
+        if self.vllm is None:
+            routing = self.routing(m, names)
+            return lambda doc: self.graded(routing or names, doc)
+        served = self.vllm.ensure(m)
+        return lambda doc: evaluate_passage(self.student, served, doc, self.cfg.eval.max_new_tokens,
+                                            self.cfg.eval.batch_size, backend=self.generation)
+
     def routing(self, m: Manifest | None, names: list[str]):
         """How a version answers in routed mode (agent/routing.py); None when not routed or nothing to route."""
         return self._routings.get(m, names) if self._routings is not None else None
 
     def accuracy(self, names, doc: Passage) -> float:
-        graded = evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
-                                  self.cfg.eval.batch_size)
-        return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
+        return _score(self.graded(names, doc))
+
+    def graded(self, names, doc: Passage) -> list:
+        """The replies of the student with adapters `names` (or a routing) to the document's probes, graded."""
+        return evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
+                                self.cfg.eval.batch_size)
 
     @contextmanager
     def _untouched(self, st: Student):
@@ -224,7 +247,8 @@ class ContinualLearner:
         """Ledger row 0: the untouched model, for the 'above the base model' comparison."""
         for d in docs:
             if d.questions:
-                self.memory.record(0, d.doc_id, self.accuracy([], d) * len(d.questions), len(d.questions))
+                g = self.graded([], d)
+                self.memory.record(0, d.doc_id, _score(g) * len(d.questions), len(d.questions), answers=_replies(g))
 
     # -- one update ---------------------------------------------------------------------------------------------
     def learn(self, passage: Passage, seed: int | None = None,
@@ -246,7 +270,8 @@ class ContinualLearner:
         self.memory.add_document(passage, probes, source)
         if measure_base and probes and doc.doc_id not in self.memory.ledger().get(0, {}):
             with self._base():  # ledger row 0: the untouched model on this document (for the audit)
-                self.memory.record(0, doc.doc_id, self.accuracy([], doc) * len(probes), len(probes))
+                g = self.graded([], doc)
+                self.memory.record(0, doc.doc_id, _score(g) * len(probes), len(probes), answers=_replies(g))
         if not self.memory.has_embedding(doc.doc_id):
             from student.embedding import embed
 
@@ -452,10 +477,11 @@ class ContinualLearner:
 
     def _evaluate(self, m: Manifest, names: list[str], doc: Passage, probes, learned: list[str], parent_v: int):
         """The new document's probes and past documents' probes on the new version -> ledger; mean drop."""
-        measure = self.accuracy_of(m, names)
-        after = measure(doc) if probes else float("nan")
+        measure = self.graded_of(m, names)
+        graded = measure(doc) if probes else []
+        after = _score(graded) if probes else float("nan")
         if probes:
-            self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes))
+            self.memory.record(m.version, doc.doc_id, after * len(probes), len(probes), answers=_replies(graded))
         monitored = self._monitored(doc.doc_id, learned)
         drops = []
         ledger = self.memory.ledger()
@@ -463,8 +489,9 @@ class ContinualLearner:
             past = self.memory.document(d)
             if not past.questions:
                 continue
-            acc = measure(past)
-            self.memory.record(m.version, d, acc * len(past.questions), len(past.questions))
+            graded = measure(past)
+            acc = _score(graded)
+            self.memory.record(m.version, d, acc * len(past.questions), len(past.questions), answers=_replies(graded))
             prev = _latest(ledger, d, parent_v)
             if prev is not None:
                 drops.append(max(0.0, prev - acc))
@@ -667,10 +694,24 @@ def open_learner(student: Student, cfg: SealConfig, teacher: Student | None = No
     return ContinualLearner(student, cfg, stack, MemoryStore(memory_target(cfg)), teacher, vllm=vllm)
 
 
-def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:
+def remove_document(lr: ContinualLearner, doc_id: str,
+                    update_lock: bool = True) -> tuple[Manifest, dict[str, tuple[float, float]]]:
     """Undo one document: a new version without its adapter, promoted; returns per-document accuracy before
-    and after on every learned document's probes (what else changed)."""
-    prod = lr.prod()
+    and after on every learned document's probes (what else changed).
+
+    The whole removal holds the stack's update lock (`stack.updating()`, the one every update holds from reading
+    prod to promoting), so an update in flight elsewhere (a worker, the service) cannot promote a version built
+    on the old prod after it (which would put the document back), and the removal cannot drop an update promoted
+    meanwhile. `update_lock=False`: the caller already holds it (a second flock in one process would wait on
+    itself)."""
+    if not update_lock:
+        return _remove_document(lr, doc_id)
+    with lr.stack.updating():
+        return _remove_document(lr, doc_id)
+
+
+def _remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[str, tuple[float, float]]]:
+    prod = lr.prod()  # read under the update lock: the prod this removal replaces
     if prod is None:
         raise ValueError("nothing learned yet")
     hits = [a for a in prod.adapters if doc_id in a.doc_ids]
@@ -688,8 +729,9 @@ def remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[s
     new_names = lr._names(new)  # a removed merged adapter means the base is rebuilt without it
     changes = {}
     for p in docs:
-        after = lr.accuracy(new_names, p)
-        lr.memory.record(new.version, p.doc_id, after * len(p.questions), len(p.questions))
+        graded = lr.graded(new_names, p)
+        after = _score(graded)
+        lr.memory.record(new.version, p.doc_id, after * len(p.questions), len(p.questions), answers=_replies(graded))
         changes[p.doc_id] = (before[p.doc_id], after)
     lr.memory.record_update(new.version, doc_id, prod.version, "removed", f"removed {doc_id}")
     return new, changes

@@ -138,6 +138,82 @@ class Agent:
             self.stack.set_alias(alias, m.version)
         return {"alias": alias, "version": m.version, "name": m.name, "documents": len(m.doc_ids)}
 
+    _remove_learner = None  # Celery mode: a learner over the serving model, made on the first removal
+    _remover_lock = threading.Lock()
+
+    def remove_document(self, doc_id: str, wait_s: float | None = None) -> dict:
+        """Remove one learned document from the student (what `seal remove-doc` does): a new version without the
+        document's adapter, promoted to prod, with every learned document's probe accuracy before and after.
+
+        It runs on a learner's model and takes the locks an update takes, in the same order, so it never
+        interleaves with one: embedded, the worker's model lock (a job in progress finishes first; no new one
+        starts) and then the stack's update lock (updates of other processes); with Celery workers, the update
+        lock first (a worker's update in progress finishes first) and then the serving model's lock, which only
+        queries share, so queries wait for the measurement and not for a worker's training.
+
+        KeyError: unknown document. RemoveRefused: nothing to remove (not in prod, or folded into a consolidated
+        adapter with other documents), with the reason. LearnerBusy: no learner's model within `wait_s`."""
+        from agent.continual import remove_document
+
+        wait_s = REMOVE_WAIT_S if wait_s is None else wait_s
+        if not self.memory.has_document(doc_id):
+            raise KeyError(f"unknown document {doc_id!r}")
+        self._removable(doc_id)  # the common refusals answer at once, without waiting for a model
+        learner, model_lock, in_process = self._remover(wait_s)
+        try:
+            if in_process:  # the worker's order: model, then update lock
+                if not model_lock.acquire(timeout=wait_s):
+                    raise LearnerBusy(f"the learner was busy with a job for over {wait_s:.0f} s; try again")
+                try:
+                    new, changes = remove_document(learner, doc_id)
+                finally:
+                    model_lock.release()
+            else:
+                with self.stack.updating():
+                    with model_lock:
+                        new, changes = remove_document(learner, doc_id, update_lock=False)
+        except ValueError as e:  # prod changed between the check above and the lock (e.g. a fold)
+            raise RemoveRefused(str(e)) from e
+        prod = self.stack.manifest(new.parent) if new.parent else None
+        titles = {d: self.memory.document(d).title for d in changes}
+        return {"document": doc_id, "title": self.memory.document(doc_id).title, "alias": "prod",
+                "version": new.version, "name": new.name, "parent": new.parent,
+                "previous": prod.name if prod else None, "documents": len(new.doc_ids),
+                "accuracy": {d: {"title": titles[d], "before": b, "after": a, "removed": d == doc_id}
+                             for d, (b, a) in changes.items()}}
+
+    def _removable(self, doc_id: str) -> None:
+        if self.cfg.continual.merge_each_update:
+            raise RemoveRefused("every update is merged into the weights here (continual.merge_each_update): one "
+                                "document cannot be taken out; roll back to a version before it instead")
+        if "prod" not in self.stack.aliases():
+            raise RemoveRefused("nothing to remove: no prod version yet")
+        prod = self.stack.resolve("prod")
+        hits = [a for a in prod.adapters if doc_id in a.doc_ids]
+        if not hits:
+            where = self.memory.learned_at().get(doc_id)
+            raise RemoveRefused(f"document {doc_id} is not in prod ({prod.name})"
+                                + (f"; it was learned in student-v{where}" if where else "; it was never learned"))
+        if len(hits[0].doc_ids) > 1:
+            raise RemoveRefused(f"document {doc_id} was folded into consolidated adapter {hits[0].id} with "
+                                f"{len(hits[0].doc_ids) - 1} other documents; roll back to a version before the "
+                                "fold")
+
+    def _remover(self, wait_s: float):
+        """(learner, its model's lock, whether it is the embedded worker's)."""
+        if isinstance(self.transport, EmbeddedTransport):  # the worker thread's learner (its model loads in the
+            if self.transport._thread is None:  # background)
+                raise LearnerBusy("no worker runs in this process (the agent was opened without one)")
+            if not self.transport.ready.wait(wait_s):
+                raise LearnerBusy("the embedded worker is still loading its model; try again")
+            return self.transport.ctx.learner, self.transport.ctx.lock, True
+        with self._remover_lock:  # Celery: jobs run elsewhere; measure on this process's serving model
+            if self._remove_learner is None:
+                from agent.continual import open_learner
+
+                self._remove_learner = open_learner(self.server.student, self.cfg)
+        return self._remove_learner, self.server.lock, False
+
     def forgetting(self) -> dict:
         # routed: drift is the weights' with every adapter on, while each query meets at most one adapter
         return forgetting_report(self.memory).to_json() | {"routing": self.cfg.continual.routing.enabled}
@@ -149,4 +225,15 @@ class Agent:
                 "worker_ready": getattr(getattr(self.transport, "ready", None), "is_set", lambda: None)()}
 
 
-__all__ = ["Agent", "Submitted", "StackError", "TransportError"]
+REMOVE_WAIT_S = 600.0  # how long a removal waits for the learner's model (a job in progress) before 503
+
+
+class RemoveRefused(ValueError):
+    """A document that cannot be removed from prod, with the reason (the API's 409)."""
+
+
+class LearnerBusy(RuntimeError):
+    """No learner's model became free in time (the API's 503)."""
+
+
+__all__ = ["Agent", "LearnerBusy", "RemoveRefused", "Submitted", "StackError", "TransportError"]

@@ -212,6 +212,25 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
         except StackError as e:
             raise HTTPException(404, str(e))
 
+    @app.post("/v1/documents/{doc_id}/remove", tags=["documents"], dependencies=[write])
+    def remove_document(doc_id: str):
+        """Take one learned document out of the student: a new version without its adapter is committed and
+        promoted to prod (status `removed`; the document, its probes and its history stay on record). Returns
+        the new version and every learned document's probe accuracy before and after. Serialized with updates
+        (it waits for a job in progress); 409 when the document is not in prod or was folded with others."""
+        from agent.service import LearnerBusy, RemoveRefused
+
+        try:
+            return _clean(agent.remove_document(doc_id))
+        except KeyError:
+            raise HTTPException(404, f"unknown document {doc_id!r}")
+        except RemoveRefused as e:
+            raise HTTPException(409, str(e))
+        except LearnerBusy as e:
+            raise HTTPException(503, str(e), headers={"Retry-After": "30"})
+        except StackError as e:  # a version's files failed their checksums
+            raise HTTPException(409, f"cannot load prod to measure it: {e}")
+
     # -- forgetting -------------------------------------------------------------------------------------------
     @app.get("/v1/forgetting", tags=["forgetting"], dependencies=[read])
     def forgetting():

@@ -3,7 +3,8 @@
 The page itself holds no data, so /ui and its assets are served without a key (a browser cannot send a
 bearer header when navigating); every byte of state comes from the /v1/ui routes below, which take the same
 bearer keys as the rest of the API. The page asks for the key once and keeps it in sessionStorage, never in
-a URL. Write actions on the page call the existing routes (promote, rollback, cancel); nothing here writes.
+a URL. Write actions on the page call the API's own routes (promote, rollback, cancel, remove a document);
+nothing here writes.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from fastapi.staticfiles import StaticFiles
 
 from agent.audit import Audit
 from agent.jobs import STATES
-from api.ui_schemas import (Curves, DocumentDetail, Documents, Jobs, Matrix, Overview, VersionDetail, Versions,
-                            WhoAmI)
+from api.ui_schemas import (CellDetail, Curves, DocumentDetail, Documents, Jobs, Matrix, Overview, VersionDetail,
+                            Versions, WhoAmI)
 from student.stack import StackError
 
 STATIC = Path(__file__).resolve().parent / "ui_static"
@@ -50,6 +51,17 @@ def ui_router(agent, auth) -> APIRouter:
                limit: int = Query(25, ge=1, le=200), offset: int = Query(0, ge=0),
                doc_limit: int = Query(30, ge=1, le=200), doc_offset: int = Query(0, ge=0), tail: bool = False):
         return _clean(audit.matrix(view, limit, offset, doc_limit, doc_offset, tail))
+
+    @r.get("/cells/{version}/{doc_id}", response_model=CellDetail)
+    def cell(version: int, doc_id: str):
+        """One matrix cell for the hover: probe questions, reference answers, and the version's own replies
+        with a right/wrong mark (when the monitor kept them; older measurements have figures only)."""
+        if version < 0:
+            raise HTTPException(422, "version must be 0 (the untouched model) or a student version")
+        try:
+            return _clean(audit.cell(version, doc_id))
+        except KeyError:
+            raise HTTPException(404, f"unknown document {doc_id!r}")
 
     @r.get("/curves", response_model=Curves)
     def curves():

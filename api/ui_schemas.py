@@ -69,7 +69,27 @@ class Matrix(_Out):
     documents: list[MatrixDoc]
     base: list[Cell | None] | None
     rows: list[MatrixRow]
-    answers_recorded: bool = False  # the monitor keeps correct/total per document, not the version's answers
+    answers_recorded: bool = False  # some cell of this window has the version's replies (GET /v1/ui/cells/...)
+
+
+class CellProbe(Probe):
+    reply: str | None  # the version's reply; None when the monitor did not keep it (older measurements)
+    correct: bool | None  # graded as the ledger's figure is (the reference answer contained in the reply)
+
+
+class CellDetail(_Out):
+    version: int
+    name: str
+    doc_id: str
+    title: str
+    status: str | None
+    reason: str | None
+    value: float | None
+    correct: float | None
+    total: int | None
+    learned_in: int | None
+    answers_recorded: bool
+    probes: list[CellProbe]
 
 
 class Curves(_Out):

@@ -25,6 +25,13 @@ LEARNED = Table("learned", META, Column("doc_id", String(64), primary_key=True),
 LEDGER = Table("ledger", META, Column("version", Integer, primary_key=True), Column("doc_id", String(64), primary_key=True),
                Column("correct", Float, nullable=False), Column("total", Integer, nullable=False),
                Column("measured_at", Float, nullable=False))
+# The version's own replies to a ledger cell's probes (JSON list of {question, reply, correct}), beside the cell.
+# A table of its own, not a column of `ledger`: databases made before it get it from create_all on open (SQLite
+# and PostgreSQL alike, no ALTER), code that predates it never reads it, and the ledger's scans stay narrow.
+LEDGER_ANSWERS = Table("ledger_answers", META, Column("version", Integer, primary_key=True),
+                       Column("doc_id", String(64), primary_key=True), Column("answers", Text, nullable=False),
+                       Column("measured_at", Float, nullable=False))
+REPLY_CHARS = 400  # a reply is kept up to this many characters (the audit shows it; the grade used all of it)
 EMBEDDINGS = Table("embeddings", META, Column("doc_id", String(64), primary_key=True),
                    Column("vector", LargeBinary, nullable=False))
 SEQUENCES = Table("sequences", META, Column("doc_id", String(64), primary_key=True),
@@ -104,7 +111,11 @@ class MemoryStore:
         return dict(self._rows(select(LEARNED.c.doc_id, func.min(LEARNED.c.version)).group_by(LEARNED.c.doc_id)))
 
     # -- ledger -------------------------------------------------------------------------------------------
-    def record(self, version: int, doc_id: str, correct: float, total: int) -> None:
+    def record(self, version: int, doc_id: str, correct: float, total: int,
+               answers: list[dict] | None = None) -> None:
+        """One cell R[version][doc_id]; `answers`, when given, are the version's replies to the probes
+        ([{question, reply, correct}], in probe order), kept beside the cell. Re-recording a cell without answers
+        drops answers stored for it earlier, so the replies shown always belong to the figure shown."""
         now = time.time()
         stmt = insert(self.engine, LEDGER).values(version=version, doc_id=doc_id, correct=correct, total=total,
                                                   measured_at=now)
@@ -112,6 +123,24 @@ class MemoryStore:
                                           set_=dict(correct=correct, total=total, measured_at=now))
         with self.engine.begin() as c:
             c.execute(stmt)
+            if answers is None:
+                c.execute(delete(LEDGER_ANSWERS).where((LEDGER_ANSWERS.c.version == version)
+                                                       & (LEDGER_ANSWERS.c.doc_id == doc_id)))
+            else:
+                blob = json.dumps([{"question": str(a.get("question", "")),
+                                    "reply": str(a.get("reply") or "")[:REPLY_CHARS],
+                                    "correct": bool(a.get("correct"))} for a in answers])
+                c.execute(insert(self.engine, LEDGER_ANSWERS)
+                          .values(version=version, doc_id=doc_id, answers=blob, measured_at=now)
+                          .on_conflict_do_update(index_elements=["version", "doc_id"],
+                                                 set_=dict(answers=blob, measured_at=now)))
+
+    def answers(self, version: int, doc_id: str) -> list[dict] | None:
+        """The version's replies to the document's probes as last measured, or None when none were kept (a
+        measurement by older code, or a cell never measured)."""
+        rows = self._rows(select(LEDGER_ANSWERS.c.answers).where((LEDGER_ANSWERS.c.version == version)
+                                                                 & (LEDGER_ANSWERS.c.doc_id == doc_id)))
+        return json.loads(rows[0][0]) if rows else None
 
     def ledger(self) -> dict[int, dict[str, float]]:
         out: dict[int, dict[str, float]] = {}

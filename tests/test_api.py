@@ -205,6 +205,10 @@ def _state(agent):
     ("get", "/v1/jobs/..%2F..%2Fx", {}, 404),
     ("post", "/v1/jobs/..%2Fx/cancel", {}, 404),
     ("get", "/v1/jobs?limit=0", {}, 422),
+    ("post", "/v1/documents/ffff/remove", {}, 404),
+    ("post", "/v1/documents/..%2F..%2Fetc%2Fpasswd/remove", {}, 404),
+    ("get", "/v1/ui/cells/1/ffff", {}, 404),
+    ("get", "/v1/ui/cells/-1/ffff", {}, 422),
 ])
 def test_bad_input_suite_changes_nothing(served, method, path, kwargs, code):
     agent, c = served
@@ -225,4 +229,118 @@ def test_keys_are_checked_before_anything_changes(served, headers, code):
     before = _state(agent)
     assert c.post("/v1/documents", json=DOCS[0], headers=headers).status_code == code
     assert c.post("/v1/adapters/rollback", headers=headers).status_code == code
+    doc = agent.stack.resolve("prod").doc_ids[0]
+    assert c.post(f"/v1/documents/{doc}/remove", headers=headers).status_code == code
     assert _state(agent) == before
+
+
+def test_a_cell_of_the_matrix_shows_the_versions_own_replies(served):
+    """The monitor keeps each version's replies to the probes beside the figure; the audit page's cell route
+    returns them next to the questions and reference answers (the untouched model's too)."""
+    agent, c = served
+    prod = agent.stack.resolve("prod")
+    for v in (prod.version, 0):
+        for d in prod.doc_ids:
+            cell = c.get(f"/v1/ui/cells/{v}/{d}", headers=R).json()
+            assert cell["answers_recorded"] and cell["total"] == len(cell["probes"]) == 1, cell
+            p = cell["probes"][0]
+            assert isinstance(p["reply"], str) and isinstance(p["correct"], bool)
+            assert p["question"] == agent.memory.probes(d)[0].question and p["answer"]
+            assert cell["correct"] == sum(x["correct"] for x in cell["probes"])  # the figure is the marks' sum
+            assert cell["value"] == agent.memory.ledger()[v][d]
+    m = c.get("/v1/ui/matrix?view=promoted&tail=true", headers=R).json()
+    assert m["answers_recorded"] is True
+
+
+def test_removing_a_document_promotes_a_version_without_it(served):
+    """POST /v1/documents/{id}/remove (write key): waits for an update in flight (the stack's update lock),
+    then commits and promotes a version without the document's adapter and reports what changed."""
+    import threading
+    import time
+
+    from student.stack import AdapterRef
+
+    agent, c = served
+    old = agent.stack.resolve("prod")
+    assert len(old.adapters) == 2
+    gone, kept = old.adapters[0].doc_ids[0], old.adapters[1].doc_ids[0]
+    assert c.post(f"/v1/documents/{gone}/remove", headers=R).status_code == 403
+    out = {}
+    with agent.stack.updating():  # an update in flight elsewhere: the removal waits for it
+        t = threading.Thread(target=lambda: out.update(r=c.post(f"/v1/documents/{gone}/remove", headers=W)))
+        t.start()
+        time.sleep(1.5)
+        assert t.is_alive() and agent.stack.aliases()["prod"] == old.version
+    t.join(300)
+    r = out["r"]
+    assert r.status_code == 200, r.text
+    body = r.json()
+    new = agent.stack.resolve("prod")
+    assert body["version"] == new.version == max(agent.stack.versions()) and body["name"] == new.name
+    assert body["parent"] == old.version and body["previous"] == old.name and body["documents"] == 1
+    assert new.doc_ids == [kept] and [a.id for a in new.adapters] == [old.adapters[1].id]
+    assert set(body["accuracy"]) == {gone, kept} and body["accuracy"][gone]["removed"]
+    assert all(0 <= a["before"] <= 1 and 0 <= a["after"] <= 1 for a in body["accuracy"].values())
+    assert body["accuracy"][kept]["after"] == agent.memory.ledger()[new.version][kept]
+    assert agent.memory.answers(new.version, kept) is not None  # the removal's measurement keeps replies too
+    v = c.get("/v1/adapters", headers=R).json()
+    assert v["aliases"]["prod"] == new.version
+    row = v["versions"][-1]
+    assert row["status"] == "removed" and [d for a in row["adapters"] for d in a["documents"]] == [kept]
+    models = {m["id"]: m for m in c.get("/v1/models", headers=R).json()["data"]}
+    assert models["seal-student@prod"]["root"] == f"seal-student-v{new.version}"
+    assert f"seal-student-v{new.version}" in models
+    assert not c.get(f"/v1/documents/{gone}", headers=R).json()["in_prod"]
+    q = {"model": "seal-student@prod", "messages": [{"role": "user", "content": "Who painted the harbour?"}],
+         "max_tokens": 4}
+    assert c.post("/v1/chat/completions", json=q, headers=R).json()["system_fingerprint"] == new.name
+    # again: nothing to remove; unknown: 404; neither changes anything
+    before = _state(agent)
+    r = c.post(f"/v1/documents/{gone}/remove", headers=W)
+    assert r.status_code == 409 and "not in prod" in r.json()["detail"]
+    assert c.post("/v1/documents/0123456789abcdef/remove", headers=W).status_code == 404
+    assert _state(agent) == before
+    # a document folded into a consolidated adapter with others cannot be taken out alone
+    a = new.adapters[0]
+    folded = agent.stack.commit([AdapterRef("a-folded", (kept, gone), a.rank, "consolidated", a.files)], new.version,
+                                note="fold (test)", move=("prod",))
+    try:
+        r = c.post(f"/v1/documents/{kept}/remove", headers=W)
+        assert r.status_code == 409 and "folded into consolidated adapter a-folded" in r.json()["detail"]
+        assert agent.stack.aliases()["prod"] == folded.version
+    finally:
+        agent.stack.set_alias("prod", new.version)
+
+
+def test_removal_on_an_api_with_celery_workers_uses_the_serving_model(tiny_cfg, tmp_path):
+    """With Celery workers no learner lives in the API process: the removal measures on the serving model,
+    under the stack's update lock first (a worker's update in progress finishes first) and then the model's."""
+    from agent.service import Agent
+    from api.app import create_app
+    from memory.documents import passage_from_dict
+
+    base = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "train_on": "passage", "state_dir": str(tmp_path / "state")},
+        service={"api_keys": {READ: "read", WRITE: "write"}}, runtime={"threads": 1})
+    learner = Agent.open(base)  # two documents learned by an embedded worker, as a Celery worker would
+    try:
+        learner.submit([passage_from_dict(d) for d in DOCS])
+        learner.transport.join(timeout=300)
+    finally:
+        learner.close()
+    cfg = base.with_overrides(service={**base.service.model_dump(), "mode": "celery"})
+    agent = Agent.open(cfg, start=False)
+    try:
+        with TestClient(create_app(agent, dict(cfg.service.api_keys))) as c:
+            old = agent.stack.resolve("prod")
+            gone = old.adapters[1].doc_ids[0]
+            r = c.post(f"/v1/documents/{gone}/remove", headers=W)
+            assert r.status_code == 200, r.text
+            new = agent.stack.resolve("prod")
+            assert r.json()["version"] == new.version and new.doc_ids == [old.adapters[0].doc_ids[0]]
+            assert agent.memory.update(new.version)["status"] == "removed"
+            q = {"model": "seal-student@prod", "messages": [{"role": "user", "content": "Who painted?"}],
+                 "max_tokens": 3}
+            assert c.post("/v1/chat/completions", json=q, headers=R).json()["system_fingerprint"] == new.name
+    finally:
+        agent.close()

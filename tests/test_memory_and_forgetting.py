@@ -71,3 +71,29 @@ def test_memory_store_documents_probes_ledger(db_target):
     assert (u["gain"], u["info"]) == (0.25, {"k": 2})
     with pytest.raises(KeyError):
         s2.document("nope")
+
+
+def test_the_ledger_keeps_a_versions_replies_and_old_databases_stay_readable(db_target):
+    """record(..., answers=) keeps the version's replies beside the cell; a database made before replies were
+    kept (no ledger_answers table) opens, reads its old cells (no replies) and takes new ones."""
+    from sqlalchemy import text
+
+    s = MemoryStore(db_target)
+    p = passage_from_dict({"title": "T", "context": "Ctx.", "questions": [{"question": "q?", "answer": "a"}]})
+    s.add_document(p)
+    s.record(1, p.doc_id, 1, 1)  # as older code wrote it
+    with s.engine.begin() as c:  # the schema before this table existed
+        c.execute(text("DROP TABLE ledger_answers"))
+    s.close()
+    s = MemoryStore(db_target)  # opening adds the table; the old cell reads as before, without replies
+    assert s.ledger() == {1: {p.doc_id: 1.0}} and s.answers(1, p.doc_id) is None
+    s.record(2, p.doc_id, 0, 1, answers=[{"question": "q?", "reply": "b" * 1000, "correct": False}])
+    s.record(0, p.doc_id, 1, 1, answers=[{"question": "q?", "reply": "it is a", "correct": True}])
+    [got] = s.answers(2, p.doc_id)
+    assert got["question"] == "q?" and got["correct"] is False and len(got["reply"]) == 400  # kept bounded
+    assert s.answers(0, p.doc_id) == [{"question": "q?", "reply": "it is a", "correct": True}]
+    s.record(2, p.doc_id, 1, 1, answers=[{"question": "q?", "reply": "a", "correct": True}])  # upsert
+    assert s.answers(2, p.doc_id)[0]["reply"] == "a" and s.ledger()[2] == {p.doc_id: 1.0}
+    s.record(2, p.doc_id, 0, 1)  # re-measured without replies: the old replies do not outlive their figure
+    assert s.answers(2, p.doc_id) is None and s.ledger()[2] == {p.doc_id: 0.0}
+    s.close()

@@ -1,6 +1,7 @@
 """The audit page (issue 16), default tier: /ui is served without a key in any URL, its files load, the JSON
-routes it reads take the API's keys, their figures agree with the forgetting report, and the page adds no
-write route. The browser itself is driven in tests/test_ui_browser.py (slow tier)."""
+routes it reads take the API's keys, their figures agree with the forgetting report, and the page's writes
+go through the API's own routes (no write route under /v1/ui). The browser itself is driven in
+tests/test_ui_browser.py (slow tier)."""
 import re
 
 import pytest
@@ -90,7 +91,7 @@ def test_the_routes_the_page_reads_take_the_api_keys(synthetic, path):
         assert r.json() == {"scope": "read"} and c.get(path, headers=W).json() == {"scope": "write"}
 
 
-def test_the_page_adds_no_write_route_and_calls_only_existing_ones(synthetic):
+def test_the_page_adds_no_write_route_and_calls_only_the_apis_own(synthetic):
     _, c = synthetic
     paths = c.app.openapi()["paths"]
     assert all(set(ops) == {"get"} for p, ops in paths.items() if p.startswith("/v1/ui/"))
@@ -98,11 +99,16 @@ def test_the_page_adds_no_write_route_and_calls_only_existing_ones(synthetic):
     for p in ("/ui", "/ui/", "/ui/static/app.js"):
         assert c.post(p, headers=W).status_code == 405, p
     assert writes == {"/v1/documents", "/v1/jobs/{job_id}/cancel", "/v1/adapters/{version}/promote",
-                      "/v1/adapters/rollback", "/v1/chat/completions", "/v1/completions"}
+                      "/v1/adapters/rollback", "/v1/documents/{doc_id}/remove", "/v1/chat/completions",
+                      "/v1/completions"}
     js = (STATIC / "app.js").read_text()
     called = set(re.findall(r'await write\(`?"?([^`",]+)', js))
     assert called == {"/v1/adapters/${encodeURIComponent(v.name)}/promote", "/v1/adapters/rollback",
-                      "/v1/jobs/${encodeURIComponent(j.id)}/cancel"}
+                      "/v1/jobs/${encodeURIComponent(j.id)}/cancel", "/v1/documents/${encodeURIComponent(d.id)}/remove"}
+    # each write is behind a confirmation: every function that calls write() asks first
+    for fn in re.findall(r"async function (\w+)\([^)]*\) \{\n((?:(?!\n  \}\n).)*)", js, re.S):
+        if "await write(" in fn[1]:
+            assert "await confirmAction(" in fn[1].split("await write(")[0], fn[0]
     assert js.count('method: "POST"') == 1  # one place sends writes: write(), behind confirmAction()
 
 
@@ -139,7 +145,7 @@ def test_matrix_windows_agree_with_the_forgetting_report(synthetic):
     rejected = [r for r in a["rows"] if r["status"] == "rejected"]
     assert rejected and all("canary drop" in r["reason"] for r in rejected)
     assert a["total_versions"] > m["total_versions"] and a["total_documents"] >= m["total_documents"]
-    assert m["answers_recorded"] is False  # the page says the versions' answers are not stored
+    assert m["answers_recorded"] is False  # synthetic rows hold figures only: no replies to show
     for bad in ("view=bogus", "limit=0", "limit=1000", "offset=-1", "doc_limit=0"):
         assert c.get(f"/v1/ui/matrix?{bad}", headers=R).status_code == 422, bad
 
@@ -225,3 +231,28 @@ def test_an_empty_state_reads_cleanly(empty):
     for p in ("jobs", "versions", "documents"):
         assert c.get(f"/v1/ui/{p}", headers=R).json()["total"] == 0
     assert "Nothing learned yet" in c.get("/ui/").text  # the page says how to add a document
+
+
+def test_a_cells_detail_without_kept_replies(synthetic):
+    """A cell measured before replies were kept: the questions and references, no replies, and the page says
+    so; the route takes the read key like the others. (A learned cell's replies: tests/test_api.py.)"""
+    agent, c = synthetic
+    m = c.get("/v1/ui/matrix?view=promoted&limit=3&doc_limit=3&tail=true", headers=R).json()
+    row, doc = m["rows"][-1], m["documents"][-1]
+    path = f"/v1/ui/cells/{row['version']}/{doc['id']}"
+    assert c.get(path).status_code == 401
+    cell = c.get(path, headers=R).json()
+    assert cell["answers_recorded"] is False and cell["title"] == doc["title"]
+    pairs = [(p["question"], p["answer"]) for p in cell["probes"]]
+    assert pairs == [(p["question"], p["answer"]) for p in doc["probes"]]
+    assert all(p["reply"] is None and p["correct"] is None for p in cell["probes"])
+    assert _close(cell["value"], row["cells"][-1] and row["cells"][-1]["value"])
+    assert cell["status"] == row["status"]
+    base = c.get(f"/v1/ui/cells/0/{doc['id']}", headers=W).json()
+    assert base["name"] == "untouched model" and base["status"] == "base"
+    never = c.get(f"/v1/ui/cells/99999/{doc['id']}", headers=R).json()
+    assert never["value"] is None and never["total"] is None and not never["answers_recorded"]
+    assert c.get("/v1/ui/cells/1/ffff", headers=R).status_code == 404
+    assert c.get(f"/v1/ui/cells/-1/{doc['id']}", headers=R).status_code == 422
+    js = (STATIC / "app.js").read_text()
+    assert "/v1/ui/cells/${row.version}/${encodeURIComponent(doc.id)}" in js  # what the hover reads

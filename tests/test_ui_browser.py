@@ -2,9 +2,10 @@
 `seal serve` (tiny model) that learned two documents and refused a third.
 
 Checks: the page opens with a read key (kept in sessionStorage, never in the URL); the heatmap shows the
-documents' titles and the ledger's values; hover and keyboard show the probes; the refusal reason is visible
-on the job; promote is refused with a read key and works with a write key (both behind a confirmation); a
-new job appears without a reload; axe-core finds no serious or critical violation on any view; and with 500
+documents' titles and the ledger's values; hover and keyboard show the probes, their reference answers and the
+version's own replies (right/wrong); the refusal reason is visible on the job; promote, and removing a
+document, are refused with a read key and work with a write key (each behind a confirmation); a new job
+appears without a reload; axe-core finds no serious or critical violation on any view; and with 500
 documents and 1,000 versions the page loads in under 2 s. Screenshots and the axe result go to results/ui/.
 
     .venv/bin/python -m pytest -m slow tests/test_ui_browser.py
@@ -234,11 +235,19 @@ def test_the_page_opens_with_a_read_key_and_the_heatmap_shows_titles_and_values(
     assert base == [f"{rep['base'][d]:.2f}" for d in rep["docs"]]
     _shot(drv, "matrix")
 
-    # hover: the probe questions of the column's document, and what the monitor did (not) keep
+    # hover: the probe questions of the column's document, the references, and v1's own replies, marked
+    kept = s.read.get(f"/v1/ui/cells/1/{rep['docs'][0]}").json()
+    assert kept["answers_recorded"] and all(isinstance(p["reply"], str) for p in kept["probes"])
     cell = drv.find_element(By.CSS_SELECTOR, "#heatmap tbody tr:not(.base) td")
     ActionChains(drv).move_to_element(cell).perform()
-    info = _wait(drv, lambda d: (e := d.find_element(By.ID, "cell-info")).is_displayed() and e, what="the hover")
-    assert PASSAGES[0]["questions"][0]["question"] in info.text and "not the version's answers" in info.text
+    info = _wait(drv, lambda d: (e := d.find_element(By.ID, "cell-info")).is_displayed() and "reply:" in e.text
+                 and e, what="the hover with the version's replies")
+    assert PASSAGES[0]["questions"][0]["question"] in info.text
+    assert "reference: " + PASSAGES[0]["questions"][0]["answer"] in info.text
+    marks = info.find_elements(By.CSS_SELECTOR, ".reply .mark")
+    assert [m.text for m in marks] == ["✓ right" if p["correct"] else "✗ wrong" for p in kept["probes"]]
+    for p in kept["probes"]:  # each reply as the monitor kept it (whitespace as the browser renders it)
+        assert (" ".join(p["reply"].split())[:40] or "(empty reply)") in " ".join(info.text.split())
     _shot(drv, "matrix-hover")
     # keyboard: a cell takes focus, arrow keys move it, the same details follow
     _js(drv, "document.querySelector('#heatmap tbody td[tabindex=\"0\"]').focus()")  # the base row's first
@@ -353,6 +362,60 @@ def test_promote_is_refused_with_a_read_key_and_works_with_a_write_key(served, b
     _confirm(drv)
     _toast(drv, "rolled back to student-v1")
     assert s.read.get("/v1/adapters").json()["aliases"]["prod"] == 1
+    assert s.write.post("/v1/adapters/student-v2/promote").status_code == 200  # as it was, for the tests after
+
+
+def test_removing_a_document_is_refused_with_a_read_key_and_works_with_a_write_key(served, browser):
+    """The page's "Remove…" calls POST /v1/documents/{id}/remove (the API's own route) behind a confirmation."""
+    from selenium.webdriver.common.by import By
+
+    s, _ = served
+    drv = browser
+    before = s.read.get("/v1/adapters").json()
+    assert before["aliases"]["prod"] == 2
+    v1 = next(v for v in before["versions"] if v["version"] == 1)
+    doc = v1["adapters"][0]["documents"][0]  # the first document, learned in student-v1
+    title = s.read.get(f"/v1/documents/{doc}").json()["title"]
+    remove_in_table = f"#docs-table tr[data-doc='{doc}'] button[aria-label$='from the student']"
+
+    _sign_in(drv, s.url, READ)
+    _tab(drv, "documents")
+    drv.find_element(By.CSS_SELECTOR, remove_in_table).click()
+    assert "read key" in drv.find_element(By.ID, "confirm-text").text  # the confirmation warns
+    _confirm(drv)
+    msg = _toast(drv, "Refused (403)")
+    assert "scope 'read'" in msg
+    _shot(drv, "remove-refused-read-key")
+    assert s.read.get("/v1/adapters").json()["aliases"]["prod"] == 2  # nothing changed
+
+    drv.find_element(By.ID, "signout").click()
+    _wait(drv, lambda d: d.find_element(By.ID, "key").is_displayed(), what="the key form")
+    _sign_in(drv, s.url, WRITE)
+    _tab(drv, "documents")
+    drv.find_element(By.CSS_SELECTOR, remove_in_table).click()
+    drv.find_element(By.ID, "confirm-cancel").click()  # cancelling the confirmation does nothing
+    time.sleep(0.5)
+    assert s.read.get("/v1/adapters").json()["aliases"]["prod"] == 2
+    # from the document's details: the result (every learned document before -> after) shows there
+    drv.find_element(By.XPATH, f"//table[@id='docs-table']//tr[@data-doc='{doc}']//th/button").click()
+    box = _wait(drv, lambda d: (e := d.find_element(By.ID, "doc-detail")).is_displayed() and title in e.text and e,
+                what="the document's details")
+    box.find_element(By.XPATH, ".//button[text()='Remove from the student…']").click()
+    assert title in drv.find_element(By.ID, "confirm-title").text
+    _confirm(drv)
+    _toast(drv, f'Removed "{title}"')
+    after = s.read.get("/v1/adapters").json()
+    new = after["aliases"]["prod"]
+    row = next(v for v in after["versions"] if v["version"] == new)
+    assert new > 3 and row["status"] == "removed" and row["parent"] == 2
+    assert doc not in [d for a in row["adapters"] for d in a["documents"]]
+    _wait(drv, lambda d: f"Removed: prod student-v2 → student-v{new}" in d.find_element(By.ID, "doc-detail").text,
+          what="the removal's result in the document's details")
+    detail = drv.find_element(By.ID, "doc-detail")
+    assert f"{title} (removed)" in detail.text and "not in prod" in detail.text  # redrawn as it is now
+    assert not detail.find_elements(By.XPATH, ".//button[text()='Remove from the student…']")
+    _wait(drv, lambda d: not d.find_elements(By.CSS_SELECTOR, remove_in_table), what="the row without Remove")
+    _shot(drv, "remove-done-write-key")
     assert s.write.post("/v1/adapters/student-v2/promote").status_code == 200  # as it was, for the tests after
 
 

@@ -1,13 +1,14 @@
 /* The audit page: reads /v1/ui/* with the key the user typed (sessionStorage only, sent as a bearer header,
    never in a URL), draws with the DOM (text via textContent only) and uPlot, polls /v1/ui/overview for live
-   updates, and calls the API's existing write routes (promote, rollback, cancel) behind a confirmation. */
+   updates, and calls the API's own write routes (promote, rollback, cancel, remove a document) behind a
+   confirmation. */
 (function () {
   "use strict";
   const KEY = "seal-ui-key";
   const $ = (id) => document.getElementById(id);
   const state = {
     key: sessionStorage.getItem(KEY), scope: null, overview: null, changed: null, tab: "matrix", timer: null,
-    matrix: { view: "promoted", offset: null, docOffset: null, limit: 25, docLimit: 30, data: null },
+    matrix: { view: "promoted", offset: null, docOffset: null, limit: 25, docLimit: 30, data: null, cells: new Map() },
     jobs: { state: "", offset: 0, limit: 50 }, versions: { status: "", offset: 0, limit: 50 },
     docs: { q: "", offset: 0, limit: 50 }, docLines: [], charts: [], timings: {},
   };
@@ -90,8 +91,8 @@
     sessionStorage.setItem(KEY, key);
     $("login").hidden = true; $("main").hidden = false; $("signout").hidden = false;
     document.querySelector(".skip").setAttribute("href", "#main");
-    $("who").textContent = state.scope === "write" ? "Signed in with a write key: promote and rollback are available (each asks first)."
-      : "Signed in with a read key: the API will refuse promote, rollback and cancel.";
+    $("who").textContent = state.scope === "write" ? "Signed in with a write key: promote, rollback and removing a document are available (each asks first)."
+      : "Signed in with a read key: the API will refuse promote, rollback, cancel and removing a document.";
     await start();
     return true;
   }
@@ -213,6 +214,7 @@
     const d = await api("/v1/ui/matrix?" + qs({ view: m.view, limit: m.limit, doc_limit: m.docLimit,
       offset: tail ? 0 : m.offset, doc_offset: tail ? 0 : m.docOffset, tail: tail ? "true" : "" }));
     m.data = d;
+    m.cells = new Map();  // cell details (the versions' replies) are fetched on hover, once per drawing
     if (tail) { m.offset = d.offset; m.docOffset = d.doc_offset; }
     renderLegend();
     pager($("pager-rows"), d.offset, d.limit, d.total_versions, "versions", (o) => { m.offset = o; renderTab("matrix"); });
@@ -276,15 +278,39 @@
     const doc = d.documents[j], row = i < 0 ? { name: "untouched model", version: 0, status: "base", cells: d.base } : d.rows[i];
     const c = row.cells[j];
     const box = $("cell-info");
+    const key = row.version + "/" + doc.id, known = state.matrix.cells.get(key);
+    box.dataset.cell = key;
+    drawCell(box, doc, row, c, known && known.probes ? known : null);
+    box.hidden = false;
+    placeCell(box, td);
+    if (!c || c.value === null || known) return;
+    // the version's own replies: one small read per cell, kept until the matrix is drawn again
+    state.matrix.cells.set(key, {});
+    api(`/v1/ui/cells/${row.version}/${encodeURIComponent(doc.id)}`).then((detail) => {
+      state.matrix.cells.set(key, detail);
+      if (box.dataset.cell === key && !box.hidden) { drawCell(box, doc, row, c, detail); placeCell(box, td); }
+    }).catch(() => state.matrix.cells.delete(key));
+  }
+  function drawCell(box, doc, row, c, detail) {
+    const probes = detail ? detail.probes : doc.probes.map((p) => Object.assign({ reply: undefined }, p));
+    const replies = detail && detail.answers_recorded;
+    const measured = c && c.value !== null;
     fill(box,
       h("h3", { text: doc.title }),
       h("p", {}, h("strong", { text: row.version ? row.name : "untouched model" }), row.status && row.status !== "base" ? [" ", badge(row.status)] : null,
-        ": ", c && c.value !== null ? `${fmt(c.value)} (${c.correct} of ${c.total} probes right)` : "not learned yet or not measured"),
+        ": ", measured ? `${fmt(c.value)} (${c.correct} of ${c.total} probes right)` : "not learned yet or not measured"),
       row.reason ? h("p", { text: "Gate: " + row.reason }) : null,
       h("p", { text: doc.learned_in ? `Learned in student-v${doc.learned_in}.` : "Not learned by any promoted version." }),
-      doc.probes.length ? h("ol", {}, doc.probes.map((p) => h("li", {}, p.question, " → ", h("em", { text: p.answer }), p.source === "teacher" ? " (teacher-written probe)" : ""))) : h("p", { text: "No probes." }),
-      h("p", { class: "note", text: "Answers: the monitor stores how many probes each version got right, not the version's answers; the reference answers are shown." }));
-    box.hidden = false;
+      probes.length ? h("ol", { class: "probes" }, probes.map((p) => h("li", {},
+        h("div", {}, p.question, " ", h("span", { class: "ref" }, "reference: ", h("em", { text: p.answer })), p.source === "teacher" ? " (teacher-written probe)" : ""),
+        typeof p.reply === "string" ? h("div", { class: "reply" },
+          h("span", { class: "mark " + (p.correct ? "right" : "wrong"), text: p.correct ? "✓ right" : "✗ wrong" }), " ",
+          row.version ? "reply: " : "untouched model's reply: ", h("q", { text: p.reply.trim() || "(empty reply)" })) : null))) : h("p", { text: "No probes." }),
+      !measured ? null : detail === null ? h("p", { class: "note", text: "Loading this version's replies…" })
+        : replies ? h("p", { class: "note", text: "Replies as the monitor graded them when it measured this version (right: the reference answer is in the reply)." })
+          : h("p", { class: "note", text: "This measurement kept the figure only (made before replies were recorded): the reference answers are shown." }));
+  }
+  function placeCell(box, td) {
     const rc = td.getBoundingClientRect();
     const x = Math.min(window.innerWidth - 470, rc.right + 8), y = Math.min(window.innerHeight - box.offsetHeight - 8, rc.top);
     box.style.left = Math.max(4, x) + "px"; box.style.top = Math.max(4, y) + "px";
@@ -454,12 +480,13 @@
       h("td", { text: x.in_prod ? "yes" : "no" }),
       h("td", { class: "num", text: x.current === null ? "–" : `${fmt(x.current)} (v${x.current_version})` }),
       h("td", { class: "num", text: fmt(x.base) }), h("td", { class: "num", text: String(x.jobs) }),
-      h("td", {}, h("button", { type: "button", "aria-label": "Plot the accuracy of " + x.title, onclick: () => addDocLine(x.id, x.title) }, "Plot"))));
+      h("td", {}, h("button", { type: "button", "aria-label": "Plot the accuracy of " + x.title, onclick: () => addDocLine(x.id, x.title) }, "Plot"),
+        x.in_prod ? [" ", h("button", { type: "button", "aria-label": `Remove ${x.title} from the student`, onclick: () => removeDocument(x) }, "Remove…")] : null)));
     fill($("docs-wrap"), h("table", { class: "grid", id: "docs-table", "aria-label": "Documents and their provenance" },
       h("thead", {}, h("tr", {}, ["title", "learned in", "in prod", `accuracy now (prod student-v${d.prod || "–"})`, "untouched model", "jobs", "actions"].map((c) => h("th", { scope: "col", text: c })))),
       h("tbody", {}, rows)));
   }
-  async function showDocument(id) {
+  async function showDocument(id, removal) {
     const d = await api("/v1/ui/documents/" + encodeURIComponent(id));
     const box = $("doc-detail");
     box.hidden = false;
@@ -471,8 +498,11 @@
       h("h4", { text: `Measured on ${measured.length} versions` }),
       h("p", { text: measured.slice(-20).map((a) => `v${a.version}${a.status && a.status !== "promoted" ? " (" + a.status + ")" : ""}: ${fmt(a.value)}`).join(" · ") + (measured.length > 20 ? " (latest 20)" : "") }),
       h("p", { text: "Jobs: " + (d.jobs.map((j) => `${j.id} ${j.state}`).join(", ") || "none") }),
-      h("p", { class: "hint" }, "Removing a document has no HTTP route yet; on the server run ", h("code", { text: `seal remove-doc ${d.id}` }), "."),
-      h("button", { type: "button", onclick: () => addDocLine(d.id, d.title) }, "Plot its accuracy"));
+      h("div", { class: "buttons-row" }, h("button", { type: "button", onclick: () => addDocLine(d.id, d.title) }, "Plot its accuracy"),
+        d.in_prod ? [" ", h("button", { type: "button", onclick: () => removeDocument(d) }, "Remove from the student…")] : null),
+      removal ? [h("h4", { text: `Removed: prod ${removal.previous} → ${removal.name}; probe accuracy before → after` }),
+        h("ul", { id: "removal" }, Object.values(removal.accuracy || {}).map((a) => h("li", {}, a.title + (a.removed ? " (removed)" : "") + `: ${fmt(a.before)} → ${fmt(a.after)}`)))] : null);
+    if (removal) box.scrollIntoView({ block: "nearest" });
   }
 
   // -- 6. write actions: the API's own routes, each behind a confirmation --------------------------------------------------
@@ -494,8 +524,10 @@
       state.changed = null;
       await poll();
       await renderTab(state.tab, true);
+      return r;
     } catch (e) {
       toast(`Refused (${e.status}): ${e.detail}`, true);
+      return null;
     }
   }
   async function promote(v) {
@@ -505,6 +537,16 @@
   async function rollback() {
     if (!(await confirmAction("Roll back prod?", `prod (student-v${state.overview.aliases.prod}) goes back to the previous promoted version that knows different documents.`))) return;
     await write("/v1/adapters/rollback", {}, (r) => `prod rolled back to ${r.name}`);
+  }
+  async function removeDocument(d) {
+    if (!(await confirmAction(`Remove "${d.title}" from the student?`, "A new version without this document's adapter is committed and promoted to prod (status removed); "
+      + "every learned document's probes are measured before and after, which can take a while. The document and its history stay on record; rollback brings it back."))) return;
+    toast(`Removing "${d.title}": measuring the learned documents before and after…`);
+    const r = await write(`/v1/documents/${encodeURIComponent(d.id)}/remove`, undefined, (r) => {
+      const own = r.accuracy && r.accuracy[r.document];
+      return `Removed "${r.title}": prod → ${r.name}` + (own ? ` (its probes ${fmt(own.before)} → ${fmt(own.after)})` : "");
+    });
+    if (r) await showDocument(d.id, r);  // the document as it is now, with what changed for every learned one
   }
   async function cancelJob(j) {
     if (!(await confirmAction(`Cancel the job for "${j.title}"?`, "A queued job is cancelled now; a running one stops at its next stage boundary."))) return;
