@@ -367,8 +367,17 @@ class ContinualLearner:
                 if status == "rejected":
                     res.reason = f"not learnable within the budget after {len(tries) + 1} tries: {reason}"
             if status == "promoted":
-                self.stack.set_alias("prod", m.version)
-                self.memory.mark_learned(doc.doc_id, m.version)
+                with self.stack.writer():  # compare-and-set: prod must still be the version this update read
+                    moved = self.stack.move_alias_if("prod", parent_v or None, m.version)
+                if moved:
+                    self.memory.mark_learned(doc.doc_id, m.version)
+                else:
+                    now = self.stack.aliases().get("prod")
+                    status, res.status = "rejected", "rejected"
+                    res.reason = (f"prod moved from {f'student-v{parent_v}' if parent_v else 'none'} to "
+                                  f"{f'student-v{now}' if now else 'none'} while this update ran (a promote or "
+                                  f"rollback); {m.name} was not promoted: submit the document again to learn it "
+                                  "on the new prod")
             info = {"replay_sequences": len(replay), "train_sequences": len(texts),
                     "settings": _settings_brief(settings), "scale": scale}
             self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
@@ -625,6 +634,8 @@ class ContinualLearner:
         names = load_version(self.stack, self.student, m)
         merged_refs = [a for a in m.adapters if a.merged]
         with self.stack.writer():
+            if self.stack.aliases().get("prod") != m.version:  # an operator moved prod since the promotion
+                return None
             if cs.into == "base" and len(live_refs) == 1 and cs.rank is None:
                 # one adapter: serve it merged as it is (same files, so nothing new is written)
                 ref = live_refs[0]

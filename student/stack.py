@@ -195,6 +195,15 @@ class StackStore:
             self.set_alias(alias, m.version)
         return m
 
+    def move_alias_if(self, alias: str, expected: int | None, version: int) -> bool:
+        """Compare-and-set: point `alias` at `version` only if it still points at `expected` (None: unset).
+        The caller holds `writer()`; an update promotes this way, so an operator's promote or rollback made
+        while the update ran is never silently undone."""
+        if self.aliases().get(alias) != expected:
+            return False
+        self.set_alias(alias, version)
+        return True
+
     def set_alias(self, alias: str, version: int) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", alias) or NAME.match(alias):
             raise StackError(f"invalid alias name {alias!r}")

@@ -107,8 +107,13 @@ def test_continual_cli_flow(tiny_config_file, tmp_path):
     assert rep["versions"] == [1, 2, 3] and len(rep["docs"]) == 3
     r = run("adapters", "-c", tiny_config_file, *sets)
     assert r.exit_code == 0 and "student-v3" in r.output
+    from student.stack import StackStore
+
+    aliases = StackStore(state / "stack").aliases
     assert run("promote", "student-v1", "-c", tiny_config_file, *sets).exit_code == 0
-    assert run("promote", "student-v9", "-c", tiny_config_file, *sets).exit_code == 2
+    assert aliases()["prod"] == 1  # the alias really moved
+    r = run("promote", "student-v9", "-c", tiny_config_file, *sets)
+    assert r.exit_code == 2 and "student-v9" in r.output and aliases()["prod"] == 1  # refused, nothing changed
     r = run("ask", "Who wrote Walking Into Fresno?", "--version", "prod", "-c", tiny_config_file, *sets)
     assert r.exit_code == 0, r.output
     assert run("promote", "3", "-c", tiny_config_file, *sets).exit_code == 0

@@ -150,3 +150,22 @@ def test_an_update_interrupted_after_commit_is_finished_without_retraining(learn
     again = lr.learn(DOCS[1])
     assert (again.version, again.status, again.replayed) == (2, "promoted", True)
     assert again.after == r.after and lr.stack.versions() == [1, 2]
+
+
+def test_a_rollback_made_during_an_update_is_not_undone_by_it(learner):
+    """An operator rolls prod back (taking only the stack's writer lock) while an update is evaluating: the update
+    used to promote over it. Now it finds prod moved and does not promote; prod stays where the operator put it."""
+    lr = learner()
+    assert lr.learn(DOCS[0]).status == "promoted" and lr.learn(DOCS[1]).status == "promoted"
+
+    def operator(stage: str) -> None:
+        if stage == "evaluating":
+            with lr.stack.writer():
+                lr.stack.set_alias("prod", 1)
+
+    r = lr.learn(DOCS[2], on_stage=operator)
+    assert r.status == "rejected" and "prod moved from student-v2 to student-v1" in r.reason, r.reason
+    assert lr.stack.aliases()["prod"] == 1 and DOCS[2].doc_id not in lr.memory.learned_at()
+    assert lr.memory.updates()[-1]["status"] == "rejected"
+    again = lr.learn(DOCS[2])  # submitted again: learned on the operator's prod
+    assert again.status == "promoted" and lr.stack.manifest(again.version).parent == 1

@@ -209,8 +209,10 @@ def test_online_rl_keeps_the_best_candidate_and_retrains_the_teacher(runtime, ti
     held = [d for d in docs if lr.online.held_back(d.doc_id)]
     trained_on = {r["doc_id"] for r in lr.memory.samples() if r["trained_into"] not in (None, -1)}
     assert not trained_on & {d.doc_id for d in held}  # held-back documents never train the teacher
-    new_rows = [r for r in lr.memory.samples() if r["teacher"] >= 1]
-    assert new_rows or lr.online.store.current() >= 1  # later documents are sampled from the new teacher
+    first = next(i for i, r in enumerate(results) if r.teacher and r.teacher["promoted"])
+    later = docs[first + 1:]
+    assert later, "the teacher was first promoted on the last document: nothing shows it is used"
+    assert all(r["teacher"] >= 1 for d in later for r in lr.memory.samples(d.doc_id))  # sampled from the new one
     for n in set(st.adapters()) - before:
         st.drop(n)
     st.restore_base()
@@ -228,7 +230,18 @@ def test_a_separate_teacher_model_learns_while_the_student_only_evaluates(tiny_c
     assert rt.teacher is not rt.student and rt.teacher.base is not rt.student.base
     [summary] = RestEM(rt, PASSAGES, tmp_path).run()
     assert summary["new_teacher"] == 1
-    assert "teacher-v1" in rt.teacher.adapters() or (tmp_path / "teachers" / "adapters" / "t00001").is_dir()
+    from teacher.versions import TeacherStore
+
+    store = TeacherStore(tmp_path / "teachers")
+    assert store.versions() == [1]
+    name = store.load(rt.teacher, 1)  # verified on load; it must change what the teacher's model says
+    ids = torch.tensor([rt.teacher.tokenizer("Station 3 of the Quarn line")["input_ids"]])
+    with torch.inference_mode():
+        with rt.teacher.use(None) as m:
+            base = m(input_ids=ids).logits
+        with rt.teacher.use(name) as m:
+            tuned = m(input_ids=ids).logits
+    assert not torch.allclose(base, tuned, atol=1e-5)
     assert not [a for a in rt.student.adapters() if a.startswith("teacher")]  # nothing of the teacher's here
 
 
