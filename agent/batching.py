@@ -11,7 +11,6 @@ per-request generator seeded by the request, so a seeded request gives the same 
 from __future__ import annotations
 
 import inspect
-import itertools
 import random
 import threading
 import time
@@ -236,18 +235,20 @@ def decode(model, tok, rows: list[Request]) -> list[tuple[str, int, str]]:
     model.eval()
     try:
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        new_api = "cache" in inspect.signature(inner.forward).parameters  # transformers renamed past_key_values
+        key = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        for step in itertools.count():
+        cache = getattr(out, key)
+        alive = list(range(len(rows)))  # rows still decoding, in the order of the batch's current rows
+        while True:
             logits = out.logits[:, -1, :]
             nxt = []
-            for i, r in enumerate(rows):
-                if finish[i] is None and r.cancelled:
+            for j, i in enumerate(alive):
+                r = rows[i]
+                if r.cancelled:
                     finish[i] = "cancelled"
-                if finish[i] is not None:
                     nxt.append(pad)
                     continue
-                t = _pick(logits[i], r, gens[i])
+                t = _pick(logits[j], r, gens[i])
                 nxt.append(t)
                 out_ids[i].append(t)
                 text = tok.decode(out_ids[i], skip_special_tokens=True)
@@ -260,13 +261,19 @@ def decode(model, tok, rows: list[Request]) -> list[tuple[str, int, str]]:
                     if r.on_piece is not None and len(text) > len(texts[i]) and text.startswith(texts[i]):
                         r.on_piece(text[len(texts[i]):])
                     texts[i] = text
-            if all(f is not None for f in finish):
+            keep = [j for j, i in enumerate(alive) if finish[i] is None]
+            if not keep:
                 break
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            if len(keep) < len(alive):  # finished rows leave the batch: no compute spent on them from now on
+                idx = torch.tensor(keep, dtype=torch.long)
+                cache.batch_select_indices(idx)
+                mask, pos = mask[idx], pos[idx]
+                nxt, alive = [nxt[j] for j in keep], [alive[j] for j in keep]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], dim=1)
             pos = pos[:, -1:] + 1
-            past = {"cache": out.cache} if new_api else {"past_key_values": out.past_key_values}
             out = model(input_ids=torch.tensor(nxt, dtype=torch.long)[:, None], attention_mask=mask,
-                        position_ids=pos, use_cache=True, **past)
+                        position_ids=pos, use_cache=True, **{key: cache})
+            cache = getattr(out, key)
     finally:
         if was_training:
             model.train()

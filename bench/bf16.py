@@ -118,12 +118,13 @@ def main(argv=None) -> int:
         for d in DTYPES:
             if ("forward", d, rep) not in done:
                 put({"kind": "forward", "dtype": d, "i": rep, "tokens_per_s": forward_rate(students[d], texts)})
-    for d in DTYPES:
-        if ("generate", d, None) not in done:
-            replies, rate = timed_answers(students[d], None, cq, cfg.continual.canary.max_new_tokens,
-                                          cfg.continual.canary.batch_size)
-            put({"kind": "generate", "dtype": d, "i": None, "tokens_per_s": rate, "replies": replies,
-                 "accuracy": statistics.mean(c.correct(r) for c, r in zip(canary, replies))})
+    for rep in range(3):  # alternate here too: generation is the most noise-sensitive measure
+        for d in DTYPES:
+            if ("generate", d, rep) not in done:
+                replies, rate = timed_answers(students[d], None, cq, cfg.continual.canary.max_new_tokens,
+                                              cfg.continual.canary.batch_size)
+                put({"kind": "generate", "dtype": d, "i": rep, "tokens_per_s": rate, "replies": replies,
+                     "accuracy": statistics.mean(c.correct(r) for c, r in zip(canary, replies))})
     for d in DTYPES:
         if ("read", d, None) not in done:
             replies = reading(students[d], read_set, ev.max_new_tokens, ev.batch_size)
@@ -148,6 +149,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def resummarize(out: str) -> None:
+    """Print the table again from a finished run's rows (no model loaded)."""
+    p = Path(out)
+    summarize([json.loads(x) for x in (p / "results.jsonl").read_text().splitlines()], p)
+
+
 def summarize(rows: list[dict], out: Path) -> dict:
     def of(kind, d, key):
         return [r[key] for r in rows if r["kind"] == kind and r["dtype"] == d and r.get(key) is not None]
@@ -155,11 +162,18 @@ def summarize(rows: list[dict], out: Path) -> dict:
     def med(xs):
         return statistics.median(xs) if xs else float("nan")
 
+    def mean(xs):
+        return statistics.mean(xs) if xs else float("nan")
+
     s: dict = {}
     for kind, key in [("forward", "tokens_per_s"), ("generate", "tokens_per_s"), ("train", "tokens_per_s"),
                       ("generate", "accuracy"), ("read", "accuracy"), ("train", "learned"), ("train", "canary_on")]:
-        f, b = med(of(kind, "float32", key)), med(of(kind, "bfloat16", key))
+        agg = med if key == "tokens_per_s" else mean  # speeds: the median of repeats; accuracies: the mean
+        f, b = agg(of(kind, "float32", key)), agg(of(kind, "bfloat16", key))
         s[f"{kind}.{key}"] = {"float32": f, "bfloat16": b, "ratio": b / f if f else float("nan")}
+        if key == "tokens_per_s":  # the ratio of each alternated pair (same moment, same machine load)
+            pairs = [b_ / f_ for f_, b_ in zip(of(kind, "float32", key), of(kind, "bfloat16", key)) if f_]
+            s[f"{kind}.{key}"]["pair_ratios"] = [round(x, 2) for x in pairs]
     for kind in ("generate", "read"):
         reps = {d: next((r["replies"] for r in rows if r["kind"] == kind and r["dtype"] == d), None) for d in DTYPES}
         if all(reps.values()):
@@ -167,7 +181,8 @@ def summarize(rows: list[dict], out: Path) -> dict:
     print(f"{'measure':<24} {'float32':>10} {'bfloat16':>10} {'bf16/fp32':>10}")
     for k, v in s.items():
         if isinstance(v, dict):
-            print(f"{k:<24} {v['float32']:>10.3f} {v['bfloat16']:>10.3f} {v['ratio']:>10.2f}")
+            extra = f"  pairs {v['pair_ratios']}" if "pair_ratios" in v else ""
+            print(f"{k:<24} {v['float32']:>10.3f} {v['bfloat16']:>10.3f} {v['ratio']:>10.2f}{extra}")
         else:
             print(f"{k:<24} {'':>10} {v:>10.3f} {'(agree)':>10}")
     (out / "summary.json").write_text(json.dumps(s, indent=2))
