@@ -388,13 +388,15 @@ class ContinualLearner:
             self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
                                       info | {"result": res.to_json()})
             self._drop_unserved(names)
-            if status == "promoted" and self.online.enabled:
-                tu = self.online.maybe_retrain()
-                if tu is not None:
-                    res.teacher = tu.to_json()
-                    self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain,
-                                              forgetting, info | {"result": res.to_json()})
-            return res
+        # the teacher retrains outside the update lock: it writes the teacher store, not the stack, so other
+        # documents' updates need not wait for it
+        if status == "promoted" and self.online.enabled:
+            tu = self.online.maybe_retrain()
+            if tu is not None:
+                res.teacher = tu.to_json()
+                self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain,
+                                          forgetting, info | {"result": res.to_json()})
+        return res
 
     # -- the stages of one update --------------------------------------------------------------------------------
     def _prepare_general(self) -> None:

@@ -92,6 +92,10 @@ class OnlineTeacher:
     def maybe_retrain(self) -> TeacherUpdate | None:
         if not self.enabled or not self.due():
             return None
+        with self.store.retraining() as mine:
+            return self._retrain() if mine else None  # another process is retraining on these winners
+
+    def _retrain(self) -> TeacherUpdate | None:
         rows = [r for r in self.memory.samples() if r["gain"] is not None and r["trained_into"] is None]
         train_rows = [r for r in rows if not self.held_back(r["doc_id"])]
         winners = [r for r in train_rows if r["chosen"] and r["gain"] > self.cfg.rl.threshold

@@ -11,7 +11,6 @@ new one, so rollback is moving an alias. Checksums are verified when a version i
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -102,20 +101,36 @@ def _atomic_write_json(path: Path, data: dict) -> None:
 
 
 class StackStore:
-    def __init__(self, root: str | Path):
+    """`lock_timeout_s`: how long `writer()` waits for another writer (a few writes: seconds);
+    `update_timeout_s`: how long `updating()` waits for another update (one whole update: minutes)."""
+
+    def __init__(self, root: str | Path, lock_timeout_s: float = 600.0, update_timeout_s: float = 4 * 3600.0):
         self.root = Path(root)
         for d in ("adapters", "versions"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        self._timeouts = {".lock": lock_timeout_s, ".update.lock": update_timeout_s}
+        self._locks: dict[str, object] = {}
 
     # -- locking and reading -----------------------------------------------------------------------------
     @contextmanager
     def _flock(self, name: str):
-        with open(self.root / name, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield self
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """An advisory file lock across processes and threads (filelock), re-entrant in the thread that holds
+        it (a writer that calls a writer no longer deadlocks), and bounded: a holder that never lets go is an
+        error that names the lock, not a hang."""
+        from filelock import FileLock, Timeout
+
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = FileLock(str(self.root / name), timeout=self._timeouts[name])
+        try:
+            lock.acquire()
+        except Timeout as e:
+            raise StackError(f"{self.root / name} is held by another {'update' if 'update' in name else 'writer'} "
+                             f"for over {self._timeouts[name]:.0f} s") from e
+        try:
+            yield self
+        finally:
+            lock.release()
 
     def writer(self):
         """Serialize writers across processes (workers, CLI) with an advisory file lock."""

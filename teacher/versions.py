@@ -7,6 +7,7 @@ atomically, with a sha256 per adapter file), aliases.json ({"current": N}).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,23 @@ class TeacherStore:
             f = self.adapter_dir(v.version) / fname
             if not f.is_file() or sha256_file(f) != digest:
                 raise CorruptAdapterError(f"{v.name}: adapter file {fname} is missing or fails its checksum")
+
+    @contextmanager
+    def retraining(self):
+        """Yields True to the one process that may retrain the teacher now, False to any other (it skips: the
+        one retraining uses every winner recorded so far). Never waits, so no update waits on a teacher."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / ".retrain.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def commit(self, student, live_name: str, version: int, parent: int | None, round_: int,
                student_version: str, winners: int, mean_reward: float) -> TeacherVersion:

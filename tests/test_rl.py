@@ -273,3 +273,50 @@ def test_online_retention_aware_reward_prefers_the_candidate_that_forgets_less(r
         assert [r["gain"] for r in lr.memory.samples(new.doc_id)] == pytest.approx(gains)
         st.drop(name)
     assert set(st.adapters()) == before
+
+
+def test_the_teacher_retrains_outside_the_update_lock_and_once_at_a_time(runtime, tiny_cfg, tmp_path, monkeypatch):
+    """Retraining used to hold the stack's update lock (every other update waited, with no timeout)."""
+    import threading
+
+    from agent.continual import ContinualLearner
+    from memory.store import MemoryStore
+    from student.stack import StackError, StackStore
+
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "train_on": "self-edit"},
+        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "grounding": {"enabled": False}},
+        rl={"threshold": -1.0, "train": {"epochs": 1, "rank": 4, "alpha": 8},
+            "online": {"samples": 2, "retrain_every": 1, "holdout_every": 1000, "min_improvement": -1.0}})
+    st = runtime.student
+    before = set(st.adapters())
+    lr = ContinualLearner(st, cfg, StackStore(tmp_path / "state" / "stack"), MemoryStore(tmp_path / "m.sqlite"))
+    seen = []
+
+    def retrain():
+        other = StackStore(tmp_path / "state" / "stack", update_timeout_s=1.0)
+        free = []
+
+        def probe():
+            try:
+                with other.updating():
+                    free.append(True)
+            except StackError:
+                free.append(False)
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join(60)
+        seen.append(free == [True])
+        return None
+
+    monkeypatch.setattr(lr.online, "_retrain", retrain)
+    try:
+        r = lr.learn(PASSAGES[0])
+        assert r.status == "promoted" and seen == [True]  # retraining ran, and another update could start
+        with lr.online.store.retraining() as mine:  # another process is retraining: this one skips, not waits
+            assert mine and lr.online.maybe_retrain() is None and seen == [True]
+    finally:
+        for n in set(st.adapters()) - before:
+            st.drop(n)
+        st.restore_base()

@@ -137,3 +137,38 @@ def test_kill_during_save_leaves_last_good_version_loadable(tiny_cfg, tmp_path):
     assert store.versions() == [1] and store.aliases() == {"latest": 1, "prod": 1}
     store.verify(store.resolve("prod"))
     assert not (store.adapter_dir("a00001b") / "adapter_config.json").exists()
+
+
+def test_a_nested_writer_does_not_deadlock_and_a_held_lock_times_out_with_a_reason(tmp_path):
+    """Raw fcntl locks deadlocked a writer that called a writer in one process, and waited forever on a holder."""
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import ROOT
+
+    store = StackStore(tmp_path / "stack", lock_timeout_s=1.0, update_timeout_s=1.0)
+    done = threading.Event()
+
+    def nested():
+        with store.writer(), store.writer():
+            done.set()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(30)
+    assert done.is_set(), "a writer inside a writer of the same store deadlocked"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from student.stack import StackStore; "
+        "s = StackStore(sys.argv[2]); cm = s.updating(); cm.__enter__(); print('held', flush=True); "
+        "time.sleep(60)"), str(ROOT), str(tmp_path / "stack")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StackError, match="held by another update"):  # after 1 s, not never
+            with store.updating():
+                pass
+        with store.writer():  # the other lock is free meanwhile
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
