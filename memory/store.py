@@ -84,9 +84,10 @@ class MemoryStore:
             c.execute(insert(self.engine, DOCUMENTS).values(doc_id=p.doc_id, title=p.title, context=p.context,
                                                             added_at=time.time()).on_conflict_do_nothing())
             have = c.execute(select(func.count()).select_from(PROBES).where(PROBES.c.doc_id == p.doc_id)).scalar()
-            if not have and probes:
-                c.execute(PROBES.insert(), [dict(doc_id=p.doc_id, idx=i, question=q.question, answer=q.answer,
-                                                 source=source) for i, q in enumerate(probes)])
+            if not have and probes:  # two deliveries racing here both saw none: the second one's rows are no-ops
+                c.execute(insert(self.engine, PROBES).on_conflict_do_nothing(),
+                          [dict(doc_id=p.doc_id, idx=i, question=q.question, answer=q.answer, source=source)
+                           for i, q in enumerate(probes)])
 
     def has_document(self, doc_id: str) -> bool:
         return bool(self._rows(select(DOCUMENTS.c.doc_id).where(DOCUMENTS.c.doc_id == doc_id)))
@@ -220,9 +221,10 @@ class MemoryStore:
         """Once per document: a redelivered job finds the candidates it already sampled."""
         with self.engine.begin() as c:
             have = c.execute(select(func.count()).select_from(SAMPLES).where(SAMPLES.c.doc_id == doc_id)).scalar()
-            if not have:
-                c.execute(SAMPLES.insert(), [dict(doc_id=doc_id, k=k, teacher=teacher, raw=r, created_at=time.time())
-                                             for k, r in enumerate(raws)])
+            if not have:  # as in add_document: a racing duplicate delivery inserts nothing, and no error
+                c.execute(insert(self.engine, SAMPLES).on_conflict_do_nothing(),
+                          [dict(doc_id=doc_id, k=k, teacher=teacher, raw=r, created_at=time.time())
+                           for k, r in enumerate(raws)])
 
     def samples(self, doc_id: str | None = None) -> list[dict]:
         q = select(SAMPLES).order_by(SAMPLES.c.created_at, SAMPLES.c.doc_id, SAMPLES.c.k)

@@ -97,3 +97,34 @@ def test_the_ledger_keeps_a_versions_replies_and_old_databases_stay_readable(db_
     s.record(2, p.doc_id, 0, 1)  # re-measured without replies: the old replies do not outlive their figure
     assert s.answers(2, p.doc_id) is None and s.ledger()[2] == {p.doc_id: 0.0}
     s.close()
+
+
+def test_duplicate_deliveries_racing_on_probes_and_samples_do_not_fail(db_target):
+    """Count-then-insert raced: two deliveries of one job both saw no rows and the second hit a primary-key error
+    (the job then ended failed). Now both succeed and one set of rows is kept."""
+    import threading
+
+    from memory.documents import QA, passage_from_dict
+    from memory.store import MemoryStore
+
+    doc = passage_from_dict({"title": "Race", "context": "Two workers got the same job."})
+    stores = [MemoryStore(db_target) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    errors = []
+
+    def deliver(i, m):
+        try:
+            barrier.wait()
+            m.add_document(doc, [QA(f"q{i}-{k}?", "a") for k in range(3)], source="teacher")
+            m.put_samples(doc.doc_id, 0, [f"raw {i} {k}" for k in range(2)])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=deliver, args=(i, m)) for i, m in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    m = stores[0]
+    assert len(m.probes(doc.doc_id)) == 3 and len(m.samples(doc.doc_id)) == 2
