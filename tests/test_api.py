@@ -36,6 +36,19 @@ def _wait(agent):
     agent.transport.join(timeout=300)
 
 
+@pytest.fixture(scope="module")
+def learned(served):
+    """The served agent after it learned DOCS: tests that query versions must not depend on another test having
+    submitted them first (each passes alone with -k)."""
+    agent, c = served
+    if len(agent.stack.versions()) < 2:
+        r = c.post("/v1/documents", json={"documents": DOCS}, headers=W)
+        assert r.status_code == 202, r.text
+        _wait(agent)
+    assert len(agent.stack.versions()) >= 2
+    return served
+
+
 def test_auth_scopes_and_the_open_health_check(served):
     _, c = served
     assert c.get("/healthz").json()["status"] == "ok"
@@ -90,18 +103,25 @@ def test_documents_become_jobs_that_promote_versions(served):
     a = c.post("/v1/documents", json=DOCS[0], headers=W | k).json()["jobs"][0]
     b = c.post("/v1/documents", json=DOCS[0], headers=W | k).json()["jobs"][0]
     assert a["id"] == b["id"] and a["created"] and not b["created"]
+    r = c.post("/v1/documents", json=DOCS[1], headers=W | k)  # the same key with another document
+    assert r.status_code == 409 and "another document" in r.json()["detail"]
+    r = c.post("/v1/documents", json=DOCS[0], headers=W | {"Idempotency-Key": "k:0/2"})
+    assert r.status_code == 422 and "batch" in r.json()["detail"]
     _wait(agent)
     again = c.get(f"/v1/jobs/{a['id']}", headers=R).json()
     assert again["state"] == "promoted" and again["result"]["replayed"]
-    assert again["result"]["reason"] == f"already learned in {jobs[0] and again['result']['name']}"
+    first = c.get(f"/v1/jobs/{jobs[0]['id']}", headers=R).json()["result"]
+    learned_in = c.get(f"/v1/documents/{jobs[0]['document_id']}", headers=R).json()["learned_in"]
+    assert again["result"]["reason"] == f"already learned in student-v{learned_in}"
+    assert learned_in == first["version"]  # the version its own job promoted, not one read off this result
     assert len(agent.stack.versions()) == 2  # a document already in prod is not learned twice
     r = c.post(f"/v1/jobs/{a['id']}/cancel", headers=W)
     assert r.status_code == 409
     assert c.post("/v1/jobs/job_nope/cancel", headers=W).status_code == 404
 
 
-def test_openai_compatible_queries_and_streaming(served):
-    agent, c = served
+def test_openai_compatible_queries_and_streaming(learned):
+    agent, c = learned
     ids = [m["id"] for m in c.get("/v1/models", headers=R).json()["data"]]
     assert {"base", "seal-student@prod", "seal-student-v1", "seal-student-v2"} <= set(ids)
     body = {"model": "seal-student@prod", "messages": [{"role": "user", "content": "Who painted the harbour?"}],
@@ -129,8 +149,8 @@ def test_openai_compatible_queries_and_streaming(served):
     assert base["system_fingerprint"] == "base"
 
 
-def test_versions_promote_rollback_forgetting_and_metrics(served):
-    agent, c = served
+def test_versions_promote_rollback_forgetting_and_metrics(learned):
+    agent, c = learned
     v = c.get("/v1/adapters", headers=R).json()
     assert v["aliases"]["prod"] == 2 and [x["version"] for x in v["versions"]] == [1, 2]
     r = c.post("/v1/adapters/rollback", headers=W)
@@ -147,17 +167,19 @@ def test_versions_promote_rollback_forgetting_and_metrics(served):
     assert done and all(j["result"]["drift"] is not None and j["result"]["canary_base"] is not None for j in done)
     png = c.get("/v1/forgetting/plot.png", headers=R)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    assert c.get("/v1/models").status_code == 401  # counted below
     m = c.get("/metrics", headers=R).text
-    assert 'seal_jobs{state="promoted"} 3.0' in m and "seal_prod_version 2.0" in m
+    promoted = agent.jobs.counts()["promoted"]  # 2, or 3 after the replayed job of the documents test
+    assert promoted >= 2 and f'seal_jobs{{state="promoted"}} {float(promoted)}' in m and "seal_prod_version 2.0" in m
     assert "seal_job_stage_seconds_count" in m and "seal_generated_tokens_total" in m
     assert 'seal_http_requests_total{code="401"' in m
     assert 'seal_canary_accuracy{version="base"}' in m and 'seal_drift_kl{version="prod"}' in m
 
 
-def test_the_official_openai_client_works_against_the_api(served):
+def test_the_official_openai_client_works_against_the_api(learned):
     from openai import NotFoundError, OpenAI
 
-    _, c = served
+    _, c = learned
     client = OpenAI(base_url=f"{c.base_url}/v1", api_key=READ, http_client=c, max_retries=0)
     assert "seal-student@prod" in [m.id for m in client.models.list()]
     msgs = [{"role": "user", "content": "Where does the Zorblax flow?"}]
@@ -210,8 +232,8 @@ def _state(agent):
     ("get", "/v1/ui/cells/1/ffff", {}, 404),
     ("get", "/v1/ui/cells/-1/ffff", {}, 422),
 ])
-def test_bad_input_suite_changes_nothing(served, method, path, kwargs, code):
-    agent, c = served
+def test_bad_input_suite_changes_nothing(learned, method, path, kwargs, code):
+    agent, c = learned
     before = _state(agent)
     kwargs = dict(kwargs)
     kwargs["headers"] = W | kwargs.get("headers", {})
@@ -224,8 +246,8 @@ def test_bad_input_suite_changes_nothing(served, method, path, kwargs, code):
 @pytest.mark.parametrize("headers,code", [
     ({}, 401), ({"Authorization": "Bearer"}, 401), ({"Authorization": "Basic abc"}, 401),
     ({"Authorization": "Bearer not-a-key-at-all"}, 401), (R, 403)])
-def test_keys_are_checked_before_anything_changes(served, headers, code):
-    agent, c = served
+def test_keys_are_checked_before_anything_changes(learned, headers, code):
+    agent, c = learned
     before = _state(agent)
     assert c.post("/v1/documents", json=DOCS[0], headers=headers).status_code == code
     assert c.post("/v1/adapters/rollback", headers=headers).status_code == code
@@ -234,10 +256,10 @@ def test_keys_are_checked_before_anything_changes(served, headers, code):
     assert _state(agent) == before
 
 
-def test_a_cell_of_the_matrix_shows_the_versions_own_replies(served):
+def test_a_cell_of_the_matrix_shows_the_versions_own_replies(learned):
     """The monitor keeps each version's replies to the probes beside the figure; the audit page's cell route
     returns them next to the questions and reference answers (the untouched model's too)."""
-    agent, c = served
+    agent, c = learned
     prod = agent.stack.resolve("prod")
     for v in (prod.version, 0):
         for d in prod.doc_ids:
@@ -252,7 +274,7 @@ def test_a_cell_of_the_matrix_shows_the_versions_own_replies(served):
     assert m["answers_recorded"] is True
 
 
-def test_removing_a_document_promotes_a_version_without_it(served):
+def test_removing_a_document_promotes_a_version_without_it(learned):
     """POST /v1/documents/{id}/remove (write key): waits for an update in flight (the stack's update lock),
     then commits and promotes a version without the document's adapter and reports what changed."""
     import threading
@@ -260,7 +282,7 @@ def test_removing_a_document_promotes_a_version_without_it(served):
 
     from student.stack import AdapterRef
 
-    agent, c = served
+    agent, c = learned
     old = agent.stack.resolve("prod")
     assert len(old.adapters) == 2
     gone, kept = old.adapters[0].doc_ids[0], old.adapters[1].doc_ids[0]
