@@ -157,7 +157,7 @@ class ServingSettings(BaseModel):
     """In-process query serving (agent/batching.py): concurrent requests are decoded in batches."""
 
     model_config = ConfigDict(extra="forbid")
-    max_batch: int = Field(16, ge=1, le=256)  # sequences decoded together (1 = one request at a time)
+    max_batch: int = Field(32, ge=1, le=256)  # sequences decoded together (1 = one request at a time)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)  # how long the first request waits for the batch to fill
     max_queue: int = Field(256, ge=1)  # requests waiting beyond this get 503 with Retry-After
     max_loaded_versions: int = Field(8, ge=1)  # versions whose adapters stay in memory (least recently used go)
