@@ -27,6 +27,7 @@ from memory.documents import Passage
 from student.generation import SamplingParams, generate, render_prompt
 from student.settings import TrainSettings
 from teacher.prompts import self_edit_prompt
+from teacher.diversity import edit_diversity
 from teacher.rewards import Scored, select_winners
 from teacher.versions import TeacherStore
 
@@ -157,6 +158,7 @@ class RestEM:
                    "reward_kind": self.s.reward,
                    "reward_counts": _counts([round(c["reward"], 3) for c in rows]),
                    "empty_after_guard": sum(1 for c in rows if not c["units"]),
+                   "diversity": edit_diversity(rows),  # against collapse: a teacher winning by writing less
                    "winners": len(winners), "win_rate": len({w.doc_id for w in winners}) / len(ctxs),
                    "seconds_per_candidate": statistics.mean(c["seconds"]["total"] for c in rows),
                    "overhead_share": (sum(c["seconds"]["overhead"] for c in rows)

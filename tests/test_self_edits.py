@@ -157,3 +157,15 @@ def test_teacher_probes_are_grounded_and_checked_in_context(runtime):
     for qa in res.kept:
         assert qa.answer.lower() in PASSAGE.context.lower()
     assert all(reason for _, reason in res.dropped)
+
+
+def test_diversity_shows_a_collapsing_teacher():
+    from teacher.diversity import compression_ratio, distinct_ngrams, edit_diversity
+
+    varied = ["The river Zorblax flows north.", "Anna Berg painted a harbour in 1881.", "Lactase splits lactose."]
+    same = ["The river flows north."] * 3
+    assert distinct_ngrams(varied, 2) == 1.0 and distinct_ngrams(same, 2) < 0.4
+    assert compression_ratio(same * 5) < compression_ratio(varied)
+    rows = [{"units": ["a b c", "d e"], "dropped": 1, "parsed": 3}, {"units": [], "dropped": 2, "parsed": 2}]
+    d = edit_diversity(rows)
+    assert d["mean_units"] == 1.0 and d["guard_dropped_share"] == 0.6 and d["mean_kept_words"] == 5
