@@ -39,3 +39,31 @@ def paired_difference(a: list[list[float]], b: list[list[float]], n_boot: int = 
         "diff": float((ha.sum() - hb.sum()) / c.sum()), "lo": float(np.percentile(boots, 2.5)),
         "hi": float(np.percentile(boots, 97.5)), "n_passages": len(c),
     }
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    """Pearson correlation; nan when either side is constant."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sx = sum((x - mx) ** 2 for x in xs) ** 0.5
+    sy = sum((y - my) ** 2 for y in ys) ** 0.5
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sx * sy) if sx and sy else float("nan")
+
+
+def ranks(v: list[float]) -> list[float]:
+    """Ranks from 0, ties sharing their mean rank."""
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2
+        i = j + 1
+    return r
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman rank correlation (Pearson on tie-averaged ranks)."""
+    return pearson(ranks(xs), ranks(ys))

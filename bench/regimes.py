@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.stats import pearson, spearman  # noqa: E402
+
 RETAIN = {"weight": 1.0, "per_step": 2, "mode": "kl", "question_format": False, "questions": False}  # neutral chat
 RETAIN_QF = {**RETAIN, "question_format": True}  # ... and also in the closed-book question format
 RETAIN_GQ = {**RETAIN_QF, "questions": True}  # ... plus short general questions (disjoint from the canary)
@@ -177,29 +179,12 @@ def summarize(rows: list[dict], out: Path) -> dict:
 
 def _pearson(pairs):
     xs, ys = zip(*pairs)
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    sx = sum((x - mx) ** 2 for x in xs) ** 0.5
-    sy = sum((y - my) ** 2 for y in ys) ** 0.5
-    return sum((x - mx) * (y - my) for x, y in pairs) / (sx * sy) if sx and sy else float("nan")
-
-
-def _ranks(v):
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2
-        i = j + 1
-    return r
+    return pearson(list(xs), list(ys))
 
 
 def _spearman(pairs):
     xs, ys = zip(*pairs)
-    return _pearson(list(zip(_ranks(xs), _ranks(ys))))
+    return spearman(list(xs), list(ys))
 
 
 def _plot(summary: dict, by: dict, out: Path) -> None:

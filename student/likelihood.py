@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from student.sequences import tokenize_pairs
+from student.sequences import collate, tokenize_pairs
 
 
 @torch.inference_mode()
@@ -24,13 +24,8 @@ def answer_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: 
     try:
         for i in range(0, len(seqs), batch_size):
             chunk, starts = seqs[i:i + batch_size], prompt_lens[i:i + batch_size]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for j, s in enumerate(chunk):
-                ids[j, :len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[j, :len(s)] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            b = collate(chunk, pad)  # right-padded, as training reads sequences
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             for j, (s, start) in enumerate(zip(chunk, starts)):
                 target = torch.tensor(s[start:], dtype=torch.long)

@@ -104,3 +104,13 @@ def test_paired_difference():
     assert d["lo"] >= 0 and d["hi"] <= 1
     same = paired_difference(a, a)
     assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0
+
+
+def test_rank_correlation_handles_ties_and_constants():
+    from agent.stats import pearson, ranks, spearman
+
+    assert ranks([3.0, 1.0, 1.0, 2.0]) == [3.0, 0.5, 0.5, 2.0]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 400]) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3, 4], [10, 20, 30, 400]) < 0.9
+    assert spearman([1, 1, 1], [1, 2, 3]) != spearman([1, 1, 1], [1, 2, 3])  # nan: one side constant
