@@ -266,15 +266,16 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
             stops = body.stops()
         except ValueError as e:
             raise HTTPException(422, str(e))
-        try:
-            agent.server.resolve(body.model)
-        except ModelNotFound as e:
-            raise HTTPException(404, str(e))
+        in_process = agent.server.vllm is None
+        if not in_process:  # in-process, submit() resolves the name (once) and _submit answers 404
+            try:
+                agent.server.resolve(body.model)
+            except ModelNotFound as e:
+                raise HTTPException(404, str(e))
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if kind == "chat" else "text_completion"
         args = (body.model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed, route_text)
-        in_process = agent.server.vllm is None
         loop = asyncio.get_running_loop()
         if body.stream:
             q: asyncio.Queue = asyncio.Queue()
