@@ -235,6 +235,8 @@ def eval_cmd(
     offset: int = typer.Option(0, min=0, help="Skip the first K passages."),
     every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
     out: Optional[Path] = typer.Option(None, help="Run directory; an existing one is resumed."),
+    shard: str = typer.Option("0/1", help="I/N: this process takes every N-th selected passage from the I-th, so "
+                                           "N processes (one per core) can share one --out directory."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ):
@@ -247,6 +249,12 @@ def eval_cmd(
 
     cfg = _config(config, set_)
     conds = parse_conditions(conditions)
+    try:
+        si, sn = (int(x) for x in shard.split("/"))
+        if not 0 <= si < sn:
+            raise ValueError
+    except ValueError:
+        _fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/2")
     ps = load_passages(passages)[offset::every]
     ps = ps[:limit] if limit else ps
     if not ps:
@@ -272,7 +280,7 @@ def eval_cmd(
         general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
     runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
                      general=general)
-    runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed))
+    runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed), shard=(si, sn))
     summary = write_report(run, cfg.seed)
     typer.echo(markdown(summary))
     console.print(f"records: {run / 'records.jsonl'}\nsummary: {run / 'summary.json'}")

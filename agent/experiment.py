@@ -240,8 +240,14 @@ class EvalRun:
         self.done[(p.doc_id, cond.name)] = unit
         return unit
 
-    def run(self, passages: list[Passage], on_passage: Callable[[int], None] | None = None) -> None:
+    def run(self, passages: list[Passage], on_passage: Callable[[int], None] | None = None,
+            shard: tuple[int, int] = (0, 1)) -> None:
+        """`shard` (i, n) takes every n-th passage from the i-th: n processes share one run directory (units are
+        keyed by document, appends are locked) and each passage keeps its index, so its seeds match a whole run."""
+        i, n = shard
         for idx, p in enumerate(passages):
+            if idx % n != i:
+                continue
             if not p.questions:
                 self.log(f"[{idx}] {p.title}: no questions, skipped")
                 continue

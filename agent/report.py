@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def markdown(summary: dict) -> str:
 
 def write_report(run_dir: Path, seed: int = 0) -> dict:
     s = summarize(run_dir, seed)
-    tmp = run_dir / "summary.json.tmp"
+    tmp = run_dir / f"summary.json.{os.getpid()}.tmp"  # shards of one run write their reports side by side
     tmp.write_text(json.dumps(s, indent=2))
     tmp.replace(run_dir / "summary.json")
     (run_dir / "table.md").write_text(markdown(s))
