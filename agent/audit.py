@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
 
-from agent.jobs import EVENTS, JOBS, RUNNING, STATES, TERMINAL, JobStore
+from memory.jobs import EVENTS, JOBS, RUNNING, STATES, TERMINAL, JobStore
 from memory.store import DOCUMENTS, GENERAL, LEARNED, LEDGER, LEDGER_ANSWERS, PROBES, UPDATES, MemoryStore
 from student.stack import StackError, StackStore
 

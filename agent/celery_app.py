@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 
-from celery import Celery
+from core.config import SealConfig
+from core.extras import require
 
-from agent.config import SealConfig
+Celery = require("celery", "the distributed mode").Celery
 
 TASK = "seal.run_job"
-RL_CANDIDATE = "seal.rl_candidate"  # one teacher-RL candidate (agent/rl_candidates.py)
+RL_CANDIDATE = "seal.rl_candidate"  # one teacher-RL candidate (teacher/rl/candidates.py)
 
 
 def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
@@ -42,7 +43,7 @@ def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
     state: dict = {}
 
     def runtime():
-        from agent.runtime import open_runtime
+        from student.runtime import open_runtime
 
         if "rt" not in state:  # the model is loaded once per worker process, on its first task
             state["rt"] = open_runtime(cfg)
@@ -62,8 +63,8 @@ def make_celery(cfg: SealConfig, preload: bool = False) -> Celery:
 
     @app.task(name=RL_CANDIDATE, acks_late=True, reject_on_worker_lost=True, ignore_result=False, shared=False)
     def rl_candidate_task(job: dict) -> dict:
-        """One teacher-RL candidate (agent/rl_candidates.py); the driver waits on the group's results."""
-        from agent.rl_candidates import CandidateJob, candidate_monitor, evaluate_candidate
+        """One teacher-RL candidate (teacher/rl/candidates.py); the driver waits on the group's results."""
+        from teacher.rl.candidates import CandidateJob, candidate_monitor, evaluate_candidate
 
         rt = runtime()
         lock = state["ctx"].lock if "ctx" in state else contextlib.nullcontext()  # the model also serves jobs

@@ -6,7 +6,7 @@ from typing import Callable
 
 import httpx
 
-from agent.jobs import TERMINAL
+from memory.jobs import TERMINAL
 
 
 class ApiError(RuntimeError):

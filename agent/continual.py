@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Callable
 
-from agent.closed_book import evaluate_passage
-from agent.config import SealConfig
-from memory.documents import QA, Passage
+from core.config import SealConfig
+from core.documents import QA, Passage
+from evaluation.closed_book import evaluate_passage
 from memory.store import MemoryStore
 from student.adapters import Student
 from student.consolidate import fold
@@ -76,6 +76,34 @@ class UpdateResult:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass
+class _Update:
+    """What one update carries from stage to stage (see ContinualLearner.learn)."""
+
+    seed: int
+    stage: Callable[[str], None]
+    t0: float = field(default_factory=time.perf_counter)
+    t_probe: float = 0.0
+    t_edit: float = 0.0
+    doc: Passage | None = None
+    probes: list = field(default_factory=list)
+    source: str = ""
+    texts: list[str] = field(default_factory=list)
+    cands: list | None = None
+    parent: Manifest | None = None
+    parent_v: int = 0
+    learned: list[str] = field(default_factory=list)
+    attempt: Manifest | None = None
+    before: float = float("nan")
+    replay: list[str] = field(default_factory=list)
+    settings: object = None  # TrainSettings; the learner's own until a refused try makes it gentler
+    scale: float = 1.0
+    m: Manifest | None = None
+    names: list[str] = field(default_factory=list)
+    forgetting: float = 0.0
+    res: UpdateResult | None = None
+
+
 def _score(graded) -> float:
     """Probe accuracy of graded replies (the ledger's figure)."""
     return sum(g.contains for g in graded) / len(graded) if graded else float("nan")
@@ -99,25 +127,25 @@ class ContinualLearner:
                  teacher: Student | None = None, vllm=None):
         self.student, self.cfg, self.stack, self.memory = student, cfg, stack, memory
         # backend.kind=vllm: the base teacher's sampling and the probes of committed versions go to the server
-        self.vllm = vllm  # agent.vllm_adapters.VLLMAdapters | None
+        self.vllm = vllm  # serving.vllm_adapters.VLLMAdapters | None
         self.generation = vllm.backend if vllm is not None else None
         self.teacher_st = teacher or student  # a separate teacher base, or the student's own base
         self.c = cfg.continual
         self.writer = TeacherWriter(self.teacher_st.model, self.teacher_st.tokenizer, cfg.teacher)
         self.rng = random.Random(cfg.seed)
-        from agent.online_teacher import OnlineTeacher
+        from teacher.rl.online import OnlineTeacher
 
         self.online = OnlineTeacher(self.teacher_st, cfg, memory, stack.root.parent / "teachers", student)
         self.general = None
         self.routed = self.c.routing.enabled  # each document's adapter alone on the base, applied by routing
         self._routings = None
         if self.routed:
-            from agent.routing import RoutingCache
+            from serving.routing import RoutingCache
 
             self._routings = RoutingCache(memory, self.c.routing, self.c.canary)
         self._retain = None  # the untouched model's answers to neutral prompts (retention targets), built once
         if self.c.canary.enabled:
-            from agent.canary import GeneralMonitor
+            from evaluation.canary import GeneralMonitor
 
             self.general = GeneralMonitor(self.c.canary, cfg.train.retain, cfg.model.cache_dir)
 
@@ -147,7 +175,7 @@ class ContinualLearner:
         return acc
 
     def graded_of(self, m: Manifest | None, names: list[str]):
-        """As accuracy_of, but each call returns the version's graded replies (agent.closed_book.Graded rows), so
+        """As accuracy_of, but each call returns the version's graded replies (evaluation.closed_book.Graded rows), so
         the monitor can keep what the version answered beside the figure."""
         if self.vllm is None:
             routing = self.routing(m, names)
@@ -157,7 +185,7 @@ class ContinualLearner:
                                             self.cfg.eval.batch_size, backend=self.generation)
 
     def routing(self, m: Manifest | None, names: list[str]):
-        """How a version answers in routed mode (agent/routing.py); None when not routed or nothing to route."""
+        """How a version answers in routed mode (serving/routing.py); None when not routed or nothing to route."""
         return self._routings.get(m, names) if self._routings is not None else None
 
     def accuracy(self, names, doc: Passage) -> float:
@@ -257,146 +285,175 @@ class ContinualLearner:
         may raise to cancel). Safe to run again after a crash at any point: stored probes and self-edits are
         reused, a committed candidate for the same (document, parent version) is evaluated instead of retrained,
         and a finished update is returned as recorded; so a redelivered job does its work once."""
-        seed = self.cfg.seed if seed is None else seed
-        stage = on_stage or (lambda _name: None)
-        t0 = time.perf_counter()
-        stage("writing_probes")
+        u = _Update(seed=self.cfg.seed if seed is None else seed, stage=on_stage or (lambda _name: None),
+                    settings=self.cfg.train)
+        u.stage("writing_probes")
+        self._write_probes(u, passage, measure_base)
+        u.stage("self_editing")
+        self._write_self_edit(u)
+        with self.stack.updating():  # one writer of the stack from reading prod to promoting
+            self._read_parent(u)
+            done = self._already_done(u)
+            if done is not None:
+                return done
+            self._train_until_accepted(u)  # train (or rescale) -> evaluate -> gate, retried gentler when refused
+            self._promote(u)
+            self._record(u)
+            if u.res.status == "promoted" and not self.c.merge_each_update and not self.routed:
+                u.res.consolidated_to = self._maybe_consolidate(u.m)
+            u.res.seconds["total"] = round(time.perf_counter() - u.t0, 2)
+            self._record(u)
+            self._drop_unserved(u.names)
+        # the teacher retrains outside the update lock: it writes the teacher store, not the stack, so other
+        # documents' updates need not wait for it
+        if u.res.status == "promoted" and self.online.enabled:
+            tu = self.online.maybe_retrain()
+            if tu is not None:
+                u.res.teacher = tu.to_json()
+                self._record(u)
+        return u.res
+
+    # -- the stages of learn(), in order -------------------------------------------------------------------------
+    def _write_probes(self, u: "_Update", passage: Passage, measure_base: bool) -> None:
+        """The document's probes (given, stored, or teacher-written), its row 0 and its embedding."""
         stored = self.memory.probes(passage.doc_id)
         if stored and not passage.questions:
-            probes, source = [QA(p.question, p.answer) for p in stored], stored[0].source
+            u.probes, u.source = [QA(p.question, p.answer) for p in stored], stored[0].source
         else:
-            probes, source = self._probes(passage, seed)
-        doc = Passage(passage.title, passage.context, tuple(probes))
-        self.memory.add_document(passage, probes, source)
-        if measure_base and probes and doc.doc_id not in self.memory.ledger().get(0, {}):
+            u.probes, u.source = self._probes(passage, u.seed)
+        u.doc = doc = Passage(passage.title, passage.context, tuple(u.probes))
+        self.memory.add_document(passage, u.probes, u.source)
+        if measure_base and u.probes and doc.doc_id not in self.memory.ledger().get(0, {}):
             with self._base():  # ledger row 0: the untouched model on this document (for the audit)
                 g = self.graded([], doc)
-                self.memory.record(0, doc.doc_id, _score(g) * len(probes), len(probes), answers=_replies(g))
+                self.memory.record(0, doc.doc_id, _score(g) * len(u.probes), len(u.probes), answers=_replies(g))
         if not self.memory.has_embedding(doc.doc_id):
             from student.embedding import embed
 
             with self._base():
                 self.memory.put_embedding(doc.doc_id, embed(self.student, [f"{doc.title}\n{doc.context}"])[0])
-        t_probe = time.perf_counter()
-        stage("self_editing")
-        texts = self.memory.sequences(doc.doc_id)
-        cands = None
-        if not texts:
-            if self.online.enabled and probes and not self.c.merge_each_update:
-                cands = self.online.candidates(doc, seed)  # K self-edits; the best is chosen on the student
-            else:
-                texts = self._train_texts(doc, seed)
-                self.memory.put_sequences(doc.doc_id, texts)
-        t_edit = time.perf_counter()
+        u.t_probe = time.perf_counter()
 
-        with self.stack.updating():  # one writer of the stack from reading prod to promoting
-            parent = self.prod()
-            parent_v = parent.version if parent else 0
-            if self.c.merge_each_update:  # documents live in the weights, not in manifests
-                learned = [d for d in self.memory.learned_at() if d != doc.doc_id]
-                attempt = None
+    def _write_self_edit(self, u: "_Update") -> None:
+        """The training text (stored, or written now), or K candidate self-edits when the online teacher is on."""
+        u.texts = self.memory.sequences(u.doc.doc_id)
+        if not u.texts:
+            if self.online.enabled and u.probes and not self.c.merge_each_update:
+                u.cands = self.online.candidates(u.doc, u.seed)  # K self-edits; the best is chosen on the student
             else:
-                learned = [d for d in (parent.doc_ids if parent else []) if d != doc.doc_id]
-                attempt = self._find_attempt(doc.doc_id, parent_v)
-            if attempt is not None:
-                done = self.memory.update(attempt.version)
-                if done is not None and done["status"] in ("promoted", "rejected"):
-                    return self._recorded(done)
-            if parent is not None and not self.c.merge_each_update and doc.doc_id in parent.doc_ids:
-                # already in prod (a second submission, or a redelivery after promotion): no second adapter
-                v = self.memory.learned_at().get(doc.doc_id, parent_v)
-                row = self.memory.update(v)
-                res = self._recorded(row) if row and row["doc_id"] == doc.doc_id else UpdateResult(
-                    doc.doc_id, parent_v, parent_v, "promoted", "", float("nan"), float("nan"), 0.0, 0,
-                    len(probes), source, replayed=True)
-                res.reason = f"already learned in student-v{res.version}"
-                return res
-            self._prepare_general()
-            mix = self._mix(doc, texts) if not cands and attempt is None else None
-            stack_names = self._names(parent)
-            before = self.accuracy_of(parent, stack_names)(doc) if probes else float("nan")
-            replay = [] if self.routed else self._replay(learned)
-            train_stack = [] if self.routed else stack_names  # routed: every adapter stands alone on the base
-            settings, tries, scale = self.cfg.train, [], 1.0
-            while True:
-                stage("training")
-                t_train0 = time.perf_counter()
-                if attempt is not None:  # trained and committed before a crash: evaluate it, do not train again
-                    m, gains, terms = attempt, None, None
-                    names = load_version(self.stack, self.student, m)
-                elif tries and self.c.gate.retry == "rescale":
-                    m, names = self._rescale_commit(doc, parent, parent_v, m, self.c.gate.rescale)
-                    gains = terms = None
-                else:
-                    m, names, texts, gains, terms = self._train_commit(doc, parent, parent_v, cands, texts, mix,
-                                                                       replay, train_stack, before, seed, learned,
-                                                                       settings)
-                t_train = time.perf_counter()
-                stage("evaluating")
-                after, forgetting, monitored = self._evaluate(m, names, doc, probes, learned, parent_v)
-                general = self._measure_general(m, names)
-                t_mon = time.perf_counter()
-                status, reason = self._gate(before, after, forgetting, general, bool(probes))
-                res = UpdateResult(doc.doc_id, m.version, parent_v, status, reason, before, after, forgetting,
-                                   len(monitored), len(probes), source)
-                self._general_fields(res, general)
-                if attempt is None:
-                    res.candidates, res.candidate_terms = gains, terms
-                res.seconds = {"probes": round(t_probe - t0, 2), "self_edit": round(t_edit - t_probe, 2),
-                               "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
-                retry = (status == "rejected" and reason.startswith(("canary", "drift")) and attempt is None
-                         and not cands and len(tries) < self.c.gate.retries)
-                if not retry:
-                    break
-                # refused for what it cost the model: keep the candidate on record, try again gentler
-                how = (f"the delta x{self.c.gate.rescale:g}" if self.c.gate.retry == "rescale"
-                       else f"learning rate x{self.c.gate.gentler_lr:g}")
-                res.reason += f"; retrying with {how} (try {len(tries) + 2} of {self.c.gate.retries + 1})"
-                self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
-                                          {"result": res.to_json(), "settings": _settings_brief(settings)})
-                tries.append({"version": m.version, "reason": reason, "canary": res.canary, "drift": res.drift,
-                              "after": after, "settings": _settings_brief(settings), "scale": scale})
-                if self.c.gate.retry == "rescale":
-                    scale *= self.c.gate.rescale
-                else:
-                    self._drop_unserved(names)
-                    settings = self._gentler(settings)
-                    stack_names = self._names(parent)
-            if tries:
-                res.attempts = tries
-                if status == "rejected":
-                    res.reason = f"not learnable within the budget after {len(tries) + 1} tries: {reason}"
-            if status == "promoted":
-                with self.stack.writer():  # compare-and-set: prod must still be the version this update read
-                    moved = self.stack.move_alias_if("prod", parent_v or None, m.version)
-                if moved:
-                    self.memory.mark_learned(doc.doc_id, m.version)
-                else:
-                    now = self.stack.aliases().get("prod")
-                    status, res.status = "rejected", "rejected"
-                    res.reason = (f"prod moved from {f'student-v{parent_v}' if parent_v else 'none'} to "
-                                  f"{f'student-v{now}' if now else 'none'} while this update ran (a promote or "
-                                  f"rollback); {m.name} was not promoted: submit the document again to learn it "
-                                  "on the new prod")
-            info = {"replay_sequences": len(replay), "train_sequences": len(texts),
-                    "settings": _settings_brief(settings), "scale": scale}
-            self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
-                                      info | {"result": res.to_json()})
-            if status == "promoted" and not self.c.merge_each_update and not self.routed:
-                res.consolidated_to = self._maybe_consolidate(m)
-            res.seconds["total"] = round(time.perf_counter() - t0, 2)
-            self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain, forgetting,
-                                      info | {"result": res.to_json()})
-            self._drop_unserved(names)
-        # the teacher retrains outside the update lock: it writes the teacher store, not the stack, so other
-        # documents' updates need not wait for it
-        if status == "promoted" and self.online.enabled:
-            tu = self.online.maybe_retrain()
-            if tu is not None:
-                res.teacher = tu.to_json()
-                self.memory.record_update(m.version, doc.doc_id, parent_v, status, res.reason, res.gain,
-                                          forgetting, info | {"result": res.to_json()})
-        return res
+                u.texts = self._train_texts(u.doc, u.seed)
+                self.memory.put_sequences(u.doc.doc_id, u.texts)
+        u.t_edit = time.perf_counter()
+
+    def _read_parent(self, u: "_Update") -> None:
+        """Prod as this update finds it (under the update lock), what it holds, and any committed attempt."""
+        u.parent = self.prod()
+        u.parent_v = u.parent.version if u.parent else 0
+        if self.c.merge_each_update:  # documents live in the weights, not in manifests
+            u.learned = [d for d in self.memory.learned_at() if d != u.doc.doc_id]
+            u.attempt = None
+        else:
+            u.learned = [d for d in (u.parent.doc_ids if u.parent else []) if d != u.doc.doc_id]
+            u.attempt = self._find_attempt(u.doc.doc_id, u.parent_v)
+
+    def _already_done(self, u: "_Update") -> UpdateResult | None:
+        """A redelivered update that finished, or a document prod already holds: its record, nothing re-run."""
+        if u.attempt is not None:
+            done = self.memory.update(u.attempt.version)
+            if done is not None and done["status"] in ("promoted", "rejected"):
+                return self._recorded(done)
+        if u.parent is not None and not self.c.merge_each_update and u.doc.doc_id in u.parent.doc_ids:
+            # already in prod (a second submission, or a redelivery after promotion): no second adapter
+            v = self.memory.learned_at().get(u.doc.doc_id, u.parent_v)
+            row = self.memory.update(v)
+            res = self._recorded(row) if row and row["doc_id"] == u.doc.doc_id else UpdateResult(
+                u.doc.doc_id, u.parent_v, u.parent_v, "promoted", "", float("nan"), float("nan"), 0.0, 0,
+                len(u.probes), u.source, replayed=True)
+            res.reason = f"already learned in student-v{res.version}"
+            return res
+        return None
+
+    def _train_until_accepted(self, u: "_Update") -> None:
+        """Train a candidate, evaluate it, gate it; a candidate refused for what it cost the model (canary,
+        drift) is kept on record and the update tries again gentler, up to `gate.retries` times."""
+        self._prepare_general()
+        mix = self._mix(u.doc, u.texts) if not u.cands and u.attempt is None else None
+        stack_names = self._names(u.parent)
+        u.before = self.accuracy_of(u.parent, stack_names)(u.doc) if u.probes else float("nan")
+        u.replay = [] if self.routed else self._replay(u.learned)
+        train_stack = [] if self.routed else stack_names  # routed: every adapter stands alone on the base
+        tries: list[dict] = []
+        while True:
+            u.stage("training")
+            t_train0 = time.perf_counter()
+            if u.attempt is not None:  # trained and committed before a crash: evaluate it, do not train again
+                u.m, gains, terms = u.attempt, None, None
+                u.names = load_version(self.stack, self.student, u.m)
+            elif tries and self.c.gate.retry == "rescale":
+                u.m, u.names = self._rescale_commit(u.doc, u.parent, u.parent_v, u.m, self.c.gate.rescale)
+                gains = terms = None
+            else:
+                u.m, u.names, u.texts, gains, terms = self._train_commit(
+                    u.doc, u.parent, u.parent_v, u.cands, u.texts, mix, u.replay, train_stack, u.before, u.seed,
+                    u.learned, u.settings)
+            t_train = time.perf_counter()
+            u.stage("evaluating")
+            after, u.forgetting, monitored = self._evaluate(u.m, u.names, u.doc, u.probes, u.learned, u.parent_v)
+            general = self._measure_general(u.m, u.names)
+            t_mon = time.perf_counter()
+            status, reason = self._gate(u.before, after, u.forgetting, general, bool(u.probes))
+            res = UpdateResult(u.doc.doc_id, u.m.version, u.parent_v, status, reason, u.before, after, u.forgetting,
+                               len(monitored), len(u.probes), u.source)
+            self._general_fields(res, general)
+            if u.attempt is None:
+                res.candidates, res.candidate_terms = gains, terms
+            res.seconds = {"probes": round(u.t_probe - u.t0, 2), "self_edit": round(u.t_edit - u.t_probe, 2),
+                           "train": round(t_train - t_train0, 2), "monitor": round(t_mon - t_train, 2)}
+            u.res = res
+            retry = (status == "rejected" and reason.startswith(("canary", "drift")) and u.attempt is None
+                     and not u.cands and len(tries) < self.c.gate.retries)
+            if not retry:
+                break
+            how = (f"the delta x{self.c.gate.rescale:g}" if self.c.gate.retry == "rescale"
+                   else f"learning rate x{self.c.gate.gentler_lr:g}")
+            res.reason += f"; retrying with {how} (try {len(tries) + 2} of {self.c.gate.retries + 1})"
+            self.memory.record_update(u.m.version, u.doc.doc_id, u.parent_v, status, res.reason, res.gain,
+                                      u.forgetting, {"result": res.to_json(), "settings": _settings_brief(u.settings)})
+            tries.append({"version": u.m.version, "reason": reason, "canary": res.canary, "drift": res.drift,
+                          "after": after, "settings": _settings_brief(u.settings), "scale": u.scale})
+            if self.c.gate.retry == "rescale":
+                u.scale *= self.c.gate.rescale
+            else:
+                self._drop_unserved(u.names)
+                u.settings = self._gentler(u.settings)
+                self._names(u.parent)  # the parent's adapters live again for the next try
+        if tries:
+            u.res.attempts = tries
+            if u.res.status == "rejected":
+                u.res.reason = f"not learnable within the budget after {len(tries) + 1} tries: {u.res.reason}"
+
+    def _promote(self, u: "_Update") -> None:
+        """Compare-and-set prod: an operator's promote or rollback made while this update ran is not undone."""
+        if u.res.status != "promoted":
+            return
+        with self.stack.writer():
+            moved = self.stack.move_alias_if("prod", u.parent_v or None, u.m.version)
+        if moved:
+            self.memory.mark_learned(u.doc.doc_id, u.m.version)
+            return
+        now = self.stack.aliases().get("prod")
+        u.res.status = "rejected"
+        u.res.reason = (f"prod moved from {f'student-v{u.parent_v}' if u.parent_v else 'none'} to "
+                        f"{f'student-v{now}' if now else 'none'} while this update ran (a promote or "
+                        f"rollback); {u.m.name} was not promoted: submit the document again to learn it "
+                        "on the new prod")
+
+    def _record(self, u: "_Update") -> None:
+        """The update's row (written again as later stages add to it: consolidation, the teacher)."""
+        info = {"replay_sequences": len(u.replay), "train_sequences": len(u.texts),
+                "settings": _settings_brief(u.settings), "scale": u.scale}
+        self.memory.record_update(u.m.version, u.doc.doc_id, u.parent_v, u.res.status, u.res.reason, u.res.gain,
+                                  u.forgetting, info | {"result": u.res.to_json()})
 
     # -- the stages of one update --------------------------------------------------------------------------------
     def _prepare_general(self) -> None:
@@ -418,8 +475,8 @@ class ContinualLearner:
     def _retain_targets(self):
         if self.general is not None:
             return self.general.retain_targets
-        from agent.canary import reference_key, retain_prompts
-        from agent.training_data import neutral_targets
+        from evaluation.canary import reference_key, retain_prompts
+        from student.soft_targets import neutral_targets
 
         rs = self.cfg.train.retain
         prompts = retain_prompts(self.c.canary, rs)
@@ -675,7 +732,7 @@ def _settings_brief(s) -> dict:
 
 def forgetting_report(memory: MemoryStore):
     """The ledger restricted to promoted updates (rejected candidates and folds are not steps of the stream)."""
-    from agent.forgetting import compute
+    from evaluation.forgetting import compute
 
     ledger = memory.ledger()
     promoted = {u["version"] for u in memory.updates() if u["status"] == "promoted"}
@@ -699,7 +756,7 @@ def has_state(cfg: SealConfig) -> bool:
 def open_learner(student: Student, cfg: SealConfig, teacher: Student | None = None) -> ContinualLearner:
     from pathlib import Path
 
-    from agent.vllm_adapters import open_vllm
+    from serving.vllm_adapters import open_vllm
 
     root = Path(cfg.continual.state_dir)
     stack = StackStore(root / "stack")

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agent.closed_book import evaluate_passage
-from agent.config import SealConfig
-from agent.runtime import Runtime, append_jsonl, read_jsonl
-from memory.documents import Passage
+from core.documents import Passage
+from core.io import append_jsonl, read_jsonl
+from evaluation.closed_book import evaluate_passage
+from student.runtime import Runtime
 from teacher.external import ExternalEdits
 from teacher.self_edit import SelfEdit, build_self_edit
 from teacher.writer import TeacherWriter
@@ -87,7 +87,7 @@ class EvalRun:
         self.done = {(u["doc_id"], u["condition"]): u for u in read_jsonl(self.units_path)}
         self.edits = {(e["doc_id"], e.get("condition") or e["guarded"]): e for e in read_jsonl(self.edits_path)}
         self.writer = TeacherWriter(rt.teacher.model, rt.teacher.tokenizer, self.cfg.teacher)
-        # agent.canary.GeneralMonitor: when given, every adaptation's canary and drift are measured too
+        # evaluation.canary.GeneralMonitor: when given, every adaptation's canary and drift are measured too
         self.general = general
         if general is not None:
             general.prepare(rt.student)  # the untouched model: an eval run never merges
@@ -210,7 +210,7 @@ class EvalRun:
         t1 = time.perf_counter()
         routing = None
         if adapter and self.cfg.continual.routing.enabled:  # as served: the adapter answers its document only
-            from agent.routing import build_routing
+            from serving.routing import build_routing
 
             routing = build_routing({p.doc_id: adapter}, {p.doc_id: f"{p.title}\n{p.context}"},
                                     self.cfg.continual.routing, self.cfg.continual.canary)

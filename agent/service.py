@@ -11,15 +11,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import SealConfig
 from agent.continual import forgetting_report, memory_target
-from agent.jobs import ENQUEUE_FAILED, Job, JobStore
-from agent.serving import StudentServer
 from agent.transport import CeleryTransport, EmbeddedTransport, Transport, TransportError
-from memory.documents import Passage
+from core.config import SealConfig
+from core.documents import Passage
+from memory.jobs import ENQUEUE_FAILED, Job, JobStore
 from memory.store import MemoryStore
+from serving.server import StudentServer
 from student.stack import StackError, StackStore
-
 
 BATCH_KEY = re.compile(r":\d+/\d+$")  # a batch's key for its i-th document is "<key>:<i>/<n>"
 
@@ -40,19 +39,19 @@ class Agent:
     def open(cfg_cls, cfg: SealConfig, start: bool = True) -> "Agent":
         """Embedded: a worker thread with its own model copy (or the serving one, `serve_model: shared`).
         Celery: jobs go to the broker; this process only serves queries."""
-        from agent.runtime import open_runtime
         from agent.worker import WorkerContext, open_worker
+        from student.runtime import open_runtime
 
         rt = open_runtime(cfg)
         stack = StackStore(Path(cfg.continual.state_dir) / "stack")
         jobs = JobStore(memory_target(cfg))
         memory = MemoryStore(memory_target(cfg))
         lock = threading.Lock()
-        from agent.vllm_adapters import open_vllm
+        from serving.vllm_adapters import open_vllm
 
         routing = None
         if cfg.continual.routing.enabled:
-            from agent.routing import RoutingCache
+            from serving.routing import RoutingCache
 
             routing = RoutingCache(memory, cfg.continual.routing, cfg.continual.canary)
         server = StudentServer(rt.student, stack, rt.model_name, lock, vllm=open_vllm(cfg, stack, rt.student.tokenizer),
@@ -137,6 +136,23 @@ class Agent:
         with self.stack.writer():
             self.stack.set_alias(alias, m.version)
         return {"alias": alias, "version": m.version, "name": m.name, "documents": len(m.doc_ids)}
+
+    def rollback(self, to: str | None = None) -> dict:
+        """Move prod back: to `to`, or by default to the last promoted state before prod that holds different
+        documents (a consolidation, which changes no document, is skipped over)."""
+        if to is None:
+            aliases = self.stack.aliases()
+            if "prod" not in aliases:
+                raise NothingToRollBack("nothing to roll back: no prod version yet")
+            rows = self.versions()["versions"]
+            docs = {v["version"]: sorted(d for a in v["adapters"] for d in a["documents"]) for v in rows}
+            earlier = [v["version"] for v in rows if v["version"] < aliases["prod"]
+                       and v["status"] in ("promoted", "consolidated", "removed")
+                       and docs[v["version"]] != docs[aliases["prod"]]]
+            if not earlier:
+                raise NothingToRollBack(f"student-v{aliases['prod']} has no earlier promoted version")
+            to = str(earlier[-1])
+        return self.promote(to, "prod")
 
     _remove_learner = None  # Celery mode: a learner over the serving model, made on the first removal
     _remover_lock = threading.Lock()
@@ -236,4 +252,8 @@ class LearnerBusy(RuntimeError):
     """No learner's model became free in time (the API's 503)."""
 
 
-__all__ = ["Agent", "LearnerBusy", "RemoveRefused", "Submitted", "StackError", "TransportError"]
+class NothingToRollBack(ValueError):
+    """No prod yet, or no earlier promoted version to go back to (the API's 409)."""
+
+
+__all__ = ["Agent", "LearnerBusy", "NothingToRollBack", "RemoveRefused", "Submitted", "StackError", "TransportError"]

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-
-from agent.closed_book import question_prompt
-from memory.documents import QA, Passage
-from student.generation import SamplingParams, generate, render_prompt
-from student.soft_targets import ReferenceItem, SoftTarget, reference_targets
+from core.documents import QA, Passage
+from evaluation.closed_book import question_prompt
+from student.generation import render_prompt
+from student.soft_targets import ReferenceItem, SoftTarget, reference_targets, token_ids
 from teacher.cloze import cloze_pairs
 from teacher.probes import OPEN_BOOK
 
@@ -62,19 +59,15 @@ def render_pair(tokenizer, qa: QA) -> tuple[str, str]:
     return render_prompt(tokenizer, question_prompt(qa.question)), qa.answer
 
 
-def _ids(tokenizer, text: str) -> tuple[int, ...]:
-    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def distill_targets(model, tokenizer, passage: Passage, qas: list[QA], k: int = 64) -> list[SoftTarget]:
     """Context distillation: the reference is `model` with the passage in its prompt; the student sees the
     question alone. Compared on the answer's tokens (+ end of turn)."""
     eos = tokenizer.eos_token_id
     items = []
     for qa in qas:
-        completion = _ids(tokenizer, qa.answer) + (eos,)
-        ref = _ids(tokenizer, render_prompt(tokenizer, OPEN_BOOK.format(context=passage.context, q=qa.question)))
-        stu = _ids(tokenizer, render_prompt(tokenizer, question_prompt(qa.question)))
+        completion = token_ids(tokenizer, qa.answer) + (eos,)
+        ref = token_ids(tokenizer, render_prompt(tokenizer, OPEN_BOOK.format(context=passage.context, q=qa.question)))
+        stu = token_ids(tokenizer, render_prompt(tokenizer, question_prompt(qa.question)))
         items.append(ReferenceItem(ref, stu, completion))
     return reference_targets(model, items, tokenizer.pad_token_id, k=k)
 
@@ -96,32 +89,3 @@ def build_mix(units: list[str], tokenizer, loss: str, passage: Passage | None = 
     else:
         mix.pairs = [render_pair(tokenizer, qa) for qa in qas]
     return mix
-
-
-def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    outs = generate(model, tokenizer, prompts, SamplingParams(max_new_tokens=max_new_tokens), batch_size=batch_size)
-    return [o[0] for o in outs]
-
-
-def neutral_targets(model, tokenizer, prompts: list[str], max_new_tokens: int, k: int,
-                    cache: Path | None = None) -> list[SoftTarget]:
-    """The untouched model's own greedy answers to neutral prompts and its distributions over them (the
-    reference for retention while training and for drift afterwards). Cached on disk: same weights, same
-    prompts, same settings give the same targets."""
-    if cache is not None and cache.is_file():
-        return torch.load(cache, weights_only=False)
-    answers = base_answers(model, tokenizer, prompts, max_new_tokens)
-    eos = tokenizer.eos_token_id
-    items = []
-    for p, a in zip(prompts, answers):
-        prompt = _ids(tokenizer, render_prompt(tokenizer, p))
-        ids = _ids(tokenizer, a)[:max_new_tokens]
-        completion = ids + ((eos,) if len(ids) < max_new_tokens - 1 else ())  # eos only where the base stopped
-        items.append(ReferenceItem(prompt, prompt, completion))
-    targets = reference_targets(model, items, tokenizer.pad_token_id, k=k)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(targets, tmp)
-        tmp.replace(cache)
-    return targets

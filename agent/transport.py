@@ -6,7 +6,7 @@ import queue
 import threading
 from typing import Callable, Protocol
 
-from agent.config import SealConfig
+from core.config import SealConfig
 
 log = logging.getLogger("seal.transport")
 

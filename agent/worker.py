@@ -6,9 +6,9 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 
-from agent.config import SealConfig
 from agent.continual import ContinualLearner, memory_target, open_learner
-from agent.jobs import Job, JobCancelled, JobStore
+from core.config import SealConfig
+from memory.jobs import Job, JobCancelled, JobStore
 
 log = logging.getLogger("seal.worker")
 
@@ -23,7 +23,7 @@ class WorkerContext:
 
 def open_worker(cfg: SealConfig, runtime=None) -> WorkerContext:
     """Load the model once for the life of the worker."""
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
 
     rt = runtime or open_runtime(cfg)
     return WorkerContext(cfg, JobStore(memory_target(cfg)), open_learner(rt.student, cfg, rt.teacher))

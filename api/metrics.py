@@ -3,8 +3,7 @@ workers), in a registry owned by one app (no global registry)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
-                                   SummaryMetricFamily)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, SummaryMetricFamily
 
 
 class AgentCollector:
@@ -60,9 +59,11 @@ def _histogram(name: str, doc: str, edges, counts: list[int], total: float) -> H
 
 def batching_metrics(server):
     """The in-process batcher: batch sizes, queue depth and waits, decode speed."""
-    from agent.batching import SIZE_BUCKETS, WAIT_BUCKETS
+    from serving.batching import SIZE_BUCKETS, WAIT_BUCKETS
 
     b = server.batcher
+    if b is None:  # generation on a vLLM server: no in-process batches
+        return
     s = b.stats
     yield _histogram("seal_batch_size", "Requests decoded together per batch", SIZE_BUCKETS, s.size_counts,
                      float(s.rows))

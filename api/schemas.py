@@ -1,11 +1,12 @@
 """Request bodies, validated at the boundary (every field bounded, unknown OpenAI fields ignored)."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from memory.documents import QA, Passage
+from core.documents import QA, Passage
 
 
 class QAIn(BaseModel):
@@ -113,3 +114,14 @@ class CompletionIn(_Sampling):
         if not v:
             raise ValueError("prompt is empty")
         return v
+
+
+def json_safe(x):
+    """JSON has no NaN: unmeasured figures become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x

@@ -15,9 +15,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from agent.audit import Audit
-from agent.jobs import STATES
+from api.schemas import json_safe
 from api.ui_schemas import (CellDetail, Curves, DocumentDetail, Documents, Jobs, Matrix, Overview, VersionDetail,
                             Versions, WhoAmI)
+from memory.jobs import STATES
 from student.stack import StackError
 
 STATIC = Path(__file__).resolve().parent / "ui_static"
@@ -50,7 +51,7 @@ def ui_router(agent, auth) -> APIRouter:
     def matrix(view: str = Query("promoted", pattern="^(promoted|all)$"),
                limit: int = Query(25, ge=1, le=200), offset: int = Query(0, ge=0),
                doc_limit: int = Query(30, ge=1, le=200), doc_offset: int = Query(0, ge=0), tail: bool = False):
-        return _clean(audit.matrix(view, limit, offset, doc_limit, doc_offset, tail))
+        return json_safe(audit.matrix(view, limit, offset, doc_limit, doc_offset, tail))
 
     @r.get("/cells/{version}/{doc_id}", response_model=CellDetail)
     def cell(version: int, doc_id: str):
@@ -59,23 +60,23 @@ def ui_router(agent, auth) -> APIRouter:
         if version < 0:
             raise HTTPException(422, "version must be 0 (the untouched model) or a student version")
         try:
-            return _clean(audit.cell(version, doc_id))
+            return json_safe(audit.cell(version, doc_id))
         except KeyError:
             raise HTTPException(404, f"unknown document {doc_id!r}")
 
     @r.get("/curves", response_model=Curves)
     def curves():
-        return _clean(audit.curves())
+        return json_safe(audit.curves())
 
     @r.get("/documents", response_model=Documents)
     def documents(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
                   q: str | None = Query(None, max_length=200)):
-        return _clean(audit.documents(limit, offset, q or None))
+        return json_safe(audit.documents(limit, offset, q or None))
 
     @r.get("/documents/{doc_id}", response_model=DocumentDetail)
     def document(doc_id: str):
         try:
-            return _clean(audit.document(doc_id))
+            return json_safe(audit.document(doc_id))
         except KeyError:
             raise HTTPException(404, f"unknown document {doc_id!r}")
 
@@ -83,17 +84,17 @@ def ui_router(agent, auth) -> APIRouter:
     def jobs(state: str | None = None, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
         if state is not None and state not in (*STATES, "running"):
             raise HTTPException(422, f"state must be one of {', '.join((*STATES, 'running'))}")
-        return _clean(audit.jobs_page(state, limit, offset))
+        return json_safe(audit.jobs_page(state, limit, offset))
 
     @r.get("/versions", response_model=Versions)
     def versions(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
                  status: str | None = Query(None, pattern="^(promoted|rejected|consolidated|removed)$")):
-        return _clean(audit.versions_page(limit, offset, status))
+        return json_safe(audit.versions_page(limit, offset, status))
 
     @r.get("/versions/{version}", response_model=VersionDetail)
     def version(version: int):
         try:
-            return _clean(audit.version(version))
+            return json_safe(audit.version(version))
         except StackError as e:
             raise HTTPException(404, str(e))
 
@@ -113,9 +114,3 @@ def mount_ui(app: FastAPI, agent, auth) -> None:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=HEADERS)
 
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
-
-
-def _clean(x):
-    from api.app import _clean as clean  # JSON has no NaN: the API's own rule
-
-    return clean(x)

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from agent.config import load_config
+    from core.config import load_config
     from student.models import resolve_folder
     from tasks.arc.grids import load_tasks, solutions_beside
     from tasks.arc.ttt_data import task_prompt

@@ -29,7 +29,7 @@ DTYPES = ("float32", "bfloat16")
 
 
 def load(cfg, dtype: str):
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
 
     c = cfg.with_overrides(model={**cfg.model.model_dump(), "dtype": dtype})
     return open_runtime(c).student
@@ -54,7 +54,7 @@ def forward_rate(st, texts: list[str], batch: int = 8, max_len: int = 160, reps:
 
 
 def timed_answers(st, adapter, questions: list[str], max_new: int, batch: int) -> tuple[list[str], float]:
-    from agent.closed_book import answer
+    from evaluation.closed_book import answer
 
     t0 = time.perf_counter()
     replies = answer(st, adapter, questions, max_new, batch)
@@ -85,11 +85,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from agent.canary import load_canary
-    from agent.closed_book import answer
-    from agent.config import load_config
-    from agent.graders import contains
-    from memory.documents import load_passages
+    from evaluation.canary import load_canary
+    from evaluation.closed_book import answer
+    from core.config import load_config
+    from evaluation.graders import contains
+    from core.documents import load_passages
 
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)

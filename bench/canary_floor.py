@@ -53,9 +53,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from agent.canary import GeneralMonitor
-    from agent.config import load_config
-    from agent.runtime import open_runtime
+    from evaluation.canary import GeneralMonitor
+    from core.config import load_config
+    from student.runtime import open_runtime
 
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)

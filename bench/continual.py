@@ -11,7 +11,7 @@ Modes:
   old-ours  the best mode before the canary issue: today's inner loop + replay of 4 earlier documents + the
             gate on document probes only
   ours    the config as given (configs/default.yaml is the default learning mode; override with --set)
-  routed  the config as given with routed adapters (agent/routing.py)
+  routed  the config as given with routed adapters (serving/routing.py)
 
 Every mode measures the general-capability canary and drift after each update (the gate acts on them only
 where it is enabled); per sequence the prod canary after every update is written as a curve.
@@ -90,9 +90,9 @@ def _resumable(partial: Path, state: Path, seq, mode: str) -> list[dict]:
 
 
 def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
-    from agent.closed_book import evaluate_passage
+    from evaluation.closed_book import evaluate_passage
     from agent.continual import ContinualLearner, forgetting_report
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
     from memory.store import MemoryStore
     from student.stack import StackStore
 
@@ -195,9 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     args = ap.parse_args(argv)
 
-    from agent.cli import apply_sets
-    from agent.config import load_config
-    from memory.documents import load_passages
+    from core.config import apply_sets
+    from core.config import load_config
+    from core.documents import load_passages
 
     cfg = apply_sets(load_config(args.config), args.set)
     cfg = apply_mode(cfg, args.mode)

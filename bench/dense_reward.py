@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.stats import spearman  # noqa: E402
+from core.stats import spearman  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,11 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     a = ap.parse_args(argv)
 
-    from agent.closed_book import answer, answer_likelihood
-    from agent.config import load_config
-    from agent.graders import contains
-    from agent.runtime import open_runtime
-    from memory.documents import load_passages
+    from evaluation.closed_book import answer, answer_likelihood
+    from core.config import load_config
+    from evaluation.graders import contains
+    from student.runtime import open_runtime
+    from core.documents import load_passages
     from teacher.self_edit import build_self_edit
     from teacher.writer import TeacherWriter
 

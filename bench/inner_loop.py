@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default runs/bench-inner-loop-<time>)")
     args = ap.parse_args(argv)
 
-    from agent.config import load_config
-    from agent.runtime import open_runtime
-    from memory.documents import load_passages
+    from core.config import load_config
+    from student.runtime import open_runtime
+    from core.documents import load_passages
     from teacher.external import ExternalEdits
 
     cfg = load_config(args.config)

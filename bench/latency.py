@@ -43,13 +43,13 @@ def main(argv=None) -> int:
 
     import torch
 
-    from agent.closed_book import question_prompt
-    from agent.config import load_config
-    from agent.runtime import open_runtime
+    from evaluation.closed_book import question_prompt
+    from core.config import load_config
+    from student.runtime import open_runtime
     from student.consolidate import fold
     from student.generation import render_prompt
 
-    from agent.cli import apply_sets
+    from core.config import apply_sets
 
     cfg = apply_sets(load_config(args.config), args.set)
     rt = open_runtime(cfg)

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.stats import pearson, spearman  # noqa: E402
+from core.stats import pearson, spearman  # noqa: E402
 
 RETAIN = {"weight": 1.0, "per_step": 2, "mode": "kl", "question_format": False, "questions": False}  # neutral chat
 RETAIN_QF = {**RETAIN, "question_format": True}  # ... and also in the closed-book question format
@@ -76,8 +76,8 @@ def held_out(passages, n: int, seed: int, skip: int):
 
 class Bench:
     def __init__(self, cfg, out: Path):
-        from agent.canary import GeneralMonitor
-        from agent.runtime import open_runtime
+        from evaluation.canary import GeneralMonitor
+        from student.runtime import open_runtime
         from teacher.writer import TeacherWriter
 
         self.cfg, self.out = cfg, out
@@ -111,7 +111,7 @@ class Bench:
         return qa + ([f"{p.title}\n{p.context}"] if train_on == "qa+passage" else [])
 
     def measure(self, adapter: str | None, p) -> dict:
-        from agent.closed_book import evaluate_passage
+        from evaluation.closed_book import evaluate_passage
 
         st = self.rt.student
         g = evaluate_passage(st, adapter, p, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
@@ -230,10 +230,10 @@ def main(argv=None) -> int:
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args(argv)
 
-    from agent.cli import apply_sets
-    from agent.config import load_config
-    from agent.runtime import append_jsonl, read_jsonl
-    from memory.documents import load_passages
+    from core.config import apply_sets
+    from core.config import load_config
+    from core.io import append_jsonl, read_jsonl
+    from core.documents import load_passages
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

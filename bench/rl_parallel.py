@@ -33,8 +33,9 @@ SETUPS = {"local-2t": {"driver_threads": 2, "workers": 0}, "celery-2x1": {"drive
 
 
 def run_setup(name: str, cfg, passages, out: Path) -> dict:
-    from agent.rl import RestEM
-    from agent.runtime import open_runtime
+    from agent.rl_workers import CeleryCandidates
+    from student.runtime import open_runtime
+    from teacher.rl.rest_em import RestEM
 
     spec = SETUPS[name]
     cfg = cfg.with_overrides(runtime={**cfg.runtime.model_dump(), "threads": spec["driver_threads"]},
@@ -46,7 +47,7 @@ def run_setup(name: str, cfg, passages, out: Path) -> dict:
             cfg = cfg.with_overrides(service={**cfg.service.model_dump(), "queue": queue})
             workers = start_workers(cfg, spec["workers"], out / name)
         rt = open_runtime(cfg)  # sets this process's torch threads from runtime.threads
-        em = RestEM(rt, passages, out / name, log=lambda s: None)
+        em = RestEM(rt, passages, out / name, log=lambda s: None, remote=CeleryCandidates)
         times = []
         t0 = time.perf_counter()
         em.round(0, on_candidate=lambda c: times.append(time.perf_counter() - t0))
@@ -101,9 +102,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args(argv)
 
-    from agent.cli import apply_sets
-    from agent.config import load_config
-    from memory.documents import load_passages
+    from core.config import apply_sets
+    from core.config import load_config
+    from core.documents import load_passages
 
     cfg = apply_sets(load_config(args.config), args.set)
     cfg = cfg.with_overrides(rl={**cfg.rl.model_dump(), "rounds": 1, "contexts": args.contexts,

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 RUN=${1:-results/rl-smol}
 DATA=${SEAL_SQUAD:-../shared/data/squad/dev.json}
 SEAL=.venv/bin/seal
-ROUNDS=$(.venv/bin/python -c "from agent.config import load_config; print(load_config('configs/rl-smollm2.yaml').rl.rounds)")
+ROUNDS=$(.venv/bin/python -c "from core.config import load_config; print(load_config('configs/rl-smollm2.yaml').rl.rounds)")
 mkdir -p "$RUN"
 $SEAL rl --passages "$DATA" -c configs/rl-smollm2.yaml --out "$RUN" > "$RUN/train.log" 2>&1 &
 TRAIN=$!

@@ -34,10 +34,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dense", action="store_true")
     a = ap.parse_args(argv)
 
-    from agent.canary import load_canary
-    from agent.config import CanarySettings, RoutingSettings
-    from agent.routing import build_routing
-    from memory.documents import load_passages
+    from evaluation.canary import load_canary
+    from core.config import CanarySettings, RoutingSettings
+    from serving.routing import build_routing
+    from core.documents import load_passages
 
     pool = [p for p in load_passages(a.passages) if p.questions]
     canary = [c.question for c in load_canary()]
@@ -84,8 +84,8 @@ def _dense(pool, canary, a) -> float:
     import numpy as np
     import torch
 
-    from agent.config import load_config
-    from agent.runtime import open_runtime
+    from core.config import load_config
+    from student.runtime import open_runtime
     from student.embedding import embed
 
     torch.set_num_threads(1)

@@ -134,8 +134,8 @@ async def load(url: str, clients: int, per_client: int, max_tokens: int, model: 
 
 def build_versions(config: str, sets: list[str], state: Path, n: int) -> None:
     """n versions of one small adapter each (one training step on a sentence), straight into the stack."""
-    from agent.config import load_config
-    from agent.runtime import open_runtime
+    from core.config import load_config
+    from student.runtime import open_runtime
     from student.stack import StackStore
 
     cfg = load_config(config)

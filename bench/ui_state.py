@@ -62,8 +62,8 @@ def build(state: Path, n_docs: int = 500, n_versions: int = 1000, probes: int = 
     as `continual.database` would); returns counts."""
     from sqlalchemy import insert as sql_insert
 
-    from agent.jobs import EVENTS, JOBS, JobStore, _passage_json
-    from memory.documents import QA, Passage
+    from memory.jobs import EVENTS, JOBS, JobStore, _passage_json
+    from core.documents import QA, Passage
     from memory.store import LEDGER, MemoryStore
     from student.stack import AdapterRef, StackStore
 

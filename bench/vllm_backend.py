@@ -39,13 +39,13 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     args = ap.parse_args(argv)
 
-    from agent.cli import apply_sets
-    from agent.closed_book import answer
-    from agent.config import load_config
-    from agent.runtime import open_runtime
-    from agent.vllm_server import VLLMServer, default_command, server_env
-    from memory.documents import load_passages
-    from student.backend import VLLMBackend, VLLMClient
+    from core.config import apply_sets
+    from evaluation.closed_book import answer
+    from core.config import load_config
+    from student.runtime import open_runtime
+    from serving.vllm_server import VLLMServer, default_command, server_env
+    from core.documents import load_passages
+    from serving.backend import VLLMBackend, VLLMClient
     from student.export import fold_folders
     from student.models import resolve_folder
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
+from core.extras import require
+
 
 class DatabaseError(ValueError):
     """A database URL that cannot be used."""
@@ -46,6 +48,7 @@ def open_engine(target: str | Path) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    require("psycopg", "a PostgreSQL database")
     return create_engine(url, pool_pre_ping=True)
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from sqlalchemy import (Column, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, delete, func,
                         select)
 
+from core.documents import QA, Passage
 from memory.database import insert, open_engine
-from memory.documents import QA, Passage
+from memory.schema import Migration, create, migrate
 
 META = MetaData()
 DOCUMENTS = Table("documents", META, Column("doc_id", String(64), primary_key=True),
@@ -26,7 +27,7 @@ LEDGER = Table("ledger", META, Column("version", Integer, primary_key=True), Col
                Column("correct", Float, nullable=False), Column("total", Integer, nullable=False),
                Column("measured_at", Float, nullable=False))
 # The version's own replies to a ledger cell's probes (JSON list of {question, reply, correct}), beside the cell.
-# A table of its own, not a column of `ledger`: databases made before it get it from create_all on open (SQLite
+# A table of its own, not a column of `ledger`: databases made before it get it from migration 4 on open (SQLite
 # and PostgreSQL alike, no ALTER), code that predates it never reads it, and the ledger's scans stay narrow.
 LEDGER_ANSWERS = Table("ledger_answers", META, Column("version", Integer, primary_key=True),
                        Column("doc_id", String(64), primary_key=True), Column("answers", Text, nullable=False),
@@ -51,6 +52,15 @@ SAMPLES = Table("teacher_samples", META, Column("doc_id", String(64), primary_ke
                 Column("raw", Text, nullable=False), Column("gain", Float), Column("chosen", Integer),
                 Column("trained_into", Integer), Column("created_at", Float, nullable=False))
 
+# The recorded schema history of these tables (memory/schema.py); append, never edit.
+MIGRATIONS = [
+    Migration(1, "documents, probes, learned versions, the ledger, embeddings, training sequences, updates",
+              create(DOCUMENTS, PROBES, LEARNED, LEDGER, EMBEDDINGS, SEQUENCES, UPDATES)),
+    Migration(2, "teacher samples (online RL)", create(SAMPLES)),
+    Migration(3, "general ability per version (canary, drift)", create(GENERAL)),
+    Migration(4, "each ledger cell's graded replies (the audit page)", create(LEDGER_ANSWERS)),
+]
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -67,7 +77,7 @@ class MemoryStore:
     def __init__(self, target: str | Path):
         self.target = target
         self.engine = open_engine(target)
-        META.create_all(self.engine)
+        migrate(self.engine, "memory", MIGRATIONS)
 
     def close(self) -> None:
         self.engine.dispose()

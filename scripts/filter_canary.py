@@ -1,7 +1,7 @@
 """Build the shipped canary: keep the questions of a source file that the untouched model answers correctly
 through the closed-book path (so the canary starts at 100% and every miss after an update is a loss).
 
-    .venv/bin/python scripts/filter_canary.py [--source agent/data/canary_source.json] [--out agent/data/canary.json]
+    .venv/bin/python scripts/filter_canary.py [--source evaluation/data/canary_source.json] [--out evaluation/data/canary.json]
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
-    ap.add_argument("--source", default=str(ROOT / "agent/data/canary_source.json"))
-    ap.add_argument("--out", default=str(ROOT / "agent/data/canary.json"))
+    ap.add_argument("--source", default=str(ROOT / "evaluation/data/canary_source.json"))
+    ap.add_argument("--out", default=str(ROOT / "evaluation/data/canary.json"))
     args = ap.parse_args(argv)
-    from agent.canary import load_canary, score_canary
-    from agent.config import load_config
-    from agent.runtime import open_runtime
+    from evaluation.canary import load_canary, score_canary
+    from core.config import load_config
+    from student.runtime import open_runtime
 
     cfg = load_config(args.config)
     rt = open_runtime(cfg)

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +12,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
+from core.io import atomic_dir
+from core.settings.student import TrainSettings
 from student.sequences import collate, epoch_batches, tokenize_pairs, tokenize_sequences
-from student.settings import TrainSettings
 from student.soft_targets import SoftTarget, soft_loss
 
 
@@ -297,25 +295,8 @@ class Student:
         if self.peft is None or name not in self.peft.peft_config:
             raise KeyError(f"no adapter named {name!r}")
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-        try:
+        with atomic_dir(dest, root=lambda tmp: tmp / name if (tmp / name).is_dir() else tmp) as tmp:
             self.peft.save_pretrained(tmp, selected_adapters=[name])
-            src = tmp / name if (tmp / name).is_dir() else tmp
-            for f in src.iterdir():
-                if f.is_file():
-                    with open(f, "rb") as fh:
-                        os.fsync(fh.fileno())
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(src, dest)
-            dfd = os.open(dest.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)  # make the rename itself durable
-            finally:
-                os.close(dfd)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return dest
 
     def load(self, path: str | Path, name: str) -> None:

@@ -39,7 +39,7 @@ def _stacked_factors(mod, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]
     return torch.cat(Bs, dim=1), torch.cat(As, dim=0)
 
 
-def _compress(B: torch.Tensor, A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+def compress(B: torch.Tensor, A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
     """Best rank-k factors of B A; returns (B_k, A_k, squared error, squared norm)."""
     qb, rb = torch.linalg.qr(B)  # B = qb rb
     qa, ra = torch.linalg.qr(A.T)  # A = ra^T qa^T
@@ -76,7 +76,7 @@ def fold(student, names: list[str], new_name: str, rank: int | None = None) -> F
             B = torch.cat([B, B.new_zeros(B.shape[0], pad)], 1)
             A = torch.cat([A, A.new_zeros(pad, A.shape[1])], 0)
         if B.shape[1] > out_rank:
-            B, A, e, n = _compress(B, A, out_rank)
+            B, A, e, n = compress(B, A, out_rank)
             err2, norm2 = err2 + e, norm2 + n
         else:
             norm2 += float(((B @ A) ** 2).sum()) if rank is not None else 0.0

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from student.consolidate import _compress
+from core.io import atomic_dir
+from student.consolidate import compress
 
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 
@@ -71,7 +69,7 @@ def fold_folders(folders: list[Path], out: Path, max_rank: int | None = None) ->
         B = torch.cat([b for b, _ in fs], dim=1)
         A = torch.cat([a for _, a in fs], dim=0)
         if B.shape[1] > rank_out:
-            B, A, e, n = _compress(B, A, rank_out)
+            B, A, e, n = compress(B, A, rank_out)
             err2, norm2 = err2 + e, norm2 + n
         else:  # exact here, but its delta still counts in the norm "over all modules"
             norm2 += float(torch.trace((B.T @ B) @ (A @ A.T)))
@@ -87,18 +85,8 @@ def fold_folders(folders: list[Path], out: Path, max_rank: int | None = None) ->
     cfg.update(r=rank_out, lora_alpha=rank_out, use_rslora=False, lora_dropout=0.0, target_modules=targets,
                modules_to_save=None, rank_pattern={}, alpha_pattern={})
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     rel = (err2 / norm2) ** 0.5 if norm2 > 0 else 0.0
     return ExportReport(len(folders), rank_in, rank_out, rel, len(modules), out)

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from student.settings import ModelSettings
+from core.io import atomic_dir
+from core.settings.student import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +65,9 @@ def _dequantize_to_folder(gguf: Path, out: Path, dtype) -> None:
     plain.load_state_dict(q.state_dict(), strict=True)
     if q.generation_config is not None:
         plain.generation_config = q.generation_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".gguf-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=False) as tmp:  # another process may dequantize the same file at once
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except OSError:
-        if not (out / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:

@@ -12,9 +12,12 @@ lower bound of the full KL that needs k numbers per position instead of the whol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from core.io import atomic_save
+from student.generation import SamplingParams, generate, render_prompt
 from student.sequences import collate
 
 EPS = 1e-8
@@ -115,3 +118,34 @@ def mean_kl(model, targets: list[SoftTarget], pad_id: int, batch_size: int = 8) 
         if was_training:
             model.train()
     return total / n if n else 0.0
+
+
+def token_ids(tokenizer, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    outs = generate(model, tokenizer, prompts, SamplingParams(max_new_tokens=max_new_tokens), batch_size=batch_size)
+    return [o[0] for o in outs]
+
+
+def neutral_targets(model, tokenizer, prompts: list[str], max_new_tokens: int, k: int,
+                    cache: Path | None = None) -> list[SoftTarget]:
+    """The untouched model's own greedy answers to neutral prompts and its distributions over them (the
+    reference for retention while training and for drift afterwards). Cached on disk: same weights, same
+    prompts, same settings give the same targets."""
+    if cache is not None and cache.is_file():
+        return torch.load(cache, weights_only=False)
+    answers = base_answers(model, tokenizer, prompts, max_new_tokens)
+    eos = tokenizer.eos_token_id
+    items = []
+    for p, a in zip(prompts, answers):
+        prompt = token_ids(tokenizer, render_prompt(tokenizer, p))
+        ids = token_ids(tokenizer, a)[:max_new_tokens]
+        completion = ids + ((eos,) if len(ids) < max_new_tokens - 1 else ())  # eos only where the base stopped
+        items.append(ReferenceItem(prompt, prompt, completion))
+    targets = reference_targets(model, items, tokenizer.pad_token_id, k=k)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(cache, lambda tmp: torch.save(targets, tmp))
+    return targets

@@ -11,15 +11,14 @@ new one, so rollback is moving an alias. Checksums are verified when a version i
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from core.io import atomic_write_json, sha256_file
 
 NAME = re.compile(r"^student-v(\d+)$")
 
@@ -72,32 +71,6 @@ class Manifest:
     def from_json(cls, d: dict) -> "Manifest":
         return cls(int(d["version"]), d["parent"], tuple(AdapterRef.from_json(a) for a in d["adapters"]),
                    d["created_at"], d.get("note", ""))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class StackStore:
@@ -205,7 +178,7 @@ class StackStore:
         path = self.root / "versions" / f"v{m.version:05d}.json"
         if path.exists():
             raise StackError(f"{m.name} already exists")
-        _atomic_write_json(path, m.to_json())
+        atomic_write_json(path, m.to_json())
         for alias in move:
             self.set_alias(alias, m.version)
         return m
@@ -225,7 +198,7 @@ class StackStore:
         self.manifest(version)  # must exist
         aliases = self.aliases()
         aliases[alias] = version
-        _atomic_write_json(self.root / "aliases.json", aliases)
+        atomic_write_json(self.root / "aliases.json", aliases)
 
 
 def load_version(store: StackStore, student, manifest: Manifest) -> list[str]:

@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from memory.documents import QA, Passage
+from core.documents import QA, Passage
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memory.documents import DocumentFormatError, Passage, passage_from_dict, read_json
+from core.documents import DocumentFormatError, Passage, passage_from_dict, read_json
+from core.settings.teacher import GroundingSettings, SelfEditFormat
 from teacher.self_edit import SelfEdit, build_self_edit
-from teacher.settings import GroundingSettings, SelfEditFormat
 
 
 class ExternalEdits:

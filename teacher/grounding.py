@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from teacher.settings import GroundingSettings
+from core.settings.teacher import GroundingSettings
 
 _STOP = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from teacher.settings import SelfEditFormat
+from core.settings.teacher import SelfEditFormat
 
 _BULLET = re.compile(r"^\s*(?:[-*+•·]+|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)])\s+")
 _LABEL = re.compile(r"^\s*(?:true|fact|statement|implication|point|line)\s*\d{0,3}\s*[:.)-]\s*", re.I)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.graders import contains, normalize
-from memory.documents import QA, Passage
+from core.documents import QA, Passage
+from core.settings.teacher import TeacherSettings
+from evaluation.graders import contains, normalize
 from student.generation import SamplingParams, generate
 from teacher.parse import parse_qa
 from teacher.prompts import self_edit_prompt
-from teacher.settings import TeacherSettings
 
 OPEN_BOOK = "{context}\n\nAnswer the question with a short phrase from the text above.\nQuestion: {q}"
 

@@ -1,8 +1,8 @@
 """Self-edit prompt formats. The wording asks for passage-faithful output because a small teacher invents."""
 from __future__ import annotations
 
-from memory.documents import Passage
-from teacher.settings import SelfEditFormat
+from core.documents import Passage
+from core.settings.teacher import SelfEditFormat
 
 _PROMPTS: dict[str, str] = {
     # Short and concrete: SmolLM2-135M ignores long instructions and drifts into invented stories.

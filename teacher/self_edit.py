@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from memory.documents import Passage
+from core.documents import Passage
+from core.settings.teacher import GroundingSettings, SelfEditFormat
 from teacher.grounding import Verdict, guard
 from teacher.parse import parse_self_edit, training_sequences
-from teacher.settings import GroundingSettings, SelfEditFormat
 
 
 @dataclass

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from student.stack import CorruptAdapterError, StackError, _atomic_write_json, sha256_file
+from core.io import atomic_write_json, sha256_file
+from student.stack import CorruptAdapterError, StackError
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class TeacherStore:
         files = {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file()}
         v = TeacherVersion(version, parent, round_, student_version, winners, mean_reward, files,
                            datetime.now(timezone.utc).isoformat())
-        _atomic_write_json(self.root / "versions" / f"t{version:05d}.json", asdict(v))
+        atomic_write_json(self.root / "versions" / f"t{version:05d}.json", asdict(v))
         self.set_current(version)
         return v
 
@@ -95,7 +96,7 @@ class TeacherStore:
     def set_current(self, version: int) -> None:
         if version:
             self.get(version)
-        _atomic_write_json(self.root / "aliases.json", {"current": version})
+        atomic_write_json(self.root / "aliases.json", {"current": version})
 
     def load(self, student, version: int) -> str | None:
         """Load a teacher version into the live model (once); its adapter name, or None for the base."""

@@ -1,11 +1,11 @@
 """The teacher writes self-edits for passages by sampling from a causal LM."""
 from __future__ import annotations
 
-from memory.documents import Passage
+from core.documents import Passage
+from core.settings.teacher import TeacherSettings
 from student.generation import SamplingParams, generate
 from teacher.prompts import self_edit_prompt
 from teacher.self_edit import SelfEdit, build_self_edit
-from teacher.settings import TeacherSettings
 
 
 class TeacherWriter:

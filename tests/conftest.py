@@ -19,7 +19,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cfg(cache_dir):
-    from agent.config import load_config
+    from core.config import load_config
 
     cfg = load_config(ROOT / "configs/tiny.yaml")
     return cfg.with_overrides(model={"cache_dir": str(cache_dir)})
@@ -38,7 +38,7 @@ def tiny_config_file(tiny_cfg, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def runtime(tiny_cfg):
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
 
     return open_runtime(tiny_cfg)
 

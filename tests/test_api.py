@@ -339,7 +339,7 @@ def test_removal_on_an_api_with_celery_workers_uses_the_serving_model(tiny_cfg, 
     under the stack's update lock first (a worker's update in progress finishes first) and then the model's."""
     from agent.service import Agent
     from api.app import create_app
-    from memory.documents import passage_from_dict
+    from core.documents import passage_from_dict
 
     base = tiny_cfg.with_overrides(
         continual={**tiny_cfg.continual.model_dump(), "train_on": "passage", "state_dir": str(tmp_path / "state")},

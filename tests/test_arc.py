@@ -135,7 +135,7 @@ def test_cli_eval_rl_report_resume_and_bad_input(tiny_config_file, tmp_path):
 
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from cli.main import app
 
     cli = CliRunner()
     r = cli.invoke(app, ["arc", "synth", "--rule", "flip_h", "--n", "2", "--side", "2", "--out", str(tmp_path)])
@@ -180,7 +180,7 @@ def test_cli_eval_rl_report_resume_and_bad_input(tiny_config_file, tmp_path):
 
 
 def test_constrained_spec_sampling_is_always_valid_and_parses_back(runtime, tiny_cfg):
-    from teacher.tool_spec import sample_constrained, sample_specs
+    from tasks.arc.tool_spec import sample_constrained, sample_specs
 
     st = runtime.student
     t = _task(n=3)

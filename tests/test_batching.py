@@ -1,4 +1,4 @@
-"""Batched serving (agent/batching.py): concurrent requests decoded together must answer exactly as alone, each
+"""Batched serving (serving/batching.py): concurrent requests decoded together must answer exactly as alone, each
 with its own version's weights; the queue is bounded; streams stream; the API stays responsive."""
 import asyncio
 import threading
@@ -6,9 +6,9 @@ import threading
 import pytest
 import torch
 
-from agent.batching import QueueFull
-from agent.config import ServingSettings
-from agent.serving import StudentServer
+from serving.batching import QueueFull
+from core.config import ServingSettings
+from serving.server import StudentServer
 from student.generation import render_prompt
 from student.stack import StackStore
 

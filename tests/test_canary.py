@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from agent.canary import CanaryError, GeneralMonitor, load_canary, load_neutral_prompts
-from agent.closed_book import answer
+from evaluation.canary import CanaryError, GeneralMonitor, load_canary, load_neutral_prompts
+from evaluation.closed_book import answer
 from agent.continual import ContinualLearner, forgetting_report
-from agent.graders import normalize
-from memory.documents import passage_from_dict
+from evaluation.graders import normalize
+from core.documents import passage_from_dict
 from memory.store import MemoryStore
 from student.stack import StackStore
 
@@ -50,7 +50,7 @@ def test_neutral_prompts_must_not_overlap(tmp_path):
 def test_cli_exits_2_on_a_bad_canary_file(tmp_path, tiny_config_file):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from cli.main import app
 
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
@@ -65,7 +65,7 @@ def tiny_canary(runtime, tmp_path):
     """The tiny model knows nothing (it answers with an empty string), so first teach it 14 answers and merge
     them into its weights (the autouse fixture restores them afterwards); its greedy replies then are a canary
     it passes by construction, and an update that damages it shows as a drop."""
-    from agent.closed_book import question_prompt
+    from evaluation.closed_book import question_prompt
     from student.generation import render_prompt
 
     st = runtime.student

@@ -3,8 +3,8 @@ import json
 
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.runtime import read_jsonl
+from cli.main import app
+from core.io import read_jsonl
 from tests.conftest import ROOT
 
 runner = CliRunner()

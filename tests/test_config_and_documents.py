@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from agent.config import ConfigError, SealConfig, load_config
-from memory.documents import DocumentFormatError, load_passages, passage_from_dict
+from core.config import ConfigError, SealConfig, load_config
+from core.documents import DocumentFormatError, load_passages, passage_from_dict
 from tests.conftest import ROOT
 
 
@@ -70,7 +70,7 @@ def test_doc_id_depends_on_content():
 
 
 def test_set_overrides_are_validated():
-    from agent.cli import apply_sets
+    from core.config import apply_sets
 
     cfg = apply_sets(SealConfig(), ["runtime.threads=1", "teacher.grounding.min_support=0.5", "train.target_modules=[q_proj]"])
     assert cfg.runtime.threads == 1 and cfg.teacher.grounding.min_support == 0.5
@@ -82,8 +82,8 @@ def test_set_overrides_are_validated():
 
 
 def test_run_folders_never_hold_api_keys(tmp_path):
-    from agent.config import load_config
-    from agent.runtime import new_run_dir
+    from core.config import load_config
+    from core.runs import new_run_dir
 
     cfg = load_config(ROOT / "configs/default.yaml")
     cfg = cfg.with_overrides(service={**cfg.service.model_dump(), "api_keys": {"very-secret-key-1": "write"}})

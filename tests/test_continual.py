@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from agent.continual import ContinualLearner, forgetting_report
-from memory.documents import passage_from_dict
+from core.documents import passage_from_dict
 from memory.store import MemoryStore
 from student.stack import StackStore
 
@@ -110,7 +110,7 @@ def test_consolidation_into_the_base_serves_without_adapters_and_rolls_back_exac
 
 
 def test_merge_baseline_changes_the_weights_and_keeps_no_adapters(tiny_cfg, tmp_path):
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
 
     cfg = tiny_cfg.with_overrides(continual={"train_on": "passage", "merge_each_update": True})
     st = open_runtime(cfg).student  # its own copy: merging is irreversible

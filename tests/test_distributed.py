@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memory.documents import passage_from_dict
+from core.documents import passage_from_dict
 
 SEAL = str(Path(sys.executable).parent / "seal")
 DOCS = [passage_from_dict({"title": f"Doc {i}", "context": c, "questions": [{"question": q, "answer": a}]})
@@ -81,7 +81,7 @@ def _log(path, name):
 
 def test_celery_workers_run_jobs_and_a_redelivery_does_nothing(dist):
     from agent.continual import memory_target
-    from agent.jobs import JobStore
+    from memory.jobs import JobStore
     from agent.transport import CeleryTransport
     from student.stack import StackStore
 
@@ -107,7 +107,7 @@ def test_celery_workers_run_jobs_and_a_redelivery_does_nothing(dist):
 
 def test_a_worker_killed_mid_training_loses_nothing_and_duplicates_nothing(dist):
     from agent.continual import memory_target
-    from agent.jobs import JobStore
+    from memory.jobs import JobStore
     from agent.transport import CeleryTransport
     from student.stack import StackStore
 
@@ -225,7 +225,8 @@ def test_rl_candidates_evaluated_by_a_celery_group_match_the_local_run(dist, run
     other inner-loop settings refuses the job with a reason instead of measuring something else."""
     import json as _json
 
-    from agent.rl import RestEM
+    from agent.rl_workers import CeleryCandidates
+    from teacher.rl.rest_em import RestEM
 
     make, start = dist
     cfg, path = make()
@@ -238,7 +239,8 @@ def test_rl_candidates_evaluated_by_a_celery_group_match_the_local_run(dist, run
     start(path, "w1")
     start(path, "w2")
     remote_cfg = cfg.with_overrides(rl={**rl, "evaluate_on": "celery"})
-    remote = RestEM(type(runtime)(remote_cfg, runtime.student, runtime.model_name), DOCS, tmp_path / "remote").run()
+    remote = RestEM(type(runtime)(remote_cfg, runtime.student, runtime.model_name), DOCS, tmp_path / "remote",
+                    remote=CeleryCandidates).run()
     rows = {n: [_json.loads(x) for x in (tmp_path / n / "candidates.jsonl").read_text().splitlines()]
             for n in ("local", "remote")}
     key = lambda r: (r["doc_id"], r["k"])  # noqa: E731
@@ -253,6 +255,6 @@ def test_rl_candidates_evaluated_by_a_celery_group_match_the_local_run(dist, run
 
     # a driver whose settings differ from the workers' (here: the seed) gets a refusal, not a measurement
     bad = RestEM(type(runtime)(remote_cfg.with_overrides(seed=cfg.seed + 1), runtime.student, runtime.model_name),
-                 DOCS, tmp_path / "bad")
+                 DOCS, tmp_path / "bad", remote=CeleryCandidates)
     with pytest.raises(Exception, match="start the workers with the RL run's config"):
         bad.run()

@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from agent.config import VLLMSettings
-from agent.vllm_adapters import VLLMAdapters
-from student.backend import BackendError, VLLMClient
+from core.config import VLLMSettings
+from serving.vllm_adapters import VLLMAdapters
+from serving.backend import BackendError, VLLMClient
 from student.export import fold_folders, read_factors
 from student.stack import StackStore, load_version
 from tests.test_stack import DOCS, logits

@@ -4,10 +4,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from agent.closed_book import grade
-from agent.graders import OpenAIJudge, contains, exact_match, f1, normalize, recites_other
-from agent.stats import bootstrap_mean, paired_difference
-from memory.documents import passage_from_dict
+from evaluation.closed_book import grade
+from evaluation.graders import OpenAIJudge, contains, exact_match, f1, normalize, recites_other
+from core.stats import bootstrap_mean, paired_difference
+from core.documents import passage_from_dict
 
 
 def test_normalize_and_exact_match():
@@ -107,7 +107,7 @@ def test_paired_difference():
 
 
 def test_rank_correlation_handles_ties_and_constants():
-    from agent.stats import pearson, ranks, spearman
+    from core.stats import pearson, ranks, spearman
 
     assert ranks([3.0, 1.0, 1.0, 2.0]) == [3.0, 0.5, 0.5, 2.0]
     assert spearman([1, 2, 3, 4], [10, 20, 30, 400]) == pytest.approx(1.0)  # monotone, not linear

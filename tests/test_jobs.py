@@ -1,8 +1,8 @@
 """The job lifecycle in the database (SQLite and the machine's PostgreSQL)."""
 import pytest
 
-from agent.jobs import JobCancelled, JobError, JobStore
-from memory.documents import passage_from_dict
+from memory.jobs import JobCancelled, JobError, JobStore
+from core.documents import passage_from_dict
 
 DOC = passage_from_dict({"title": "T", "context": "Some text.", "questions": [{"question": "q?", "answer": "a"}]})
 
@@ -112,7 +112,7 @@ def test_concurrent_requests_with_one_key_make_one_job(store):
 
 
 def test_a_key_is_tied_to_its_document(store):
-    from agent.jobs import IdempotencyConflict
+    from memory.jobs import IdempotencyConflict
 
     store.submit(DOC, "tied-key")
     with pytest.raises(IdempotencyConflict, match="another document"):
@@ -120,7 +120,7 @@ def test_a_key_is_tied_to_its_document(store):
 
 
 def test_a_job_the_queue_refused_is_queued_again_by_a_retry_with_its_key(store):
-    from agent.jobs import ENQUEUE_FAILED
+    from memory.jobs import ENQUEUE_FAILED
 
     job, _ = store.submit(DOC, "retry-key")
     store.finish(job.id, "failed", error=f"{ENQUEUE_FAILED} broker down")

@@ -3,7 +3,7 @@ may be killed mid-line; every complete record must survive as one parseable line
 import json
 import multiprocessing as mp
 
-from agent.runtime import append_jsonl, read_jsonl
+from core.io import append_jsonl, read_jsonl
 
 
 def _writer(path, who, n):

@@ -1,8 +1,8 @@
 """The dense reward's measure: the likelihood of a reference answer, per token, closed book."""
 import torch
 
-from agent.closed_book import answer_likelihood, question_prompt
-from memory.documents import QA
+from evaluation.closed_book import answer_likelihood, question_prompt
+from core.documents import QA
 from student.generation import render_prompt
 from student.likelihood import answer_logprobs
 

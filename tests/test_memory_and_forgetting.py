@@ -1,7 +1,7 @@
 import pytest
 
-from agent.forgetting import compute, plot
-from memory.documents import QA, passage_from_dict
+from evaluation.forgetting import compute, plot
+from core.documents import QA, passage_from_dict
 from memory.store import MemoryStore
 
 
@@ -104,7 +104,7 @@ def test_duplicate_deliveries_racing_on_probes_and_samples_do_not_fail(db_target
     (the job then ended failed). Now both succeed and one set of rows is kept."""
     import threading
 
-    from memory.documents import QA, passage_from_dict
+    from core.documents import QA, passage_from_dict
     from memory.store import MemoryStore
 
     doc = passage_from_dict({"title": "Race", "context": "Two workers got the same job."})

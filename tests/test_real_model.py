@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smol_cfg(tmp_path_factory):
-    from agent.config import load_config
+    from core.config import load_config
 
     pytest.importorskip("gguf")
     from student.models import ModelSourceError, find_embedded_gguf
@@ -43,9 +43,9 @@ def test_gguf_is_dequantized_once_then_loads_fast(smol_cfg):
 
 def test_learning_hand_written_implications_teaches_the_passage(smol_cfg, tmp_path):
     """The core promise on the real model: closed-book answers about the passage improve after learning."""
-    from agent.closed_book import evaluate_passage
-    from agent.runtime import open_runtime
-    from memory.documents import load_passages
+    from evaluation.closed_book import evaluate_passage
+    from student.runtime import open_runtime
+    from core.documents import load_passages
     from teacher.external import ExternalEdits
 
     rt = open_runtime(smol_cfg)
@@ -60,8 +60,8 @@ def test_learning_hand_written_implications_teaches_the_passage(smol_cfg, tmp_pa
 
 
 def test_teacher_writes_a_parseable_self_edit(smol_cfg):
-    from agent.runtime import open_runtime
-    from memory.documents import load_passages
+    from student.runtime import open_runtime
+    from core.documents import load_passages
     from teacher.writer import TeacherWriter
 
     rt = open_runtime(smol_cfg)
@@ -74,8 +74,8 @@ def test_teacher_writes_a_parseable_self_edit(smol_cfg):
 def test_the_shipped_canary_is_answered_by_the_untouched_model(smol_cfg):
     """The canary was filtered to what the untouched SmolLM2 answers; if that stopped holding (a changed
     answer path, tokenizer or grader), every version's canary drop would be measured against the wrong 100%."""
-    from agent.canary import load_canary, score_canary
-    from agent.runtime import open_runtime
+    from evaluation.canary import load_canary, score_canary
+    from student.runtime import open_runtime
 
     rt = open_runtime(smol_cfg)
     c = smol_cfg.continual.canary

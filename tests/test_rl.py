@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from agent.rl import RestEM
-from memory.documents import passage_from_dict
+from teacher.rl.rest_em import RestEM
+from core.documents import passage_from_dict
 from student.sequences import IGNORE, collate, tokenize_pairs
 from teacher.rewards import Scored, reward, select_winners
 from tests.conftest import ROOT
@@ -132,7 +132,7 @@ def test_rounds_train_teachers_and_a_killed_run_resumes_without_duplicates(runti
 
 
 def test_a_winner_teaches_only_what_the_guard_kept():
-    from agent.rl import completion_text
+    from teacher.rl.rest_em import completion_text
     from teacher.parse import parse_self_edit
 
     c = {"raw": "- Paris is in France.\n- The moon is cheese.", "units": ["Paris is in France."]}
@@ -147,7 +147,7 @@ def test_a_winner_teaches_only_what_the_guard_kept():
 def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from cli.main import app
 
     run = tmp_path / "rl"
     sets = ["--set", "rl.threshold=-1", "--set", "rl.train.epochs=1", "--set", "teacher.max_new_tokens=16",
@@ -219,7 +219,7 @@ def test_online_rl_keeps_the_best_candidate_and_retrains_the_teacher(runtime, ti
 
 
 def test_a_separate_teacher_model_learns_while_the_student_only_evaluates(tiny_cfg, tmp_path):
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
 
     cfg = tiny_cfg.with_overrides(
         teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "model": tiny_cfg.model.model_dump(),

@@ -2,9 +2,9 @@
 update leaves questions about nothing learned exactly as the untouched model answers them."""
 import pytest
 
-from agent.routing import RoutingCache, general_texts
-from agent.config import CanarySettings, RoutingSettings
-from memory.documents import passage_from_dict
+from serving.routing import RoutingCache, general_texts
+from core.config import CanarySettings, RoutingSettings
+from core.documents import passage_from_dict
 from memory.router import DocumentRouter
 from student.stack import load_version
 from tests.test_canary import DOC, QUESTIONS, make_learner, tiny_canary  # noqa: F401 (a fixture)
@@ -57,8 +57,8 @@ def test_config_refuses_routing_where_it_cannot_route(tiny_cfg):
 def test_a_damaging_update_is_routed_away_from_general_questions(runtime, tiny_cfg, tmp_path, tiny_canary):
     """Trained hard enough that the canary collapses with the adapter on, yet promoted: the canary's questions
     are about no learned document, so they meet the untouched weights; the document's question meets its adapter."""
-    from agent.closed_book import answer
-    from agent.serving import StudentServer
+    from evaluation.closed_book import answer
+    from serving.server import StudentServer
 
     other = passage_from_dict({"title": "Harbour", "context": "Anna Berg painted the northern harbour in winter.",
                                "questions": [{"question": "Who painted the northern harbour?", "answer": "Anna Berg"}]})
@@ -92,7 +92,7 @@ def test_a_damaging_update_is_routed_away_from_general_questions(runtime, tiny_c
 def test_routed_canary_reuses_base_replies_only_where_it_meets_the_base(runtime, tiny_cfg, tmp_path, tiny_canary):
     """The monitor answers unrouted canary questions from the untouched model's replies; the score must equal
     answering every question afresh with the routing, including a question that routes to an adapter."""
-    from agent.canary import CanaryItem, score_canary
+    from evaluation.canary import CanaryItem, score_canary
 
     lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"learning_rate": 0.5, "epochs": 5},
                       gate={"enabled": True, "min_gain": -1.0, "max_forgetting": 1.0, "retries": 0},

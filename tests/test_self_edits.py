@@ -2,13 +2,13 @@ import json
 
 import pytest
 
-from memory.documents import DocumentFormatError, passage_from_dict
+from core.documents import DocumentFormatError, passage_from_dict
 from teacher.external import ExternalEdits
 from teacher.grounding import guard
 from teacher.parse import clean_line, parse_self_edit, training_sequences
 from teacher.prompts import formats, self_edit_prompt
 from teacher.self_edit import build_self_edit
-from teacher.settings import GroundingSettings
+from core.settings.teacher import GroundingSettings
 
 PASSAGE = passage_from_dict({
     "title": "Fresno",
@@ -149,7 +149,7 @@ def test_probe_candidates_must_be_short_spans_of_the_passage():
 
 def test_teacher_probes_are_grounded_and_checked_in_context(runtime):
     from teacher.probes import write_probes
-    from teacher.settings import TeacherSettings
+    from core.settings.teacher import TeacherSettings
 
     # The tiny model writes noise: whatever survives must satisfy the guarantees, and drops carry reasons.
     res = write_probes(runtime.student.model, runtime.student.tokenizer, PASSAGE,

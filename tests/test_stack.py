@@ -101,8 +101,8 @@ def test_kill_during_save_leaves_last_good_version_loadable(tiny_cfg, tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time, json
         sys.path.insert(0, {str(ROOT)!r})
-        from agent.config import SealConfig
-        from agent.runtime import open_runtime
+        from core.config import SealConfig
+        from student.runtime import open_runtime
         from student.stack import StackStore
         cfg = SealConfig.model_validate(json.loads({json.dumps(tiny_cfg.model_dump_json())}))
         st = open_runtime(cfg).student

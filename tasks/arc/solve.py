@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from student.settings import TrainSettings
+from core.settings.student import TrainSettings
 from tasks.arc.augment import Transform, voting_transforms
 from tasks.arc.grids import Grid, Task, grid_text, parse_grid
 from tasks.arc.spec import ToolSpec, check_budget

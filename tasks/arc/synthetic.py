@@ -28,10 +28,10 @@ def synthetic_tasks(rule: str, n_tasks: int, demos: int = 3, side: int = 3, colo
         train = []
         for _ in range(demos):
             g = grid()
-            train.append({"input": g, "output": [list(r) for r in f(A._t(g))]})
+            train.append({"input": g, "output": [list(r) for r in f(A.as_grid(g))]})
         x = grid()
         challenges[tid] = {"train": train, "test": [{"input": x}]}
-        solutions[tid] = [[list(r) for r in f(A._t(x))]]
+        solutions[tid] = [[list(r) for r in f(A.as_grid(x))]]
     return challenges, solutions
 
 

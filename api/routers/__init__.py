@@ -1,0 +1,1 @@
+"""The API's routes, one router per resource; `api.app.create_app` includes them."""

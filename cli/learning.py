@@ -1,0 +1,311 @@
+"""`seal learn | ask | eval | report | forgetting | adapters | promote | remove-doc`: one document at a time,
+evaluations, and the version stack."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import ConfigOpt, SetOpt, app, console, err, fail, guarded, load_runtime, print_forgetting, read_config
+from core.config import SealConfig
+from core.extras import MissingExtra
+
+
+def _answers_table(title: str, rows: list[tuple[str, str, str, str]]) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in ("question", "gold", "before", "after"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+@app.command()
+@guarded
+def learn(
+    passage_file: Path = typer.Argument(..., help="JSON: one passage {title, context, questions?} or a list."),
+    index: int = typer.Option(0, help="Which passage of a list to learn."),
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/learn-<time>)."),
+    self_edit_file: Optional[Path] = typer.Option(None, help="Use completions from a SEAL-format JSON file."),
+    guard: bool = typer.Option(True, help="Drop self-edit lines not grounded in the passage."),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Write a self-edit for a passage, train a LoRA adapter on it, and compare closed-book answers."""
+    from core.documents import load_passages
+    from core.runs import new_run_dir
+    from evaluation.closed_book import answer
+    from evaluation.graders import contains
+    from teacher.external import ExternalEdits
+
+    cfg = read_config(config, set_)
+    passages = load_passages(passage_file)
+    if not 0 <= index < len(passages):
+        fail(f"--index {index} out of range: {passage_file} has {len(passages)} passage(s)")
+    p = passages[index]
+    external = ExternalEdits(self_edit_file) if self_edit_file else None
+    grounding = cfg.teacher.grounding.model_copy(update={"enabled": guard and cfg.teacher.grounding.enabled})
+    rt = load_runtime(cfg)
+    run = new_run_dir(cfg, "learn", out)
+    qs = [qa.question for qa in p.questions]
+    before = answer(rt.student, None, qs, cfg.eval.max_new_tokens, cfg.eval.batch_size) if qs else []
+
+    console.rule(f"[bold]{p.title}")
+    t0 = time.perf_counter()
+    if external:
+        se = external.self_edit(p, cfg.teacher.format, grounding)
+    else:
+        from teacher.self_edit import build_self_edit
+        from teacher.writer import TeacherWriter
+
+        with err.status("teacher is writing a self-edit ..."):
+            raw = TeacherWriter(rt.teacher.model, rt.teacher.tokenizer, cfg.teacher).sample_raw([p], cfg.seed)[0]
+        se = build_self_edit(p, raw, cfg.teacher.format, grounding)
+    t_edit = time.perf_counter() - t0
+    console.print(f"[bold]self-edit[/] ({se.format}, {se.source}, {t_edit:.1f}s): "
+                  f"{se.parsed} units parsed, {len(se.units)} kept, {len(se.dropped)} dropped by the guard")
+    for u in se.units:
+        console.print(f"  [green]+[/] {u}")
+    for v in se.dropped:
+        console.print(f"  [red]-[/] {v.unit}  [dim]({v.reason})[/]")
+    texts = se.sequences(p, cfg.train.passage_in_training)
+    stats = rt.student.train_adapter(texts, "learned", seed=cfg.seed, progress=True, desc="training adapter")
+    path = rt.student.save("learned", run / "adapter")
+    after = answer(rt.student, "learned", qs, cfg.eval.max_new_tokens, cfg.eval.batch_size) if qs else []
+    summary = {"passage": p.title, "doc_id": p.doc_id, "self_edit": se.to_json(), "train": stats.summary(),
+               "adapter": str(path), "seconds_self_edit": round(t_edit, 2)}
+    if qs:
+        golds = [qa.answer for qa in p.questions]
+        summary["before"] = [{"q": q, "gold": g, "answer": a} for q, g, a in zip(qs, golds, before)]
+        summary["after"] = [{"q": q, "gold": g, "answer": a} for q, g, a in zip(qs, golds, after)]
+        acc_b = sum(contains(a, g) for a, g in zip(before, golds)) / len(qs)
+        acc_a = sum(contains(a, g) for a, g in zip(after, golds)) / len(qs)
+        summary["contains_before"], summary["contains_after"] = acc_b, acc_a
+        console.print(_answers_table("closed-book answers (passage not in context)",
+                                     list(zip(qs, golds, before, after))))
+        console.print(f"gold contained in answer: before {acc_b:.0%} -> after {acc_a:.0%}")
+    (run / "learn.json").write_text(json.dumps(summary, indent=2))
+    s = stats.summary()
+    console.print(f"trained {s['steps']} steps on {s['sequences']} sequences in {s['seconds']:.1f}s "
+                  f"(loss {s['loss_first']:.2f} -> {s['loss_last']:.2f}); adapter saved to {path}")
+
+
+@app.command()
+@guarded
+def ask(
+    question: str = typer.Argument(..., help="A question for the student (closed-book)."),
+    adapter: Optional[Path] = typer.Option(None, help="An adapter folder from `seal learn`."),
+    version: Optional[str] = typer.Option(None, help="A continual student version or alias (prod, student-v3)."),
+    config: Optional[Path] = ConfigOpt,
+    max_new_tokens: Optional[int] = typer.Option(None, help="Defaults to eval.max_new_tokens."),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Ask the student a question, with or without a learned adapter."""
+    from evaluation.closed_book import answer
+
+    if not question.strip():
+        fail("question is empty")
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        fail(f"{adapter} is not an adapter folder (no adapter_config.json)")
+    cfg = read_config(config, set_)
+    rt = load_runtime(cfg)
+    name = None
+    if adapter is not None:
+        rt.student.load(adapter, "asked")
+        name = "asked"
+    elif version is not None:
+        from student.stack import StackError, StackStore, load_version
+
+        store = StackStore(Path(cfg.continual.state_dir) / "stack")
+        try:
+            m = store.resolve(version)
+            name = load_version(store, rt.student, m) or None
+        except StackError as e:
+            fail(str(e))
+        if name and cfg.continual.routing.enabled:  # as served: only the adapter of the question's document
+            from agent.continual import memory_target
+            from memory.store import MemoryStore
+            from serving.routing import RoutingCache
+
+            name = RoutingCache(MemoryStore(memory_target(cfg)), cfg.continual.routing,
+                                cfg.continual.canary).get(m, name) or name
+    console.print(answer(rt.student, name, [question], max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    passages: Path = typer.Option(..., help="SQuAD/SEAL-style JSON list of passages with questions."),
+    conditions: str = typer.Option("none,learn,passage,passage-repeat",
+                                   help="Comma list: none, learn (the configured learning mode), passage, "
+                                        "passage-repeat, self-edit, self-edit-unguarded, external:FILE, "
+                                        "teacher:RUN@N."),
+    canary: bool = typer.Option(True, help="Also measure the general-capability canary and drift after every "
+                                           "adaptation (what each condition costs the model)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Use the first N passages (after --offset)."),
+    offset: int = typer.Option(0, min=0, help="Skip the first K passages."),
+    every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory; an existing one is resumed."),
+    shard: str = typer.Option("0/1", help="I/N: this process takes every N-th selected passage from the I-th, so "
+                                           "N processes (one per core) can share one --out directory."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Closed-book evaluation of update conditions, one fresh adapter per passage and condition."""
+    from agent.experiment import EvalRun, parse_conditions
+    from core.documents import load_passages
+    from core.runs import new_run_dir
+    from evaluation.graders import LocalJudge, OpenAIJudge
+    from evaluation.report import markdown, write_report
+
+    cfg = read_config(config, set_)
+    conds = parse_conditions(conditions)
+    try:
+        si, sn = (int(x) for x in shard.split("/"))
+        if not 0 <= si < sn:
+            raise ValueError
+    except ValueError:
+        fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    ps = load_passages(passages)[offset::every]
+    ps = ps[:limit] if limit else ps
+    if not ps:
+        fail("no passages selected")
+    if not any(p.questions for p in ps):
+        fail(f"{passages}: the selected passages have no questions to evaluate")
+    if cfg.eval.judge.kind == "openai":
+        try:
+            judge = OpenAIJudge.from_settings(cfg.eval.judge)
+        except ValueError as e:
+            fail(str(e))
+    rt = load_runtime(cfg)
+    if cfg.eval.judge.kind == "local":
+        judge = LocalJudge(lambda: rt.student.use(None), rt.student.tokenizer)
+    elif cfg.eval.judge.kind == "none":
+        judge = None
+    run = new_run_dir(cfg, "eval", out)
+    err.print(f"writing to {run}")
+    general = None
+    if canary or (any(c.name == "learn" for c in conds) and cfg.train.retain.weight > 0):
+        from evaluation.canary import GeneralMonitor
+
+        general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
+    runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
+                     general=general)
+    runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed), shard=(si, sn))
+    summary = write_report(run, cfg.seed)
+    typer.echo(markdown(summary))
+    console.print(f"records: {run / 'records.jsonl'}\nsummary: {run / 'summary.json'}")
+
+
+@app.command()
+@guarded
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `seal eval`.")):
+    """Recompute and print the summary table of an eval run (works on a partial run)."""
+    from evaluation.report import markdown, write_report
+
+    if not (run_dir / "records.jsonl").is_file():
+        fail(f"{run_dir} has no records.jsonl (not a `seal eval` run directory)")
+    typer.echo(markdown(write_report(run_dir)))
+
+
+def _learner(cfg: SealConfig):
+    from agent.continual import open_learner
+
+    return open_learner(load_runtime(cfg).student, cfg)
+
+
+@app.command()
+@guarded
+def forgetting(
+    out: Optional[Path] = typer.Option(None, help="Folder for forgetting.png/svg and forgetting.json."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Print the accuracy ledger R[version][document] and forgetting metrics; write plots."""
+    from agent.continual import forgetting_report, has_state, memory_target
+    from evaluation.forgetting import plot
+    from memory.store import MemoryStore
+
+    cfg = read_config(config, set_)
+    if not has_state(cfg):
+        fail(f"no continual state at {cfg.continual.state_dir} (run `seal ingest` first)")
+    rep = forgetting_report(MemoryStore(memory_target(cfg)))
+    print_forgetting(rep.to_json() | {"routing": cfg.continual.routing.enabled})
+    out = out or Path(cfg.continual.state_dir) / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "forgetting.json").write_text(json.dumps(rep.to_json(), indent=2))
+    try:
+        paths = plot(rep, out)
+    except MissingExtra as e:  # the table and the JSON need no plotting library
+        paths = []
+        err.print(f"plots skipped: {e}")
+    console.print("wrote " + ", ".join(str(p) for p in [*paths, out / "forgetting.json"]))
+
+
+@app.command()
+@guarded
+def adapters(config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """List student versions, their adapters and documents, update outcomes and aliases."""
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    cfg = read_config(config, set_)
+    root = Path(cfg.continual.state_dir)
+    store = StackStore(root / "stack")
+    from agent.continual import memory_target
+
+    ups = {u["version"]: u for u in MemoryStore(memory_target(cfg)).updates()}
+    aliases = store.aliases()
+    t = Table(title=f"student versions in {root}")
+    for c in ("version", "aliases", "adapters", "docs", "status", "gain", "forgetting", "note"):
+        t.add_column(c)
+    for v in store.versions():
+        m, u = store.manifest(v), ups.get(v, {})
+        t.add_row(m.name, ",".join(a for a, x in aliases.items() if x == v), str(len(m.adapters)),
+                  str(len(m.doc_ids)), u.get("status", ""), "" if u.get("gain") is None else f"{u['gain']:+.2f}",
+                  "" if u.get("forgetting") is None else f"{u['forgetting']:.2f}", u.get("reason") or m.note)
+    console.print(t)
+
+
+@app.command()
+@guarded
+def promote(version: str = typer.Argument(..., help="student-vN, N, or an alias"),
+            alias: str = typer.Option("prod", help="Alias to move (rollback = promote an earlier version)."),
+            config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Point an alias (default prod) at a version: promotion and rollback are the same move."""
+    from student.stack import StackError, StackStore
+
+    cfg = read_config(config, set_)
+    store = StackStore(Path(cfg.continual.state_dir) / "stack")
+    try:
+        m = store.resolve(version)
+        store.verify(m)
+        with store.writer():
+            store.set_alias(alias, m.version)
+    except StackError as e:
+        fail(str(e))
+    console.print(f"{alias} -> {m.name} ({len(m.adapters)} adapters, {len(m.doc_ids)} documents)")
+
+
+@app.command("remove-doc")
+@guarded
+def remove_doc(doc_id: str = typer.Argument(..., help="Document id (see `seal adapters` / forgetting.json)."),
+               config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Remove one document's adapter from prod (a new version); report what else changed on the probes."""
+    from agent.continual import remove_document
+
+    cfg = read_config(config, set_)
+    lr = _learner(cfg)
+    try:
+        new, changes = remove_document(lr, doc_id)
+    except ValueError as e:
+        fail(str(e))
+    console.print(f"prod -> {new.name}")
+    for d, (b, a) in changes.items():
+        console.print(f"  {d}{' (removed)' if d == doc_id else ''}: {b:.2f} -> {a:.2f}")
+

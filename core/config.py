@@ -1,0 +1,264 @@
+"""The one validated configuration object every command receives; built from YAML under configs/."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.settings.arc import ArcSettings
+from core.settings.student import ModelSettings, TrainSettings
+from core.settings.teacher import RLSettings, TeacherSettings
+
+
+class ConfigError(ValueError):
+    """Raised for a config that cannot be used; the CLI turns it into exit code 2."""
+
+
+class RuntimeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threads: int = Field(2, ge=1, le=256)
+
+
+class JudgeSettings(BaseModel):
+    """LLM judge: `openai` calls any OpenAI-compatible endpoint; `local` asks the loaded base model."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["none", "openai", "local"] = "none"
+    url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+
+
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int = Field(32, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=256)
+    judge: JudgeSettings = JudgeSettings()
+
+
+class ReplaySettings(BaseModel):
+    """Mix earlier documents' training sequences into the new adapter's training (counters interference)."""
+
+    model_config = ConfigDict(extra="forbid")
+    docs: int = Field(4, ge=0)  # 0 disables replay
+    sequences_per_doc: int = Field(2, ge=1)
+
+
+class MonitorSettings(BaseModel):
+    """Which past documents' probes are replayed after each update: all, or the most similar + a random few."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget: int | None = Field(None, ge=1)  # None = every past document
+    similar: int = Field(4, ge=0)
+
+
+class GateSettings(BaseModel):
+    """Promotion gate: an update is kept only if it learned and did not cost what the model knew."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # The document's probe accuracy gain must be >= this. Above 0 by default: the canary budget is cumulative,
+    # so an update that learned nothing measurable must not spend it (the demo promoted such an update).
+    min_gain: float = 0.01
+    max_forgetting: float = Field(0.05, ge=0)  # mean drop on replayed past probes must be <= this
+    # General ability, cumulative against the untouched model (not per step): canary accuracy may fall by at
+    # most this much (a fraction: 0.02 = 2 points), and drift (KL from the base on neutral prompts, nats per
+    # token) may not exceed max_drift. null turns a budget off.
+    max_canary_drop: float | None = Field(0.02, ge=0)
+    max_drift: float | None = Field(None, gt=0)
+    # An update refused for its canary or drift cost is retried this many times, each gentler; after that the
+    # document is reported as not learnable within the budget. `rescale`: the same adapter with its delta
+    # multiplied by `rescale` (no retraining: a retry costs one canary measurement); `retrain`: train again with
+    # learning rate x gentler_lr and retention weight x gentler_retain.
+    retries: int = Field(3, ge=0, le=5)
+    retry: Literal["rescale", "retrain"] = "rescale"
+    rescale: float = Field(0.5, gt=0, lt=1)
+    gentler_lr: float = Field(0.5, gt=0, le=1)
+    gentler_retain: float = Field(2.0, ge=1)
+
+
+class CanarySettings(BaseModel):
+    """The general-capability canary and drift prompts (see evaluation/canary.py). Files default to those shipped."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    file: str | None = None  # JSON list of {question, answers, kind}; null = evaluation/data/canary.json
+    prompts_file: str | None = None  # {"drift": [...], "retain": [...]}; null = evaluation/data/neutral_prompts.json
+    retain_questions_file: str | None = None  # JSON list of questions; null = evaluation/data/retain_questions.json
+    max_new_tokens: int = Field(24, ge=1, le=256)
+    batch_size: int = Field(64, ge=1, le=512)
+    drift_max_new_tokens: int = Field(48, ge=1, le=512)  # length of the base's answers drift is measured over
+    topk: int = Field(64, ge=1)
+
+
+class ConsolidationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(1, ge=0)  # consolidate every N promoted updates (0 = only by depth)
+    max_depth: int = Field(8, ge=1)  # ... or when the stack holds more adapters than this
+    rank: int | None = Field(None, ge=1)  # None = exact fold (ranks add up); else SVD to this rank
+    # adapter: fold into one adapter (one LoRA matmul per module per query).
+    # base: merge into the served base weights (a new base snapshot, recorded as merged adapters in the
+    #       manifest and applied on load): queries cost what the bare base costs; rollback stays exact.
+    into: Literal["adapter", "base"] = "base"
+
+
+class RoutingSettings(BaseModel):
+    """Routed adapters (serving/routing.py): a question meets only the adapter of the learned document it is about."""
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    quantile: float = Field(0.98, gt=0, le=1)  # route at most ~2% of general questions (calibrated per version)
+    min_score: float = Field(0.08, gt=0, lt=1)  # never route below this tf-idf cosine
+
+
+class ContinualSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state_dir: str = "state"
+    database: str | None = None  # None = SQLite at <state_dir>/memory.sqlite; or postgresql://user@host/db
+    # self-edit | passage | qa (chat QA pairs from the passage's own sentences) | qa+passage; see
+    # agent/training_data.py
+    train_on: Literal["self-edit", "passage", "qa", "qa+passage"] = "self-edit"
+    qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
+    passage_copies: int = Field(1, ge=1, le=64)  # train_on passage: copies of the passage per epoch (more steps)
+    write_probes: bool = True  # teacher writes probes for documents without QA
+    merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights
+    replay: ReplaySettings = ReplaySettings()
+    monitor: MonitorSettings = MonitorSettings()
+    gate: GateSettings = GateSettings()
+    canary: CanarySettings = CanarySettings()
+    consolidation: ConsolidationSettings = ConsolidationSettings()  # not used with routing (experts stay apart)
+    routing: RoutingSettings = RoutingSettings()
+
+
+class ServiceSettings(BaseModel):
+    """The long-running agent: transport, HTTP server, auth and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["embedded", "celery"] = "embedded"  # embedded: in-process worker, no broker to install
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/0"
+    queue: str = "seal"
+    visibility_timeout_s: int = Field(4 * 3600, ge=1)  # longer than the longest job, or Redis redelivers it
+    restore_interval_s: int = Field(10, ge=1)  # how often a worker re-queues tasks of workers that died
+    max_attempts: int = Field(3, ge=1)  # deliveries of one job before it is failed (a worker lost each time)
+    api_keys: dict[str, Literal["read", "write"]] = {}  # key -> scope; also SEAL_API_KEYS="key:scope,..."
+    max_request_bytes: int = Field(2_000_000, ge=1024)
+    max_documents_per_request: int = Field(64, ge=1)
+    max_new_tokens: int = Field(512, ge=1)  # the most a completion request may ask for
+    serve_model: Literal["separate", "shared"] = "separate"  # embedded: own model copy for queries (no waiting
+    #                                                          behind training) or share the worker's
+
+
+class ServingSettings(BaseModel):
+    """In-process query serving (serving/batching.py): concurrent requests are decoded in batches."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch: int = Field(32, ge=1, le=256)  # sequences decoded together (1 = one request at a time)
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)  # how long the first request waits for the batch to fill
+    max_queue: int = Field(256, ge=1)  # requests waiting beyond this get 503 with Retry-After
+    max_loaded_versions: int = Field(8, ge=1)  # versions whose adapters stay in memory (least recently used go)
+
+
+class VLLMSettings(BaseModel):
+    """A vLLM server (its own process and environment) that answers what the student and teacher generate."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = "http://127.0.0.1:8001"
+    api_key_env: str | None = None  # the name of an env var holding the server's key (never the key itself)
+    served_model: str | None = None  # the base model's name on the server (default: the first /v1/models id)
+    max_model_len: int | None = Field(None, ge=16)  # None: the model's own context length
+    memory_utilization: float | None = Field(None, gt=0, le=1)  # --gpu-memory-utilization (on the CPU build:
+    #                                                               the share of RAM it reserves); None: vLLM's
+    cpu_kvcache_gib: int | None = Field(None, ge=1)  # VLLM_CPU_KVCACHE_SPACE for the CPU build
+    max_lora_rank: int = Field(64, ge=1)  # the server's --max-lora-rank; a version is folded to at most this
+    keep_loaded: int = Field(4, ge=1)  # versions kept loaded besides those an alias points at
+    export_dir: str = "vllm-adapters"  # where one-adapter exports of versions are written (inside state_dir
+    #                                    when relative); the server must be able to read this path
+    timeout_s: float = Field(600.0, gt=0)
+    command: list[str] = []  # `seal vllm-server` runs this (e.g. a separate venv's vllm serve ...)
+    startup_timeout_s: float = Field(600.0, gt=0)
+
+
+class BackendSettings(BaseModel):
+    """Which engine generates: in-process transformers (default) or a vLLM server. Training always stays
+    in-process (transformers + peft); only inference moves."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["transformers", "vllm"] = "transformers"
+    vllm: VLLMSettings = VLLMSettings()
+
+
+class SealConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    runs_dir: str = "runs"
+    runtime: RuntimeSettings = RuntimeSettings()
+    model: ModelSettings = ModelSettings()
+    teacher: TeacherSettings = TeacherSettings()
+    train: TrainSettings = TrainSettings()
+    eval: EvalSettings = EvalSettings()
+    continual: ContinualSettings = ContinualSettings()
+    service: ServiceSettings = ServiceSettings()
+    serving: ServingSettings = ServingSettings()
+    rl: RLSettings = RLSettings()
+    backend: BackendSettings = BackendSettings()
+    arc: ArcSettings = ArcSettings()
+
+    @model_validator(mode="after")
+    def _servable(self) -> "SealConfig":
+        if self.backend.kind == "vllm" and self.continual.merge_each_update:
+            raise ValueError("backend.kind=vllm cannot serve continual.merge_each_update (untracked merges change "
+                             "the base weights the server holds); use the adapter stack")
+        if self.continual.routing.enabled and self.continual.merge_each_update:
+            raise ValueError("continual.routing needs the adapter stack; it cannot route merge_each_update")
+        if self.continual.routing.enabled and self.backend.kind == "vllm":
+            raise ValueError("continual.routing is answered in-process only for now; set continual.routing.enabled: "
+                             "false with backend.kind=vllm")
+        return self
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
+        data = self.model_dump()
+        for name, values in sections.items():
+            data[name] = {**data[name], **values} if isinstance(data[name], dict) else values
+        return SealConfig.model_validate(data)
+
+
+def load_config(path: str | Path) -> SealConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    try:
+        return SealConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{p}: invalid config:\n{e}") from e
+
+
+def apply_sets(cfg: SealConfig, sets: list[str]) -> SealConfig:
+    """`--set section.key=value` overrides (value parsed as YAML), validated like the file itself."""
+    data = cfg.model_dump()
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: no config section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {key}: unknown key {parts[-1]!r}")
+        node[parts[-1]] = yaml.safe_load(value)
+    try:
+        return SealConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid --set override:\n{e}") from e

@@ -1,0 +1,88 @@
+"""Closed-book evaluation: the student answers a passage's questions with the passage absent, then is graded."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.documents import Passage
+from evaluation.graders import Judge, contains, exact_match, f1, recites_other
+from student.adapters import Student
+from student.generation import SamplingParams, generate, render_prompt
+
+QUESTION_PROMPT = "Answer the question with a short phrase.\nQuestion: {q}"
+
+
+def question_prompt(q: str) -> str:
+    return QUESTION_PROMPT.format(q=q)
+
+
+def answer(student: Student, adapter: str | None, questions: list[str], max_new_tokens: int, batch_size: int,
+           backend=None) -> list[str]:
+    """Greedy answers, batched, with `adapter` active (None = the base model). With a `backend` (vLLM),
+    `adapter` is the server-side LoRA name and every question goes in one request. `adapter` may also be an
+    serving.routing.AdapterRouting: each question is then answered with the adapters it routes to."""
+    if hasattr(adapter, "names_for"):
+        if backend is not None:
+            raise ValueError("routed adapters are answered in-process only")
+        groups: dict[tuple, list[int]] = {}
+        for i, names in enumerate(adapter.names_for(questions)):
+            groups.setdefault(tuple(names), []).append(i)
+        out = [""] * len(questions)
+        for names, idx in groups.items():
+            for i, a in zip(idx, answer(student, list(names) or None, [questions[i] for i in idx], max_new_tokens,
+                                        batch_size)):
+                out[i] = a
+        return out
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    if backend is not None:
+        outs = backend.complete([question_prompt(q) for q in questions], params, adapter=adapter,
+                                batch_size=max(len(questions), 1))
+        return [o[0] for o in outs]
+    with student.use(adapter) as model:
+        outs = generate(model, student.tokenizer, [question_prompt(q) for q in questions], params, batch_size=batch_size)
+    return [o[0] for o in outs]
+
+
+def answer_likelihood(student: Student, adapter, qas, batch_size: int = 16) -> list[float]:
+    """Per question, the mean log-probability per token of its reference answer, asked as `answer` asks it
+    (closed book, chat format): the dense counterpart of containment (student/likelihood.py)."""
+    from student.likelihood import answer_logprobs
+
+    pairs = [(render_prompt(student.tokenizer, question_prompt(q.question)), q.answer) for q in qas]
+    with student.use(adapter) as model:
+        return answer_logprobs(model, student.tokenizer, pairs, batch_size)
+
+
+@dataclass
+class Graded:
+    question: str
+    gold: str
+    answer: str
+    em: float
+    f1: float
+    contains: float
+    recite: float
+    judge: bool | None = None
+    judged: bool = False
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def grade(passage: Passage, answers: list[str], judge: Judge | None = None) -> list[Graded]:
+    golds = [qa.answer for qa in passage.questions]
+    out = []
+    for i, (qa, a) in enumerate(zip(passage.questions, answers)):
+        others = golds[:i] + golds[i + 1 :]
+        g = Graded(qa.question, qa.answer, a, exact_match(a, qa.answer), f1(a, qa.answer), contains(a, qa.answer),
+                   recites_other(a, qa.answer, others, qa.question))
+        if judge is not None:
+            g.judge, g.judged = judge.grade(qa.question, qa.answer, a), True
+        out.append(g)
+    return out
+
+
+def evaluate_passage(student: Student, adapter: str | None, passage: Passage, max_new_tokens: int, batch_size: int,
+                     judge: Judge | None = None, backend=None) -> list[Graded]:
+    answers = answer(student, adapter, [qa.question for qa in passage.questions], max_new_tokens, batch_size,
+                     backend)
+    return grade(passage, answers, judge)

@@ -1,0 +1,121 @@
+"""Summaries of an eval run directory: means with passage-bootstrap intervals and paired differences."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from core.io import atomic_write_json, read_jsonl
+from core.stats import bootstrap_mean, paired_difference
+
+METRICS = ("contains", "f1", "em", "recite")
+PAIRS = [("learn", "passage"), ("learn", "passage-repeat"), ("learn", "none"), ("learn", "self-edit"),
+         ("self-edit", "passage"), ("self-edit", "passage-repeat"), ("self-edit", "self-edit-unguarded"),
+         ("self-edit-unguarded", "passage"), ("passage", "none"), ("passage-repeat", "passage")]
+
+
+def _by_condition(records: list[dict], metric: str) -> dict[str, dict[str, list[float]]]:
+    """condition -> doc_id -> per-question values (ordered by question index, last write wins)."""
+    cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        v = r.get(metric)
+        if metric == "judge":
+            if not r.get("judged") or v is None:
+                continue
+            v = float(v)
+        cells[r["condition"]][r["doc_id"]][r["q"]] = float(v)
+    return {c: {d: [qs[k] for k in sorted(qs)] for d, qs in docs.items()} for c, docs in cells.items()}
+
+
+def _regrade_recitation(records: list[dict]) -> None:
+    """Recompute the recitation control from the stored answers, so a refined control applies to old runs."""
+    from evaluation.graders import recites_other
+
+    golds: dict[tuple, dict[int, str]] = defaultdict(dict)
+    for r in records:
+        golds[(r["doc_id"], r["condition"])][r["q"]] = r["gold"]
+    for r in records:
+        others = [g for q, g in golds[(r["doc_id"], r["condition"])].items() if q != r["q"]]
+        r["recite"] = recites_other(r["answer"], r["gold"], others, r.get("question", ""))
+
+
+def summarize(run_dir: Path, seed: int = 0) -> dict:
+    records = read_jsonl(run_dir / "records.jsonl")
+    _regrade_recitation(records)
+    units = read_jsonl(run_dir / "units.jsonl")
+    conds = list(dict.fromkeys(r["condition"] for r in records))
+    # Compare conditions only on passages every condition finished, so a partial run is still paired.
+    docs_per_cond = defaultdict(set)
+    for u in units:
+        docs_per_cond[u["condition"]].add(u["doc_id"])
+    common = set.intersection(*docs_per_cond.values()) if docs_per_cond else set()
+    order = [d for d in dict.fromkeys(r["doc_id"] for r in records) if d in common]
+    out: dict = {"passages": len(order), "conditions": {}, "paired": {}}
+    by_metric = {m: _by_condition(records, m) for m in (*METRICS, "judge")}
+    for c in conds:
+        row = {}
+        for m in METRICS:
+            row[m] = bootstrap_mean([by_metric[m].get(c, {}).get(d, []) for d in order], seed=seed)
+        judged = [by_metric["judge"].get(c, {}).get(d, []) for d in order]
+        n_judge_rows = sum(1 for r in records if r["condition"] == c and r["doc_id"] in common and r.get("judged"))
+        if n_judge_rows:
+            row["judge"] = bootstrap_mean(judged, seed=seed)
+            row["ungraded"] = n_judge_rows - sum(len(j) for j in judged)
+        cu = [u for u in units if u["condition"] == c and u["doc_id"] in common]
+        steps = [u["train"]["steps"] for u in cu if u.get("train")]
+        secs = [u["train"]["seconds"] for u in cu if u.get("train")]
+        row["mean_steps"] = sum(steps) / len(steps) if steps else 0
+        row["mean_train_s"] = sum(secs) / len(secs) if secs else 0
+        row["mean_unit_s"] = sum(u["seconds"]["total"] for u in cu) / max(1, len(cu))
+        drops = [u["canary_drop"] for u in cu if u.get("canary_drop") is not None]
+        if drops:
+            row["canary_drop"] = sum(drops) / len(drops)
+            row["drift"] = sum(u["drift"] for u in cu if u.get("drift") is not None) / len(drops)
+        unrouted = [u["canary_drop_unrouted"] for u in cu if u.get("canary_drop_unrouted") is not None]
+        if unrouted:  # routing on: the adapter's cost had it answered everything
+            row["canary_drop_unrouted"] = sum(unrouted) / len(unrouted)
+        if any("units" in u for u in cu):
+            row["mean_units_kept"] = sum(u.get("units", 0) for u in cu) / max(1, len(cu))
+            row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
+        out["conditions"][c] = row
+    teacher_pairs = [(c, b) for c in conds if c.startswith("teacher:") for b in ("self-edit", "passage")]
+    for a, b in [*PAIRS, *teacher_pairs]:
+        if a in conds and b in conds:
+            out["paired"][f"{a} - {b}"] = {
+                m: paired_difference([by_metric[m][a].get(d, []) for d in order],
+                                     [by_metric[m][b].get(d, []) for d in order], seed=seed)
+                for m in ("contains", "f1", "recite")
+            }
+    return out
+
+
+def _pct(x: dict) -> str:
+    return f"{100 * x['mean']:.1f} [{100 * x['lo']:.1f}, {100 * x['hi']:.1f}]"
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"Passages: {summary['passages']}  (mean, 95% passage-bootstrap interval, in %)", "",
+             "| condition | contains | F1 | EM | recites other gold | steps | train s | units kept/dropped | "
+             "canary drop (points) | drift |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c, r in summary["conditions"].items():
+        kd = (f"{r['mean_units_kept']:.1f}/{r['mean_units_dropped']:.1f}" if "mean_units_kept" in r else "")
+        lines.append(f"| {c} | {_pct(r['contains'])} | {_pct(r['f1'])} | {_pct(r['em'])} | {_pct(r['recite'])} | "
+                     f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {kd} | "
+                     + (f"{100 * r['canary_drop']:+.1f}" + (f" (unrouted {100 * r['canary_drop_unrouted']:+.1f})"
+                                                              if "canary_drop_unrouted" in r else "")
+                        + f" | {r['drift']:.4f} |" if "canary_drop" in r else " | |"))
+        if "judge" in r:
+            lines[-1] += f" judge {_pct(r['judge'])}, ungraded {r['ungraded']}"
+    if summary["paired"]:
+        lines += ["", "| paired difference | contains | F1 | recites |", "|---|---|---|---|"]
+        for k, d in summary["paired"].items():
+            cell = lambda x: f"{100 * x['diff']:+.1f} [{100 * x['lo']:+.1f}, {100 * x['hi']:+.1f}]"  # noqa: E731
+            lines.append(f"| {k} | {cell(d['contains'])} | {cell(d['f1'])} | {cell(d['recite'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, seed: int = 0) -> dict:
+    s = summarize(run_dir, seed)
+    atomic_write_json(run_dir / "summary.json", s)  # shards of one run may write it at the same time
+    (run_dir / "table.md").write_text(markdown(s))
+    return s

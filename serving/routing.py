@@ -1,0 +1,67 @@
+"""Routed adapters: each question is answered by the untouched model plus only the adapter that learned the
+document the question is about (memory/router.py), so a question about none of the learned documents meets the
+untouched weights. Each document's adapter is trained alone on the base (not on top of the stack), so it can
+be applied alone; a version still lists all of them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memory.router import DocumentRouter, Route
+
+
+@dataclass
+class AdapterRouting:
+    router: DocumentRouter
+    adapter_of: dict[str, str]  # doc_id -> live adapter name
+
+    def routes(self, questions: list[str]) -> list[Route]:
+        return [self.router.route(q) for q in questions]
+
+    def names_for(self, questions: list[str]) -> list[list[str]]:
+        """The adapters that answer each question ([] = the untouched model)."""
+        return [[self.adapter_of[r.doc_id]] if r.doc_id in self.adapter_of else [] for r in self.routes(questions)]
+
+
+def general_texts(canary_settings) -> tuple[list[str], list[str]]:
+    """(background for idf, general questions for calibration): the shipped neutral prompts and the general
+    questions kept disjoint from the canary, so the canary stays a held-out check of the routing."""
+    from evaluation.canary import load_canary, load_neutral_prompts, load_retain_questions
+
+    drift, retain = load_neutral_prompts(canary_settings.prompts_file)
+    questions = load_retain_questions(canary_settings.retain_questions_file, load_canary(canary_settings.file))
+    return drift + retain + questions, questions
+
+
+def build_routing(adapter_of: dict[str, str], documents: dict[str, str], settings, canary_settings,
+                  texts: tuple[list[str], list[str]] | None = None) -> AdapterRouting | None:
+    """Routing from doc_id -> live adapter name (`documents`: doc_id -> text); None when there is nothing to
+    route to (the base answers everything). `texts`: general_texts() already read (else read here)."""
+    adapter_of = {d: a for d, a in adapter_of.items() if d in documents}
+    if not adapter_of:
+        return None
+    background, calibration = texts or general_texts(canary_settings)
+    router = DocumentRouter({d: documents[d] for d in adapter_of}, background, settings.min_score)
+    router.calibrate(calibration, settings.quantile, settings.min_score)
+    return AdapterRouting(router, adapter_of)
+
+
+class RoutingCache:
+    """The routing of the version last asked for (rebuilt when the version or its live adapters change);
+    one per process that answers: the learner and the server."""
+
+    def __init__(self, memory, settings, canary_settings):
+        self.memory, self.s, self.cs = memory, settings, canary_settings
+        self._key, self._value = None, None
+        self._texts = None  # the shipped general texts, read once per process
+
+    def get(self, manifest, names: list[str] | None) -> AdapterRouting | None:
+        if manifest is None or not names:
+            return None
+        key = (manifest.version, tuple(names))
+        if key != self._key:
+            adapter_of = {d: a.id for a in manifest.adapters if a.id in names for d in a.doc_ids}
+            docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
+                    if self.memory.has_document(d) and (p := self.memory.document(d))}
+            self._texts = self._texts or general_texts(self.cs)
+            self._key, self._value = key, build_routing(adapter_of, docs, self.s, self.cs, self._texts)
+        return self._value

@@ -1,0 +1,302 @@
+"""Answering queries with a chosen student version: model names, version resolution, (streamed) generation.
+
+Names, as the OpenAI-compatible API sees them:
+    seal-student@prod, seal-student@latest, seal-student@<alias>   a movable alias (resolved per request)
+    seal-student-v17                                               an immutable version
+    base                                                           the untouched model
+The server resolves names to versions and hands requests to one generation backend: `BatchedGeneration`
+(in-process: one thread that owns the model decodes requests in batches, serving/batching.py, one version's
+weights per batch, under the server's lock, which the embedded worker shares in `serve_model: shared`) or
+`VLLMGeneration` (a vLLM server holding the versions' adapters).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from student.stack import StackError, StackStore
+
+PREFIX = "seal-student"
+
+
+class ModelNotFound(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # stop | length
+    seconds: float
+    model: str  # the concrete version that answered (student-v17 or base)
+    adapters: tuple[str, ...] | None = None  # with routing: the adapters this request met (() = base weights)
+
+
+@dataclass
+class GenerationStats:
+    tokens: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+
+
+class StudentServer:
+    def __init__(self, student, stack: StackStore, base_name: str, lock: threading.Lock | None = None,
+                 vllm=None, routing=None, settings=None):
+        """`vllm` (serving.vllm_adapters.VLLMAdapters) answers on a vLLM server; else in-process, batched."""
+        from core.config import ServingSettings
+        from serving.batching import LoadedVersions
+
+        self.student, self.stack, self.base_name = student, stack, base_name
+        self.routing = routing  # serving.routing.RoutingCache: each request meets only its document's adapter
+        self.lock = lock or threading.Lock()
+        self.settings = settings or ServingSettings()
+        self.stats = GenerationStats()
+        self._stats_lock = threading.Lock()
+        self.loaded = LoadedVersions(self.settings.max_loaded_versions)
+        self.backend = VLLMGeneration(vllm, self.record) if vllm is not None else BatchedGeneration(self)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether requests can be submitted to the batcher and awaited (the API's async path)."""
+        return isinstance(self.backend, BatchedGeneration)
+
+    @property
+    def batcher(self):
+        return self.backend.batcher if self.in_process else None
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- names ----------------------------------------------------------------------------------------------
+    def models(self) -> list[dict]:
+        out = [{"id": "base", "object": "model", "owned_by": "seal-agent", "root": self.base_name}]
+        aliases = self.stack.aliases()
+        for alias, v in sorted(aliases.items()):
+            out.append({"id": f"{PREFIX}@{alias}", "object": "model", "owned_by": "seal-agent",
+                        "root": f"{PREFIX}-v{v}"})
+        for v in self.stack.versions():
+            out.append({"id": f"{PREFIX}-v{v}", "object": "model", "owned_by": "seal-agent",
+                        "aliases": [a for a, x in aliases.items() if x == v]})
+        return out
+
+    def resolve(self, model: str):
+        """The manifest behind a model name, or None for the base model."""
+        if model in ("base", self.base_name):
+            return None
+        if model == PREFIX:
+            model = f"{PREFIX}@prod"
+        try:
+            if model.startswith(f"{PREFIX}@"):
+                return self.stack.resolve(model.split("@", 1)[1])
+            if model.startswith(f"{PREFIX}-v") and model[len(PREFIX) + 2:].isdigit():
+                return self.stack.manifest(int(model[len(PREFIX) + 2:]))
+        except StackError as e:
+            raise ModelNotFound(str(e)) from e
+        raise ModelNotFound(f"unknown model {model!r}; see GET /v1/models")
+
+    # -- versions' weights (in-process) ------------------------------------------------------------------------
+    def _load(self, manifest) -> list[str]:
+        """A version's adapters, all kept as adapters (merged ones too): the base weights stay untouched, so going
+        from a merged version to `base` and back costs no restore and re-merge of the full weights."""
+        if self.student.merged:
+            self.student.restore_base()
+        live = self.student.adapters()
+        need = [a for a in manifest.adapters if a.id not in live]
+        if need:
+            self.stack.verify(type(manifest)(manifest.version, manifest.parent, tuple(need), manifest.created_at,
+                                             manifest.note))
+            for a in need:
+                self.student.load(self.stack.adapter_dir(a.id), a.id)
+        names = [a.id for a in manifest.adapters]
+        self.loaded.touch(manifest.version, names, self.student.drop)
+        return names
+
+    def activate_batch(self, manifest, route_texts: list[str]) -> tuple[list[list[str]], bool]:
+        """On the batcher's thread, under the lock: the adapters each request of one version meets."""
+        if manifest is None:
+            if self.student.merged:
+                self.student.restore_base()
+            return [[] for _ in route_texts], False
+        names = self._load(manifest)
+        routing = self.routing.get(manifest, names) if self.routing is not None else None
+        if routing is not None:
+            return routing.names_for(route_texts), True
+        return [names for _ in route_texts], False
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def render_chat(self, messages: list[dict]) -> str:
+        tok = self.student.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+    def record(self, tokens: int, seconds: float, requests: int = 1) -> None:
+        with self._stats_lock:
+            self.stats.tokens += tokens
+            self.stats.seconds += seconds
+            self.stats.requests += requests
+
+    def submit(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None,
+               on_piece=None):
+        """Queue one request for the in-process batcher and return it (its `future` gives a Generation-like
+        `Finished`); raises ModelNotFound, or serving.batching.QueueFull when the queue is at its bound."""
+        if not self.in_process:
+            raise RuntimeError("submit() is the in-process path; this server answers on vLLM")
+        return self.backend.submit(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed,
+                                   route_text, on_piece)
+
+    def generation(self, req, fin) -> Generation:
+        """The Generation of a submitted request from the batcher's `Finished`."""
+        return self.backend.generation(req, fin)
+
+    def generate(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                 stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None
+                 ) -> Generation:
+        """`route_text`: what routed adapters are chosen by (the user's last message; default the prompt)."""
+        return self.backend.generate(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed,
+                                     route_text)
+
+    def stream(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None, seed: int | None = None, route_text: str | None = None
+               ) -> Iterator[str]:
+        """Yield text pieces as they are generated. The model is resolved before the first piece, so an unknown
+        name fails the request instead of the stream; a consumer that stops early drops out of its batch."""
+        return self.backend.stream(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed,
+                                   route_text)
+
+
+class BatchedGeneration:
+    """In-process: requests join the batcher's queue; the server's `activate_batch` puts each version's weights
+    in place for its batch."""
+
+    def __init__(self, server: StudentServer):
+        from serving.batching import BatchScheduler
+
+        self.server, self.tokenizer = server, server.student.tokenizer
+        s = server.settings
+        self.batcher = BatchScheduler(server.student.use, self.tokenizer, server.activate_batch, server.lock,
+                                      s.max_batch, s.max_wait_ms, s.max_queue,
+                                      on_batch=lambda rows, waits, tokens, seconds: server.record(tokens, seconds,
+                                                                                                  rows))
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def submit(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text, on_piece=None):
+        from serving.batching import Request
+
+        ids = self.tokenizer([prompt], add_special_tokens=False)["input_ids"][0]
+        req = Request(list(ids), max_tokens, temperature, top_p, seed, stop or None,
+                      version=manifest.version if manifest else None,
+                      target=manifest, route_text=prompt if route_text is None else route_text,
+                      on_piece=on_piece)
+        return self.batcher.submit(req)
+
+    def generation(self, req, fin) -> Generation:
+        m = req.target
+        return Generation(fin.text, fin.prompt_tokens, fin.completion_tokens, fin.finish_reason, fin.seconds,
+                          m.name if m else "base", fin.adapters if m is not None else None)
+
+    def generate(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text) -> Generation:
+        req = self.submit(manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text)
+        return self.generation(req, req.future.result())
+
+    def stream(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text) -> Iterator[str]:
+        import queue
+
+        q: queue.Queue = queue.Queue()
+        req = self.submit(manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text, on_piece=q.put)
+        req.future.add_done_callback(lambda _f: q.put(None))
+
+        def pieces():
+            try:
+                while (piece := q.get()) is not None:
+                    yield piece
+                req.future.result()  # a failed batch fails the stream
+            finally:
+                req.cancelled = True
+
+        return pieces()
+
+
+class VLLMGeneration:
+    """On a vLLM server: each version is one (folded) LoRA adapter the server holds (serving/vllm_adapters.py).
+    Routing does not apply here (the config refuses routing with the vLLM backend)."""
+
+    def __init__(self, vllm, record):
+        self.vllm, self.record = vllm, record
+
+    def close(self) -> None:
+        pass
+
+    def _on_vllm(self, manifest, call):
+        """Run `call(server_model_name)`; if the server forgot our adapter (restarted), load it and retry once."""
+        from serving.backend import BackendError
+
+        name = self.vllm.ensure(manifest)
+        try:
+            return call(name or self.vllm.base_model())
+        except BackendError as e:
+            if name is None or "404" not in str(e):
+                raise
+            self.vllm.forget(name)
+            return call(self.vllm.ensure(manifest))
+
+    def generate(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text=None) -> Generation:
+        from student.generation import SamplingParams
+
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        t0 = time.perf_counter()
+        c = self._on_vllm(manifest, lambda m: self.vllm.client.completions(m, [prompt], params, seed))[0][0]
+        seconds = time.perf_counter() - t0
+        text, cut = _cut_at_stop(c.text, stop)
+        self.record(c.completion_tokens, seconds)
+        return Generation(text, c.prompt_tokens, c.completion_tokens, "stop" if cut else c.finish_reason, seconds,
+                          manifest.name if manifest else "base")
+
+    def stream(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text=None) -> Iterator[str]:
+        from student.generation import SamplingParams
+
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        name = self._on_vllm(manifest, lambda m: m)  # load before the first piece: errors fail the request
+        t0 = time.perf_counter()
+
+        def pieces():
+            n = [0]
+
+            def counted():
+                for piece in self.vllm.client.stream(name, prompt, params, seed):
+                    n[0] += 1
+                    yield piece
+            try:
+                yield from _until_stop(counted(), stop)
+            finally:
+                self.record(n[0], time.perf_counter() - t0)
+
+        return pieces()
+
+
+def _until_stop(pieces: Iterator[str], stop: list[str] | None) -> Iterator[str]:
+    """Pass text pieces through until a stop string appears (the text before it is still sent)."""
+    sent = ""
+    for piece in pieces:
+        if not piece:
+            continue
+        text, cut = _cut_at_stop(sent + piece, stop)
+        if text[len(sent):]:
+            yield text[len(sent):]
+        sent = text
+        if cut:
+            break
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    if not stop:
+        return text, False
+    idx = [i for s in stop if s and (i := text.find(s)) >= 0]
+    return (text[:min(idx)], True) if idx else (text, False)
