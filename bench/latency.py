@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         built = []
         for i in range(depth):
             name = f"lat{i}"
-            st._add(name, seed=i)
+            st.add_adapter(name, seed=i)
             with torch.no_grad():
                 for mod in st.peft.modules():
                     if hasattr(mod, "lora_B") and name in mod.lora_B:

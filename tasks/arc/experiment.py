@@ -20,6 +20,7 @@ from tasks.arc.grids import Task
 from tasks.arc.solve import run_spec
 from tasks.arc.spec import ORACLE, ToolSpec
 from tasks.arc.tool_spec import sample_constrained, sample_specs, spec_pair
+from teacher.rl.improve import teacher_train_settings, train_teacher_version
 from teacher.versions import TeacherStore
 
 
@@ -174,14 +175,11 @@ def rl(rt, tasks: list[Task], out: Path, rounds: int, log=print) -> list[dict]:
             # constrained: the text the teacher's choices were scored in; free: the canonical JSON
             pairs = [spec_pair(st.tokenizer, t, s, raw if rt.cfg.arc.spec_sampling == "constrained" else None)
                      for t, s, raw in wins]
-            settings = TrainSettings(rank=rt.cfg.rl.train.rank, alpha=rt.cfg.rl.train.alpha,
-                                     learning_rate=rt.cfg.arc.rl_learning_rate, epochs=rt.cfg.arc.rl_epochs,
-                                     max_seq_len=rt.cfg.rl.train.max_seq_len)
-            live = f"arc-teacher-{r}"
-            st.train_adapter([], live, seed=rt.cfg.seed + r, settings=settings, pairs=pairs)
-            summary["new_teacher"] = store.commit(st, live, r + 1, v, r, "base", len(pairs),
-                                                  summary["success_rate"]).version
-            st.drop(live)
+            settings = teacher_train_settings(rt.cfg.rl.train, learning_rate=rt.cfg.arc.rl_learning_rate,
+                                              epochs=rt.cfg.arc.rl_epochs, batch_size=TrainSettings().batch_size)
+            new, _ = train_teacher_version(st, store, pairs, r + 1, v, r, "base", summary["success_rate"], settings,
+                                           rt.cfg.seed + r)
+            summary["new_teacher"] = new.version
         elif r + 1 in store.versions():
             summary["new_teacher"] = r + 1
         append_jsonl(out / "rounds.jsonl", summary)

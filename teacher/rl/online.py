@@ -17,12 +17,12 @@ from pathlib import Path
 
 from core.config import SealConfig
 from core.documents import Passage
-from core.settings.student import TrainSettings
 from evaluation.closed_book import evaluate_passage
 from memory.store import MemoryStore
 from student.generation import SamplingParams, generate, render_prompt
 from teacher.prompts import self_edit_prompt
 from teacher.rl.candidates import seed_of
+from teacher.rl.improve import teacher_train_settings, train_teacher_version
 from teacher.self_edit import build_self_edit
 from teacher.versions import TeacherStore
 
@@ -112,16 +112,9 @@ class OnlineTeacher:
             p = self.memory.document(r["doc_id"])
             pairs.append((render_prompt(self.teacher_st.tokenizer, self_edit_prompt(p, self.cfg.teacher.format)),
                           r["raw"]))
-        t = self.cfg.rl.train
-        live = f"teacher-train-{version}"
-        if self.teacher_st.merged:
-            self.teacher_st.restore_base()  # the teacher learns on the untouched base
-        self.teacher_st.train_adapter([], live, seed=seed_of(self.cfg.seed, "online-teacher", version), pairs=pairs,
-                                   settings=TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate,
-                                                          epochs=t.epochs, batch_size=t.batch_size,
-                                                          max_seq_len=t.max_seq_len))
-        self.store.commit(self.teacher_st, live, version, current, -1, "online", len(pairs), float("nan"))
-        self.teacher_st.drop(live)
+        train_teacher_version(self.teacher_st, self.store, pairs, version, current, -1, "online", float("nan"),
+                              teacher_train_settings(self.cfg.rl.train),
+                              seed_of(self.cfg.seed, "online-teacher", version))
         self.store.set_current(current)  # committed, not promoted yet
         self.memory.mark_samples_trained(docs, version)
         holdout = self._holdout()

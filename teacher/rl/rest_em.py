@@ -22,7 +22,6 @@ from typing import Callable
 from core.config import SealConfig
 from core.documents import Passage
 from core.io import append_jsonl, read_jsonl
-from core.settings.student import TrainSettings
 from student.generation import SamplingParams, generate, render_prompt
 from student.runtime import Runtime
 from teacher.diversity import edit_diversity
@@ -30,6 +29,7 @@ from teacher.prompts import self_edit_prompt
 from teacher.rewards import Scored, select_winners
 from teacher.rl.candidates import (CandidateJob, candidate_monitor, evaluate_candidate, passage_json, probe_accuracy,
                                    seed_of, settings_digest)
+from teacher.rl.improve import teacher_train_settings, train_teacher_version
 from teacher.versions import TeacherStore
 
 
@@ -180,14 +180,9 @@ class RestEM:
             summary["new_teacher"] = None
             self.log(f"round {r}: no candidate beat the threshold; the teacher stays teacher-v{tv}")
             return summary
-        t = self.s.train
-        settings = TrainSettings(rank=t.rank, alpha=t.alpha, learning_rate=t.learning_rate, epochs=t.epochs,
-                                 batch_size=t.batch_size, max_seq_len=t.max_seq_len)
-        live = f"teacher-train-{r}"
-        stats = self.teacher_st.train_adapter([], live, seed=seed_of(self.cfg.seed, "teacher", r), settings=settings,
-                                              pairs=pairs, progress=self.progress, desc=f"teacher round {r}")
-        v = self.teachers.commit(self.teacher_st, live, r + 1, tv, r, "base", len(pairs), summary["mean_reward"])
-        self.teacher_st.drop(live)
+        v, stats = train_teacher_version(self.teacher_st, self.teachers, pairs, r + 1, tv, r, "base",
+                                         summary["mean_reward"], teacher_train_settings(self.s.train),
+                                         seed_of(self.cfg.seed, "teacher", r), self.progress, f"teacher round {r}")
         summary |= {"new_teacher": v.version, "teacher_train": stats.summary()}
         return summary
 
