@@ -77,9 +77,11 @@ def parse_conditions(spec: str) -> list[Condition]:
 
 class EvalRun:
     def __init__(self, rt: Runtime, conditions: list[Condition], out: Path,
-                 log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None):
+                 log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None,
+                 unrouted: bool = True):
         self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
         self.judge, self.progress = judge, progress
+        self.unrouted = unrouted  # with routing: also the canary had the adapter answered everything (one more pass)
         self.records_path = out / "records.jsonl"
         self.units_path = out / "units.jsonl"
         self.edits_path = out / "self_edits.jsonl"
@@ -221,12 +223,13 @@ class EvalRun:
             g = self.general.measure(self.rt.student, [adapter] if adapter else None, routing=routing)
             info = info | {"canary": g.canary.accuracy, "canary_drop": self.canary_base - g.canary.accuracy,
                            "drift": g.drift}
-            if routing is not None:  # and the adapter's own cost, had it been applied to everything
+            if routing is not None:  # how many of its own questions reach the adapter
+                info["routed_share"] = sum(r.doc_id is not None for r in routing.routes(
+                    [q.question for q in p.questions])) / max(1, len(p.questions))
+            if routing is not None and self.unrouted:  # and the adapter's own cost, had it answered everything
                 u = self.general.measure(self.rt.student, [adapter])
                 info = info | {"canary_unrouted": u.canary.accuracy,
-                               "canary_drop_unrouted": self.canary_base - u.canary.accuracy,
-                               "routed_share": sum(r.doc_id is not None for r in routing.routes(
-                                   [q.question for q in p.questions])) / max(1, len(p.questions))}
+                               "canary_drop_unrouted": self.canary_base - u.canary.accuracy}
         if adapter:
             self.rt.student.drop(adapter)
         for qi, g in enumerate(graded):

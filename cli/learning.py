@@ -147,6 +147,9 @@ def eval_cmd(
                                         "teacher:RUN@N."),
     canary: bool = typer.Option(True, help="Also measure the general-capability canary and drift after every "
                                            "adaptation (what each condition costs the model)."),
+    unrouted_canary: bool = typer.Option(True, help="With routing, also measure the canary with the adapter "
+                                                     "applied to every question (its cost to the weights; one more "
+                                                     "canary pass per adaptation)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Use the first N passages (after --offset)."),
     offset: int = typer.Option(0, min=0, help="Skip the first K passages."),
     every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
@@ -195,7 +198,7 @@ def eval_cmd(
 
         general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
     runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
-                     general=general)
+                     general=general, unrouted=unrouted_canary)
     runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed), shard=(si, sn))
     summary = write_report(run, cfg.seed)
     typer.echo(markdown(summary))

@@ -73,6 +73,7 @@ def summarize(run_dir: Path, seed: int = 0) -> dict:
         unrouted = [u["canary_drop_unrouted"] for u in cu if u.get("canary_drop_unrouted") is not None]
         if unrouted:  # routing on: the adapter's cost had it answered everything
             row["canary_drop_unrouted"] = sum(unrouted) / len(unrouted)
+            row["n_unrouted"] = len(unrouted)  # --no-unrouted-canary skips it: say over how many passages
         if any("units" in u for u in cu):
             row["mean_units_kept"] = sum(u.get("units", 0) for u in cu) / max(1, len(cu))
             row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
@@ -101,7 +102,8 @@ def markdown(summary: dict) -> str:
         kd = (f"{r['mean_units_kept']:.1f}/{r['mean_units_dropped']:.1f}" if "mean_units_kept" in r else "")
         lines.append(f"| {c} | {_pct(r['contains'])} | {_pct(r['f1'])} | {_pct(r['em'])} | {_pct(r['recite'])} | "
                      f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {kd} | "
-                     + (f"{100 * r['canary_drop']:+.1f}" + (f" (unrouted {100 * r['canary_drop_unrouted']:+.1f})"
+                     + (f"{100 * r['canary_drop']:+.1f}" + (f" (unrouted {100 * r['canary_drop_unrouted']:+.1f}"
+                                                                f"{'' if r.get('n_unrouted') == summary['passages'] else ', over %d passages' % r['n_unrouted']})"
                                                               if "canary_drop_unrouted" in r else "")
                         + f" | {r['drift']:.4f} |" if "canary_drop" in r else " | |"))
         if "judge" in r:

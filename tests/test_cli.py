@@ -120,3 +120,22 @@ def test_continual_cli_flow(tiny_config_file, tmp_path):
     r = run("remove-doc", rep["docs"][1], "-c", tiny_config_file, *sets)
     assert r.exit_code == 0 and "(removed)" in r.output and "student-v4" in r.output, r.output
     assert run("remove-doc", "nope", "-c", tiny_config_file, *sets).exit_code == 2
+
+
+def test_eval_shards_share_one_directory_and_can_skip_the_unrouted_canary(tiny_config_file, passages_file, tmp_path):
+    out = tmp_path / "shards"
+    base = ["eval", "--passages", passages_file, "--conditions", "none,passage", "--out", out,
+            "-c", tiny_config_file, "--set", "continual.routing.enabled=true"]
+    assert run(*base, "--shard", "0/2").exit_code == 0
+    assert {u["passage"] for u in read_jsonl(out / "units.jsonl")} == {0}  # every other passage, from the first
+    r = run(*base, "--shard", "1/2", "--no-unrouted-canary")
+    assert r.exit_code == 0, r.output
+    units = {(u["passage"], u["condition"]): u for u in read_jsonl(out / "units.jsonl")}
+    assert set(units) == {(0, "none"), (0, "passage"), (1, "none"), (1, "passage")}  # indices kept: seeds match
+    assert "canary_drop_unrouted" in units[(0, "passage")] and "canary_drop_unrouted" not in units[(1, "passage")]
+    assert "routed_share" in units[(1, "passage")] and "canary_drop" in units[(1, "passage")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passages"] == 2 and summary["conditions"]["passage"]["n_unrouted"] == 1
+    assert "over 1 passages" in (out / "table.md").read_text()
+    bad = runner.invoke(app, [str(a) for a in [*base, "--shard", "2/2"]])
+    assert bad.exit_code == 2 and "--shard" in bad.output
