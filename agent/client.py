@@ -6,7 +6,7 @@ from typing import Callable
 
 import httpx
 
-from memory.jobs import TERMINAL
+from core.states import TERMINAL
 
 
 class ApiError(RuntimeError):

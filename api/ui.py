@@ -18,7 +18,7 @@ from agent.audit import Audit
 from api.schemas import json_safe
 from api.ui_schemas import (CellDetail, Curves, DocumentDetail, Documents, Jobs, Matrix, Overview, VersionDetail,
                             Versions, WhoAmI)
-from memory.jobs import STATES
+from core.states import STATES
 from student.stack import StackError
 
 STATIC = Path(__file__).resolve().parent / "ui_static"

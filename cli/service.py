@@ -102,7 +102,7 @@ def _doc_json(p) -> dict:
 
 def _follow(client, jobs: list[dict]) -> list[dict]:
     """Wait for jobs with a progress bar; one line per finished job."""
-    from memory.jobs import TERMINAL
+    from core.states import TERMINAL
 
     with _progress() as prog:
         task = prog.add_task("learning", total=len(jobs))
@@ -218,7 +218,7 @@ def ingest(
             fail(str(e))
         return
     from agent.worker import open_worker, run_job
-    from memory.jobs import TERMINAL
+    from core.states import TERMINAL
 
     rt = load_runtime(cfg)
     ctx = open_worker(cfg, rt)

@@ -17,12 +17,9 @@ from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table,
 from sqlalchemy.exc import IntegrityError
 
 from core.documents import QA, Passage
+from core.states import RUNNING, STATES, TERMINAL
 from memory.database import open_engine
 from memory.schema import Migration, create, migrate
-
-RUNNING = ("writing_probes", "self_editing", "training", "evaluating")
-TERMINAL = ("promoted", "rejected", "failed", "cancelled")
-STATES = ("queued", *RUNNING, *TERMINAL)
 
 META = MetaData()
 JOBS = Table(

@@ -47,3 +47,10 @@ def test_the_embedded_path_does_not_import_the_queue_the_server_or_plotting():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_the_http_client_needs_no_database_library():
+    code = "import sys, agent.client\nprint('sqlalchemy' in sys.modules, 'torch' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
