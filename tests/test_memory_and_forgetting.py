@@ -82,8 +82,9 @@ def test_the_ledger_keeps_a_versions_replies_and_old_databases_stay_readable(db_
     p = passage_from_dict({"title": "T", "context": "Ctx.", "questions": [{"question": "q?", "answer": "a"}]})
     s.add_document(p)
     s.record(1, p.doc_id, 1, 1)  # as older code wrote it
-    with s.engine.begin() as c:  # the schema before this table existed
+    with s.engine.begin() as c:  # the schema before this table existed (and before versions were recorded)
         c.execute(text("DROP TABLE ledger_answers"))
+        c.execute(text("DROP TABLE schema_version"))
     s.close()
     s = MemoryStore(db_target)  # opening adds the table; the old cell reads as before, without replies
     assert s.ledger() == {1: {p.doc_id: 1.0}} and s.answers(1, p.doc_id) is None
