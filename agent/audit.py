@@ -3,7 +3,7 @@
 The existing report (agent.continual.forgetting_report) loads the whole ledger into Python; with 500
 documents and 1,000 versions that is ~220,000 rows and a second per call. Here each view reads only what one
 page shows (a window of versions x documents, a page of jobs or versions), and the curves are aggregated in
-SQL with the same definitions as agent/forgetting.compute (tests check they agree). Nothing here writes.
+SQL with the same definitions as evaluation/forgetting.compute (tests check they agree). Nothing here writes.
 """
 from __future__ import annotations
 
