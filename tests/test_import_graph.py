@@ -54,3 +54,13 @@ def test_the_http_client_needs_no_database_library():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_every_package_of_the_tree_ships_in_the_wheel():
+    """pyproject lists packages explicitly: a new sub-package missing there is absent from an installed wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    tree = {".".join(p.parent.relative_to(ROOT).parts) for f in import_graph.LAYERS
+            for p in (ROOT / f).rglob("__init__.py")}
+    assert tree == listed
