@@ -20,6 +20,7 @@ from tasks.arc.grids import Task
 from tasks.arc.solve import run_spec
 from tasks.arc.spec import ORACLE, ToolSpec
 from tasks.arc.tool_spec import sample_constrained, sample_specs, spec_pair
+from teacher.rewards import Scored, select_winners
 from teacher.rl.improve import teacher_train_settings, train_teacher_version
 from teacher.versions import TeacherStore
 
@@ -165,8 +166,12 @@ def rl(rt, tasks: list[Task], out: Path, rounds: int, log=print) -> list[dict]:
         runner = ArcRunner(rt, out / f"round{r}", log)
         rows = [row for t in tasks
                 for row in runner.run_condition(t, cond, rt.cfg.arc.samples, task_seed(rt.cfg.seed + r, t.id))]
-        wins = [(t, ToolSpec.model_validate(row["spec"]), row["raw"]) for t in tasks for row in rows
-                if row["task"] == t.id and row["solved"] and row["spec"]]
+        # the shared selection rule (teacher/rewards.py): reward = solved (0/1), every solved sample wins
+        by_task = {t.id: t for t in tasks}
+        scored = [Scored(row["task"], i, float(row["solved"]), 0.0, float(row["solved"]))
+                  for i, row in enumerate(rows) if row["spec"]]
+        wins = [(by_task[rows[w.k]["task"]], ToolSpec.model_validate(rows[w.k]["spec"]), rows[w.k]["raw"])
+                for w in sorted(select_winners(scored, "threshold", 0.5), key=lambda w: w.k)]
         summary = {"round": r, "teacher": v, "attempts": len(rows), "solved": sum(x["solved"] for x in rows),
                    "success_rate": sum(x["solved"] for x in rows) / max(1, len(rows)),
                    "invalid_samples": sum(len(x["invalid"]) for x in rows), "winners": len(wins), "new_teacher": None}

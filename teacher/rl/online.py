@@ -21,6 +21,7 @@ from evaluation.closed_book import evaluate_passage
 from memory.store import MemoryStore
 from student.generation import SamplingParams, generate, render_prompt
 from teacher.prompts import self_edit_prompt
+from teacher.rewards import Scored, select_winners
 from teacher.rl.candidates import seed_of
 from teacher.rl.improve import teacher_train_settings, train_teacher_version
 from teacher.self_edit import build_self_edit
@@ -98,8 +99,12 @@ class OnlineTeacher:
     def _retrain(self) -> TeacherUpdate | None:
         rows = [r for r in self.memory.samples() if r["gain"] is not None and r["trained_into"] is None]
         train_rows = [r for r in rows if not self.held_back(r["doc_id"])]
-        winners = [r for r in train_rows if r["chosen"] and r["gain"] > self.cfg.rl.threshold
-                   and self._units(r)]  # an emptied self-edit taught nothing of the teacher's
+        # the candidate the learner kept for each document wins if its gain beats the threshold (the shared rule,
+        # teacher/rewards.py); an emptied self-edit taught nothing of the teacher's, so it cannot win
+        kept = [r for r in train_rows if r["chosen"] and self._units(r)]
+        picked = {(w.doc_id, w.k) for w in select_winners(
+            [Scored(r["doc_id"], r["k"], r["gain"], 0.0, r["gain"]) for r in kept], "threshold", self.cfg.rl.threshold)}
+        winners = [r for r in kept if (r["doc_id"], r["k"]) in picked]
         docs = sorted({r["doc_id"] for r in train_rows})
         version = max(self.store.versions(), default=0) + 1
         current = self.store.current()
