@@ -38,14 +38,15 @@ TODAY_TRAIN = {"rank": 32, "alpha": 64, "learning_rate": 1e-3, "epochs": 10, "lo
 MODE_SETTINGS = {
     # the regime before the canary issue: self-edits as raw text, no retention, a plain stack, no gate
     "naive": {"continual": {"train_on": "self-edit", "replay": {"docs": 0}, "gate": {"enabled": False},
-                            "merge_each_update": False,
+                            "merge_each_update": False, "routing": {"enabled": False},
                             "consolidation": {"every": 0, "max_depth": 8, "into": "adapter"}},
               "train": TODAY_TRAIN},
     "merge": {"continual": {"train_on": "self-edit", "replay": {"docs": 0}, "gate": {"enabled": False},
-                            "merge_each_update": True}, "train": TODAY_TRAIN},
+                            "merge_each_update": True, "routing": {"enabled": False}}, "train": TODAY_TRAIN},
     # the best mode before the canary issue (configs/continual-ours.yaml): replay 4 + gate on document probes
-    "old-ours": {"continual": {"train_on": "self-edit", "replay": {"docs": 4},
-                               "gate": {"enabled": True, "max_canary_drop": None, "max_drift": None}},
+    "old-ours": {"continual": {"train_on": "self-edit", "replay": {"docs": 4}, "routing": {"enabled": False},
+                               "gate": {"enabled": True, "min_gain": 0.0, "max_canary_drop": None,
+                                        "max_drift": None}},
                  "train": TODAY_TRAIN},
     "ours": {},  # the config as given (configs/default.yaml: the default learning mode)
     # the config as given with routed adapters (each document's adapter alone, applied to its questions only)
