@@ -166,7 +166,7 @@ class ContinualLearner:
         if self.vllm is None:
             routing = self.routing(m, names)
             return lambda doc: self.accuracy(routing or names, doc)
-        served = self.vllm.ensure(m)
+        served = self._served(m, names)
 
         def acc(doc: Passage) -> float:
             graded = evaluate_passage(self.student, served, doc, self.cfg.eval.max_new_tokens,
@@ -180,9 +180,19 @@ class ContinualLearner:
         if self.vllm is None:
             routing = self.routing(m, names)
             return lambda doc: self.graded(routing or names, doc)
-        served = self.vllm.ensure(m)
+        served = self._served(m, names)
         return lambda doc: evaluate_passage(self.student, served, doc, self.cfg.eval.max_new_tokens,
                                             self.cfg.eval.batch_size, backend=self.generation)
+
+    def _served(self, m: Manifest | None, names: list[str]):
+        """What answers for a committed version on the vLLM server: its folded adapter's name (None: the base),
+        or, routed, a ServedRouting that asks the server for each question's own document's adapter."""
+        routing = self.routing(m, names)
+        if routing is None:
+            return self.vllm.ensure(m)
+        from serving.routing import ServedRouting
+
+        return ServedRouting(routing, lambda adapter_id: self.vllm.ensure_adapter(m, adapter_id))
 
     def routing(self, m: Manifest | None, names: list[str]):
         """How a version answers in routed mode (serving/routing.py); None when not routed or nothing to route."""
@@ -568,7 +578,7 @@ class ContinualLearner:
     def _measure_general(self, m: Manifest, names: list[str]):
         if self.general is None:
             return None
-        served = self.vllm.ensure(m) if self.vllm is not None else None
+        served = self._served(m, names) if self.vllm is not None else None
         g = self.general.measure(self.student, names, served=served, backend=self.generation,
                                  routing=self.routing(m, names))
         self.memory.record_general(m.version, g.canary.correct, g.canary.total, g.drift, g.to_json())

@@ -215,9 +215,6 @@ class SealConfig(BaseModel):
                              "the base weights the server holds); use the adapter stack")
         if self.continual.routing.enabled and self.continual.merge_each_update:
             raise ValueError("continual.routing needs the adapter stack; it cannot route merge_each_update")
-        if self.continual.routing.enabled and self.backend.kind == "vllm":
-            raise ValueError("continual.routing is answered in-process only for now; set continual.routing.enabled: "
-                             "false with backend.kind=vllm")
         return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":

@@ -18,18 +18,17 @@ def question_prompt(q: str) -> str:
 def answer(student: Student, adapter: str | None, questions: list[str], max_new_tokens: int, batch_size: int,
            backend=None) -> list[str]:
     """Greedy answers, batched, with `adapter` active (None = the base model). With a `backend` (vLLM),
-    `adapter` is the server-side LoRA name and every question goes in one request. `adapter` may also be an
-    serving.routing.AdapterRouting: each question is then answered with the adapters it routes to."""
+    `adapter` is the server-side LoRA name and every question goes in one request. `adapter` may also be a
+    routing (serving.routing.AdapterRouting, or ServedRouting with a backend): each question is then answered
+    with the adapters it routes to, one group of questions per adapter."""
     if hasattr(adapter, "names_for"):
-        if backend is not None:
-            raise ValueError("routed adapters are answered in-process only")
         groups: dict[tuple, list[int]] = {}
         for i, names in enumerate(adapter.names_for(questions)):
             groups.setdefault(tuple(names), []).append(i)
         out = [""] * len(questions)
         for names, idx in groups.items():
             for i, a in zip(idx, answer(student, list(names) or None, [questions[i] for i in idx], max_new_tokens,
-                                        batch_size)):
+                                        batch_size, backend)):
                 out[i] = a
         return out
     params = SamplingParams(max_new_tokens=max_new_tokens)

@@ -5,6 +5,7 @@ be applied alone; a version still lists all of them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from memory.router import DocumentRouter, Route
 
@@ -20,6 +21,22 @@ class AdapterRouting:
     def names_for(self, questions: list[str]) -> list[list[str]]:
         """The adapters that answer each question ([] = the untouched model)."""
         return [[self.adapter_of[r.doc_id]] if r.doc_id in self.adapter_of else [] for r in self.routes(questions)]
+
+
+@dataclass
+class ServedRouting:
+    """A routing whose adapters are named as a generation backend knows them (a vLLM server's LoRA names).
+    `served_name` is called per routed adapter as questions arrive, so only adapters that some question meets
+    are loaded on the server."""
+
+    routing: AdapterRouting
+    served_name: Callable[[str], str]  # adapter id -> the backend's name for it
+
+    def routes(self, questions: list[str]) -> list[Route]:
+        return self.routing.routes(questions)
+
+    def names_for(self, questions: list[str]) -> list[list[str]]:
+        return [[self.served_name(n) for n in names] for names in self.routing.names_for(questions)]
 
 
 def general_texts(canary_settings) -> tuple[list[str], list[str]]:

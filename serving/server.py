@@ -57,7 +57,8 @@ class StudentServer:
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
         self.loaded = LoadedVersions(self.settings.max_loaded_versions)
-        self.backend = VLLMGeneration(vllm, self.record) if vllm is not None else BatchedGeneration(self)
+        self.backend = (VLLMGeneration(vllm, self.record, routing) if vllm is not None
+                        else BatchedGeneration(self))
 
     @property
     def in_process(self) -> bool:
@@ -225,45 +226,59 @@ class BatchedGeneration:
 
 
 class VLLMGeneration:
-    """On a vLLM server: each version is one (folded) LoRA adapter the server holds (serving/vllm_adapters.py).
-    Routing does not apply here (the config refuses routing with the vLLM backend)."""
+    """On a vLLM server: each version is one (folded) LoRA adapter the server holds (serving/vllm_adapters.py);
+    with routed adapters, this process routes each request and asks the server for the one adapter its text is
+    about (a document's adapter, loaded alone), or for the base model."""
 
-    def __init__(self, vllm, record):
-        self.vllm, self.record = vllm, record
+    def __init__(self, vllm, record, routing=None):
+        self.vllm, self.record, self.routing = vllm, record, routing
 
     def close(self) -> None:
         pass
 
-    def _on_vllm(self, manifest, call):
+    def _target(self, manifest, route_text: str):
+        """(load: () -> the server-side model name or None for the base, the routed adapters or None)."""
+        routing = (self.routing.get(manifest, [a.id for a in manifest.adapters])
+                   if self.routing is not None and manifest is not None and manifest.adapters else None)
+        if routing is None:
+            return (lambda: self.vllm.ensure(manifest)), None
+        ids = routing.names_for([route_text])[0]
+        if not ids:
+            return (lambda: None), ()
+        return (lambda: self.vllm.ensure_adapter(manifest, ids[0])), tuple(ids)
+
+    def _on_vllm(self, load, call):
         """Run `call(server_model_name)`; if the server forgot our adapter (restarted), load it and retry once."""
         from serving.backend import BackendError
 
-        name = self.vllm.ensure(manifest)
+        name = load()
         try:
             return call(name or self.vllm.base_model())
         except BackendError as e:
             if name is None or "404" not in str(e):
                 raise
             self.vllm.forget(name)
-            return call(self.vllm.ensure(manifest))
+            return call(load())
 
     def generate(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text=None) -> Generation:
         from student.generation import SamplingParams
 
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        load, adapters = self._target(manifest, prompt if route_text is None else route_text)
         t0 = time.perf_counter()
-        c = self._on_vllm(manifest, lambda m: self.vllm.client.completions(m, [prompt], params, seed))[0][0]
+        c = self._on_vllm(load, lambda m: self.vllm.client.completions(m, [prompt], params, seed))[0][0]
         seconds = time.perf_counter() - t0
         text, cut = _cut_at_stop(c.text, stop)
         self.record(c.completion_tokens, seconds)
         return Generation(text, c.prompt_tokens, c.completion_tokens, "stop" if cut else c.finish_reason, seconds,
-                          manifest.name if manifest else "base")
+                          manifest.name if manifest else "base", adapters)
 
     def stream(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text=None) -> Iterator[str]:
         from student.generation import SamplingParams
 
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
-        name = self._on_vllm(manifest, lambda m: m)  # load before the first piece: errors fail the request
+        load, _ = self._target(manifest, prompt if route_text is None else route_text)
+        name = self._on_vllm(load, lambda m: m)  # load before the first piece: errors fail the request
         t0 = time.perf_counter()
 
         def pieces():

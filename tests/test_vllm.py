@@ -140,3 +140,57 @@ def test_the_learner_samples_self_edits_and_measures_probes_on_the_server(setup,
     st.restore_base()
     for n in list(st.adapters()):
         st.drop(n)
+
+
+def test_routed_adapters_on_the_server(setup, tmp_path):
+    """backend.kind=vllm with routing on (the default): the learner answers each document's probes with that
+    document's adapter alone on the server, and the API process routes each request: a question about a document
+    meets its adapter, a general question the base; routed answers match the in-process routed answers."""
+    from agent.continual import open_learner
+    from core.documents import QA
+    from evaluation.closed_book import answer, question_prompt
+    from serving.routing import RoutingCache, ServedRouting
+
+    cfg, st, store, v1, v2, names, backend = setup
+    st.restore_base()
+    for n in list(st.adapters()):
+        st.drop(n)
+    cont = cfg.continual.model_dump()
+    c = cfg.with_overrides(
+        continual={**cont, "state_dir": str(tmp_path / "state"), "database": None, "train_on": "passage",
+                   "gate": {**cont["gate"], "enabled": False}, "canary": {**cont["canary"], "enabled": False},
+                   "routing": {"enabled": True, "quantile": 0.98, "min_score": 0.08}})
+    lr = open_learner(st, c)
+    docs = [Passage("Zorblax river", FACTS[0], (QA("Where does the Zorblax river flow?", "the Quimby sea"),)),
+            Passage("Anna Berg", FACTS[1], (QA("Who painted the northern harbour of Quimby?", "Anna Berg"),))]
+    for i, d in enumerate(docs):
+        assert lr.learn(d, seed=i).status == "promoted"
+    prod = lr.prod()
+    a1, a2 = prod.adapters
+    assert [a.doc_ids for a in prod.adapters] == [(docs[0].doc_id,), (docs[1].doc_id,)]
+    loaded = lr.vllm.loaded()
+    assert {lr.vllm.adapter_name(a1), lr.vllm.adapter_name(a2)} <= loaded  # probes met each document's adapter
+    assert lr.vllm.name_for(prod) not in loaded  # no folded version was needed
+
+    server = StudentServer(st, lr.stack, "tiny", vllm=lr.vllm,
+                           routing=RoutingCache(lr.memory, c.continual.routing, c.continual.canary))
+    raw = SamplingParams(max_new_tokens=12)
+    questions = [d.questions[0].question for d in docs] + ["What is the capital of France?"]
+    served_by = [lr.vllm.adapter_name(a1), lr.vllm.adapter_name(a2), lr.vllm.base_model()]
+    for q, adapters, name in zip(questions, [(a1.id,), (a2.id,), ()], served_by):
+        g = server.generate("seal-student@prod", question_prompt(q), 12, route_text=q)
+        assert g.adapters == adapters and g.model == prod.name, (q, g.adapters)
+        assert g.text == backend.client.completions(name, [question_prompt(q)], raw)[0][0].text
+        assert "".join(server.stream("seal-student@prod", question_prompt(q), 12, route_text=q)) == g.text
+
+    names_local = load_version(lr.stack, st, prod)
+    local = answer(st, lr.routing(prod, names_local), questions, 12, 4)
+    st.restore_base()
+    remote = answer(st, ServedRouting(lr.routing(prod, names_local), lambda a: lr.vllm.ensure_adapter(prod, a)),
+                    questions, 12, 4, backend=lr.generation)
+    assert sum(x == y for x, y in zip(local, remote)) >= len(questions) - 1, (local, remote)  # two engines
+    base = answer(st, None, questions, 12, 4, backend=lr.generation)
+    assert remote[2] == base[2] and (remote[0], remote[1]) != (base[0], base[1])  # only documents' questions change
+    lr.vllm.unload_all()
+    for n in list(st.adapters()):
+        st.drop(n)
