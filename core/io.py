@@ -23,18 +23,11 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, rename over it: readers see the old file or the new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_save(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -46,12 +39,14 @@ def atomic_write_json(path: Path, data, indent: int | None = 2) -> None:
 
 
 def atomic_save(path: Path, save) -> None:
-    """For writers that take a path (torch.save, safetensors): `save(tmp)` then the same rename."""
+    """For writers that take a path (torch.save, safetensors): `save(tmp)`, fsync, then the same rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     os.close(fd)
     try:
         save(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:

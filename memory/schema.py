@@ -48,6 +48,12 @@ def current_version(engine: Engine, component: str) -> int:
         return int(v or 0)
 
 
+def _refuse_newer(component: str, found: int, latest: int) -> None:
+    if found > latest:
+        raise SchemaError(f"the {component} schema of this database is version {found}, newer than this code "
+                          f"knows (version {latest}): upgrade seal-agent, or open a state folder of this release")
+
+
 def migrate(engine: Engine, component: str, migrations: list[Migration]) -> int:
     """Bring `component` to the last migration's version; returns it. Concurrent openers serialize on the
     write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock per component)."""
@@ -55,9 +61,7 @@ def migrate(engine: Engine, component: str, migrations: list[Migration]) -> int:
     if [m.version for m in migrations] != list(range(1, latest + 1)):
         raise ValueError(f"{component}: migrations must be numbered 1..N in order")
     found = current_version(engine, component)
-    if found > latest:
-        raise SchemaError(f"the {component} schema of this database is version {found}, newer than this code "
-                          f"knows (version {latest}): upgrade seal-agent, or open a state folder of this release")
+    _refuse_newer(component, found, latest)
     if found == latest:
         return found
     with engine.begin() as conn:
@@ -66,9 +70,7 @@ def migrate(engine: Engine, component: str, migrations: list[Migration]) -> int:
         SCHEMA_VERSION.create(conn, checkfirst=True)
         row = conn.execute(select(SCHEMA_VERSION.c.version).where(SCHEMA_VERSION.c.component == component)).scalar()
         found = int(row or 0)  # again, under the lock: another process may have migrated meanwhile
-        if found > latest:
-            raise SchemaError(f"the {component} schema of this database is version {found}, newer than this "
-                              f"code knows (version {latest})")
+        _refuse_newer(component, found, latest)
         for m in migrations:
             if m.version > found:
                 m.apply(conn)
