@@ -152,7 +152,7 @@ class Bench:
             st.drop("r")
 
 
-def summarize(rows: list[dict], out: Path) -> dict:
+def summarize(rows: list[dict], out: Path, eval_dir: Path | None = None) -> dict:
     base = {r["doc"]: r for r in rows if r["regime"] == "base"}
     by: dict[str, list[dict]] = {}
     for r in rows:
@@ -173,8 +173,21 @@ def summarize(rows: list[dict], out: Path) -> dict:
     if len(pairs) > 2:
         corr = {"pearson": _pearson(pairs), "spearman": _spearman(pairs), "n": len(pairs)}
     (out / "summary.json").write_text(json.dumps({"regimes": summary, "drift_vs_canary_drop": corr}, indent=2))
-    _plot(summary, by, out)
+    _plot(summary, by, out, _eval_points(eval_dir) if eval_dir else [])
     return {"regimes": summary, "corr": corr}
+
+
+def _eval_points(eval_dir: Path) -> list[dict]:
+    """`seal eval` conditions (its summary.json) as points on the same axes: the canary as served (routed) and,
+    where measured, with the adapter on for every question (unrouted)."""
+    s = json.loads((Path(eval_dir) / "summary.json").read_text())
+    pts = []
+    for name, c in s["conditions"].items():
+        if c.get("canary_drop") is None:
+            continue
+        pts.append({"name": name, "n": s["passages"], "learned": c["contains"]["mean"], "drop": c["canary_drop"],
+                    "unrouted": c.get("canary_drop_unrouted"), "n_unrouted": c.get("n_unrouted")})
+    return pts
 
 
 def _pearson(pairs):
@@ -187,21 +200,31 @@ def _spearman(pairs):
     return spearman(list(xs), list(ys))
 
 
-def _plot(summary: dict, by: dict, out: Path) -> None:
+def _plot(summary: dict, by: dict, out: Path, eval_points: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5))
     ax = axes[0]
-    for name, s in sorted(summary.items()):
-        ax.scatter(100 * s["canary_drop"], 100 * s["learned"], s=60, marker="s" if name == "base" else "o")
-        ax.annotate(name, (100 * s["canary_drop"], 100 * s["learned"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+    markers = "osDv<>ph*XP^d"
+    for j, (name, s) in enumerate(sorted(summary.items())):  # a legend, not labels: the 2-passage points overlap
+        ax.scatter(100 * s["canary_drop"], 100 * s["learned"], s=60, marker="s" if name == "base" else markers[j % 13],
+                   label=f"{name} ({s['n']} docs, unrouted)")
+    for e in eval_points:  # seal eval on its own passages (routed as served; hollow: every question meets it)
+        ax.scatter(100 * e["drop"], 100 * e["learned"], s=70, marker="^", color="tab:green")
+        ax.annotate(f"{e['name']} routed ({e['n']} docs)", (100 * e["drop"], 100 * e["learned"]),
+                    textcoords="offset points", xytext=(5, -10), fontsize=8, color="tab:green")
+        if e["unrouted"] is not None:
+            ax.scatter(100 * e["unrouted"], 100 * e["learned"], s=70, marker="^", facecolors="none",
+                       edgecolors="tab:green")
+            ax.annotate(f"{e['name']} unrouted ({e['n_unrouted']} docs)", (100 * e["unrouted"], 100 * e["learned"]),
+                        textcoords="offset points", xytext=(5, -10), fontsize=7, color="tab:green")
     ax.set_xlabel("canary drop after one document (points; lower is better)")
     ax.set_ylabel("just-learned accuracy on the document's questions (%)")
     ax.set_title("what the student learned vs what it lost")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     ax.grid(alpha=0.3)
     ax = axes[1]
     for name, rs in sorted(by.items()):
@@ -228,6 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--eval", default=None, help="a seal eval folder: its conditions join the plot (routed canary)")
     args = ap.parse_args(argv)
 
     from core.config import apply_sets
@@ -267,7 +291,7 @@ def main(argv=None) -> int:
                     print(f"[{i}] {rname:20s} learned {row['learned']:.2f} canary {row['canary']:.3f} "
                           f"drift {row['drift']:.4f} ({row['seconds']:.0f}s)", flush=True)
     rows = read_jsonl(results) if results.is_file() else []
-    s = summarize(rows, out)
+    s = summarize(rows, out, Path(args.eval) if args.eval else None)
     print("\n| regime | docs | just-learned | recite | canary | canary drop | drift (nats/tok) | steps | train s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in sorted(s["regimes"].items(), key=lambda kv: kv[1]["canary_drop"]):
