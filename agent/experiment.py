@@ -78,10 +78,16 @@ def parse_conditions(spec: str) -> list[Condition]:
 class EvalRun:
     def __init__(self, rt: Runtime, conditions: list[Condition], out: Path,
                  log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None,
-                 unrouted: bool = True):
+                 unrouted: bool = True, retain_all: bool = False):
         self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
         self.judge, self.progress = judge, progress
         self.unrouted = unrouted  # with routing: also the canary had the adapter answered everything (one more pass)
+        # every condition trains with the product's retention (train.retain), not `learn` alone: a comparison of
+        # what each kind of training text teaches under the regime the product actually runs
+        self.retain_all = retain_all
+        if retain_all and (general is None or rt.cfg.train.retain.weight <= 0):
+            raise ValueError("retain_all trains every condition with retention: give a GeneralMonitor and set "
+                             "train.retain.weight > 0")
         self.records_path = out / "records.jsonl"
         self.units_path = out / "units.jsonl"
         self.edits_path = out / "self_edits.jsonl"
@@ -186,6 +192,9 @@ class EvalRun:
         conditions train on raw text with the plain next-token loss, as in the paper."""
         st, s = self.rt.student, self.cfg.train
         kw = dict(seed=self.cfg.seed + idx, progress=self.progress, desc=f"[{idx}] {cond.name}")
+        if cond.name != "learn" and self.retain_all:
+            return st.train_adapter(texts, adapter, settings=s.model_copy(update={"loss": "nll"}),
+                                    retain=self.general.retain_targets, **kw)
         if cond.name != "learn":
             plain = s.model_copy(update={"retain": s.retain.model_copy(update={"weight": 0.0}), "loss": "nll"})
             return st.train_adapter(texts, adapter, settings=plain, **kw)

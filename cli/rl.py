@@ -87,6 +87,9 @@ def rl_eval(
     passages: Path = typer.Option(..., help="Held-out candidates; passages used in training are excluded."),
     limit: Optional[int] = typer.Option(30, min=1, help="How many held-out passages."),
     every: int = typer.Option(1, min=1, help="Take every K-th passage."),
+    regime: Optional[str] = typer.Option(None, help="How every condition trains: paper (next-token loss alone) "
+                                         "or product (+ retention, routed as served). Default: the run's rl.regime."),
+    canary: bool = typer.Option(True, help="Also measure each condition's canary cost and drift."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ):
@@ -108,12 +111,26 @@ def rl_eval(
     ps = [p for p in load_passages(passages)[::every] if p.questions and p.doc_id not in used][:limit]
     if not ps:
         fail("no held-out passages left after excluding the training contexts")
+    regime = regime or cfg.rl.regime
+    if regime not in ("paper", "product"):
+        fail(f"--regime must be paper or product, not {regime!r}")
+    if regime == "product" and not canary:
+        fail("--regime product trains with retention, which needs the canary's references: drop --no-canary")
+    if regime == "product" and cfg.train.retain.weight <= 0:
+        fail("--regime product trains with retention, but train.retain.weight is 0 in this run's config")
     versions = TeacherStore(run / "teachers").versions()
-    spec = ",".join(["passage", "self-edit", *(f"teacher:{run}@{v}" for v in versions)])
+    # passage-repeat: the passage alone, repeated to the round-0 self-edit's optimizer steps (step-matched)
+    spec = ",".join(["passage", "passage-repeat", "self-edit", *(f"teacher:{run}@{v}" for v in versions)])
     rt = load_runtime(cfg)
+    general = None
+    if canary:
+        from evaluation.canary import GeneralMonitor
+
+        general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
     out = new_run_dir(cfg, "heldout", run / "heldout")
-    err.print(f"held-out: {len(ps)} passages, conditions {spec}; writing to {out}")
-    runner = EvalRun(rt, parse_conditions(spec), out, log=lambda m: err.print(m), progress=sys.stderr.isatty())
+    err.print(f"held-out: {len(ps)} passages, conditions {spec}, {regime} regime; writing to {out}")
+    runner = EvalRun(rt, parse_conditions(spec), out, log=lambda m: err.print(m), progress=sys.stderr.isatty(),
+                     general=general, retain_all=regime == "product")
     runner.run(ps, on_passage=lambda i: write_report(out, cfg.seed))
     write_report(out, cfg.seed)
     console.print(f"done: seal rl report {run}")
@@ -149,7 +166,9 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
     console.print(t)
     for r in rounds:
         console.print(f"round {r['round']} reward distribution: {r['reward_counts']}")
+    _per_round(run)
     _retention(run)
+    _general_terms(run)
     summary_file = run / "heldout" / "summary.json"
     if not summary_file.is_file():
         console.print(f"no held-out evaluation yet: seal rl eval {run} --passages FILE")
@@ -190,6 +209,62 @@ def _retention(run: Path) -> None:
         t.add_row(str(lam), str(e["winners_retention"]), str(e["contexts_changed"]), f"{e['gain_retention']:+.3f}",
                   f"{e['forgetting_retention']:.3f}")
     console.print(t)
+
+
+def _per_round(run: Path) -> None:
+    """What each round's candidates looked like, from candidates.jsonl (so a round still running shows too):
+    the reward's spread, the dense reward's agreement with containment, the edits' variety and general cost."""
+    from core.io import read_jsonl
+    from core.stats import spearman
+    from teacher.diversity import edit_diversity
+
+    rows = read_jsonl(run / "candidates.jsonl")
+    if not rows:
+        return
+    t = Table(title="candidates per round (all measured so far)")
+    for c in ("round", "n", "gain mean / sd", "gain > 0", "gain = 0", "spearman(dense, containment)",
+              "kept units", "distinct-2", "compression", "guard dropped", "canary drop (unrouted)", "drift"):
+        t.add_column(c, justify="right")
+    for r in sorted({c["round"] for c in rows}):
+        cs = [c for c in rows if c["round"] == r]
+        gains = [c["gain"] for c in cs]
+        dense = [(c["dense_gain"], c["gain"]) for c in cs if c.get("dense_gain") is not None]
+        rho = spearman([d for d, _ in dense], [g for _, g in dense]) if len(dense) > 2 else float("nan")
+        d = edit_diversity(cs)
+        drops = [c["canary_drop"] for c in cs if c.get("canary_drop") is not None]
+        drifts = [c["drift"] for c in cs if c.get("drift") is not None]
+        sd = (sum((g - sum(gains) / len(gains)) ** 2 for g in gains) / max(1, len(gains) - 1)) ** 0.5
+        t.add_row(str(r), str(len(cs)), f"{sum(gains) / len(gains):+.3f} / {sd:.3f}",
+                  str(sum(g > 0 for g in gains)), str(sum(g == 0 for g in gains)), f"{rho:+.2f}",
+                  f"{d['mean_units']:.2f}", f"{d['distinct_2']:.2f}", f"{d['compression_ratio']:.2f}",
+                  f"{d['guard_dropped_share']:.0%}",
+                  f"{100 * sum(drops) / len(drops):+.1f} pts" if drops else "-",
+                  f"{sum(drifts) / len(drifts):.3f}" if drifts else "-")
+    console.print(t)
+
+
+def _general_terms(run: Path) -> None:
+    """Whom a drift or canary penalty picks instead of the gain alone, on the same measured candidates."""
+    from core.config import load_config
+    from core.io import read_jsonl
+    from teacher.rewards import term_effect
+
+    cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    rows = [c for c in read_jsonl(run / "candidates.jsonl") if c["units"]]
+    if cfg is None or not rows:
+        return
+    for term, what in (("canary_drop", "canary drop, adapter on every question"), ("drift", "drift, nats/token")):
+        have = [c for c in rows if c.get(term) is not None]
+        if not have:
+            continue
+        t = Table(title=f"reward = gain - lambda x {what}: winners on the same {len(have)} candidates")
+        for c in ("lambda", "winners", "contexts whose winner changes", "winners' gain", f"winners' {term}"):
+            t.add_column(c, justify="right")
+        for lam in (0.0, 0.5, 1.0, 2.0, 5.0):
+            e = term_effect(have, term, lam, cfg.rl.selection, cfg.rl.threshold)
+            t.add_row(f"{lam:g}", str(e["winners"]), str(e["contexts_changed"]), f"{e['gain']:+.3f}",
+                      f"{e['term_value']:+.4f}")
+        console.print(t)
 
 
 def _plot(run: Path, summary: dict, pts: list[tuple[int, str]]) -> None:

@@ -16,8 +16,10 @@ class Scored:
 def reward(gain: float, forgetting: float, retention_lambda: float, drift: float = 0.0, drift_lambda: float = 0.0,
            canary_drop: float = 0.0, canary_lambda: float = 0.0) -> float:
     """The paper rewards the gain alone; with lambdas > 0 a self-edit is worth less when the student it makes
-    forgets other documents, drifts from the untouched model, or loses general questions (the canary)."""
-    return gain - retention_lambda * forgetting - drift_lambda * drift - canary_lambda * canary_drop
+    forgets other documents, drifts from the untouched model, or loses general questions (the canary). A canary
+    that rose is noise on 151 questions, not a merit: it earns nothing, or a self-edit that taught the student
+    nothing could win on it."""
+    return gain - retention_lambda * forgetting - drift_lambda * drift - canary_lambda * max(0.0, canary_drop)
 
 
 def select_winners(cands: list[Scored], selection: str, threshold: float) -> list[Scored]:
@@ -56,3 +58,24 @@ def retention_effect(cands: list[Scored], selection: str, threshold: float, lam:
             "contexts_changed": len({d for d, _ in ka ^ kb}),
             "forgetting_gain_only": mean([w.forgetting for w in a]), "forgetting_retention": mean([w.forgetting for w in b]),
             "gain_gain_only": mean([w.gain for w in a]), "gain_retention": mean([w.gain for w in b])}
+
+
+def term_effect(rows: list[dict], term: str, lam: float, selection: str, threshold: float) -> dict:
+    """Whom a penalty would pick, from candidates measured with it (rows of candidates.jsonl, keyed by round
+    and context): winners under reward = gain alone vs gain - lam x `term` (clamped at 0, as in `reward`)."""
+    def scored(l: float) -> list[Scored]:
+        return [Scored(f"{c['round']}|{c['doc_id']}", c["k"], c["gain"], c.get("forgetting", 0.0),
+                       c["gain"] - l * max(0.0, c.get(term) or 0.0)) for c in rows]
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    by = {(f"{c['round']}|{c['doc_id']}", c["k"]): c for c in rows}
+    a = select_winners(scored(0.0), selection, threshold)
+    b = select_winners(scored(lam), selection, threshold)
+    ka, kb = {(w.doc_id, w.k) for w in a}, {(w.doc_id, w.k) for w in b}
+    return {"term": term, "lambda": lam, "winners_gain_only": len(a), "winners": len(b),
+            "contexts_changed": len({d for d, _ in ka ^ kb}),
+            "gain_gain_only": mean([by[k]["gain"] for k in ka]), "gain": mean([by[k]["gain"] for k in kb]),
+            "term_gain_only": mean([by[k].get(term) or 0.0 for k in ka]),
+            "term_value": mean([by[k].get(term) or 0.0 for k in kb])}

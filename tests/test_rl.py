@@ -45,7 +45,68 @@ def test_drift_and_canary_drop_lower_the_reward(runtime, tiny_cfg, tmp_path):
     assert len(rows) == 2
     for r in rows:
         assert r["drift"] > 0 and r["canary_drop"] is not None
-        assert r["reward"] == pytest.approx(r["dense_gain"] - r["drift"] - 0.5 * r["canary_drop"])
+        assert r["reward"] == pytest.approx(r["dense_gain"] - r["drift"] - 0.5 * max(0.0, r["canary_drop"]))
+
+
+def test_the_dense_reward_is_zero_for_a_no_op_and_positive_after_training_on_the_answers(runtime):
+    from evaluation.closed_book import answer_likelihood, question_prompt
+    from student.generation import render_prompt
+
+    st, p = runtime.student, PASSAGES[0]
+    before = answer_likelihood(st, None, p.questions)
+    st.train_adapter([p.context], "noop", seed=0)
+    st.scale_adapter("noop", 0.0)  # trained, then its delta zeroed: the update changes nothing
+    try:
+        noop = answer_likelihood(st, "noop", p.questions)
+    finally:
+        st.drop("noop")
+    assert noop == pytest.approx(before, abs=1e-5)
+    pairs = [(render_prompt(st.tokenizer, question_prompt(q.question)), q.answer) for q in p.questions]
+    st.train_adapter([], "answers", seed=0, pairs=pairs)  # trains on the probes' own answers
+    try:
+        after = answer_likelihood(st, "answers", p.questions)
+    finally:
+        st.drop("answers")
+    assert sum(after) / len(after) - sum(before) / len(before) > 0.1
+
+
+def test_a_canary_or_drift_penalty_flips_the_winner_when_the_terms_disagree():
+    from teacher.rewards import term_effect
+
+    rows = [{"round": 0, "doc_id": "a", "k": 0, "gain": 0.4, "canary_drop": 0.10, "drift": 0.9},
+            {"round": 0, "doc_id": "a", "k": 1, "gain": 0.2, "canary_drop": 0.00, "drift": 0.1},
+            {"round": 0, "doc_id": "b", "k": 0, "gain": 0.2, "canary_drop": -0.05, "drift": 0.2},
+            {"round": 0, "doc_id": "b", "k": 1, "gain": 0.0, "canary_drop": -0.30, "drift": 0.0}]
+    same = term_effect(rows, "canary_drop", 1.0, "best", 0.0)  # a 10-point drop costs 0.1 < 0.2 gain apart
+    assert same["contexts_changed"] == 0 and same["gain"] == pytest.approx(0.3)
+    flip = term_effect(rows, "canary_drop", 3.0, "best", 0.0)  # now it costs 0.3: a's winner becomes k=1
+    assert flip["contexts_changed"] == 1 and flip["gain"] == pytest.approx(0.2) and flip["term_value"] <= 0
+    # a canary that rose earns nothing: b's no-gain candidate never wins on it
+    assert flip["winners"] == 2
+    assert term_effect(rows, "drift", 0.5, "best", 0.0)["contexts_changed"] == 1
+    assert reward(0.0, 0.0, 0.0, canary_drop=-0.3, canary_lambda=1.0) == 0.0
+
+
+def test_the_product_regime_trains_candidates_with_retention_and_measures_their_general_cost(
+        runtime, tiny_cfg, tmp_path):
+    base = {"rounds": 1, "contexts": 1, "samples": 2, "threshold": -1.0, "reward": "likelihood"}
+    teacher = {**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12}
+    rows = {}
+    for regime in ("paper", "product"):
+        cfg = tiny_cfg.with_overrides(rl={**base, "regime": regime, "measure_general": True}, teacher=teacher,
+                                      train={**tiny_cfg.train.model_dump(),
+                                             "retain": {**tiny_cfg.train.retain.model_dump(), "weight": 1.0}})
+        rt = type(runtime)(cfg, runtime.student, runtime.model_name)
+        RestEM(rt, PASSAGES, tmp_path / regime).run()
+        rows[regime] = [json.loads(x) for x in (tmp_path / regime / "candidates.jsonl").read_text().splitlines()]
+    for regime, rs in rows.items():
+        assert len(rs) == 2
+        for r in rs:  # measured with the lambdas at 0: reported, not rewarded
+            assert r["drift"] > 0 and r["canary_drop"] is not None
+            assert r["reward"] == pytest.approx(r["dense_gain"])
+    # same samples, same seeds: retention is the only difference, and it keeps the student nearer the base
+    assert [r["raw"] for r in rows["paper"]] == [r["raw"] for r in rows["product"]]
+    assert sum(r["drift"] for r in rows["product"]) < sum(r["drift"] for r in rows["paper"])
 
 
 def test_winner_selection_best_of_k_and_threshold():
@@ -162,6 +223,14 @@ def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
     summary = json.loads((run / "heldout" / "summary.json").read_text())
     assert summary["passages"] == 1  # the two training contexts are excluded
     assert f"teacher:{run}@1 - self-edit" in summary["paired"]
+    units = [json.loads(x) for x in (run / "heldout" / "units.jsonl").read_text().splitlines()]
+    by = {u["condition"]: u for u in units}
+    # step-matched control: the passage repeated to the round-0 self-edit's optimizer steps
+    assert by["passage-repeat"]["train"]["steps"] == by["self-edit"]["train"]["steps"]
+    assert all("canary_drop" in u and "drift" in u for u in units)  # each condition's general cost
+    bad = cli.invoke(app, ["rl", "eval", str(run), "--passages", str(ROOT / "examples/passages.json"),
+                           "--regime", "product"])
+    assert bad.exit_code == 2 and "train.retain.weight is 0" in bad.output
     r = cli.invoke(app, ["rl", "report", str(run)])
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines()[-1].startswith("RESULT round0=")

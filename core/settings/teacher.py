@@ -71,6 +71,10 @@ class RLSettings(BaseModel):
     retention_lambda: float = Field(0.0, ge=0)  # reward = gain - lambda * forgetting on replayed probes
     drift_lambda: float = Field(0.0, ge=0)  # reward -= drift_lambda * KL(base || student) on neutral prompts
     canary_lambda: float = Field(0.0, ge=0)  # reward -= canary_lambda * canary drop (a fraction; costs generation)
+    measure_general: bool = False  # measure every candidate's drift and canary (adapter on every question) even
+    #                                 with the lambdas at 0: `seal rl report` then shows whom they would pick
+    regime: Literal["paper", "product"] = "paper"  # how a candidate trains: the paper's plain next-token loss, or
+    #   as the continual learner trains (+ train.retain: KL to the untouched model every step; needs the canary)
     reward: Literal["containment", "likelihood"] = "containment"  # the gain a candidate is scored by: probes
     #   answered (0/1 each) or the per-token log-likelihood of their reference answers (dense; bench/dense_reward.py)
     retention_docs: int = Field(0, ge=0)  # other contexts whose probes measure that forgetting

@@ -35,7 +35,10 @@ def settings_digest(cfg: SealConfig) -> str:
     """What a candidate's row depends on besides the job: the model, the inner loop, the probes, the seed."""
     keep = {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "eval": cfg.eval.model_dump(),
             "format": cfg.teacher.format, "grounding": cfg.teacher.grounding.model_dump(), "seed": cfg.seed, "lambda": cfg.rl.retention_lambda,
-            "reward": cfg.rl.reward, "drift_lambda": cfg.rl.drift_lambda, "canary_lambda": cfg.rl.canary_lambda}
+            "reward": cfg.rl.reward, "drift_lambda": cfg.rl.drift_lambda, "canary_lambda": cfg.rl.canary_lambda,
+            "regime": cfg.rl.regime, "measure_general": cfg.rl.measure_general}
+    if cfg.rl.regime == "product":  # the retention set and the canary shape what a candidate learns
+        keep["canary"] = cfg.continual.canary.model_dump()
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -69,15 +72,21 @@ def probe_accuracy(student, cfg: SealConfig, adapter: str | None, p: Passage) ->
     return sum(x.contains for x in g) / len(g)
 
 
+def measures_general(cfg: SealConfig) -> bool:
+    r = cfg.rl
+    return r.measure_general or r.drift_lambda > 0 or r.canary_lambda > 0
+
+
 def candidate_monitor(cfg: SealConfig, student):
-    """The general-ability references a retention-aware reward needs (drift targets, the base's canary), built
-    on the untouched student once per process; None when the reward does not use them."""
-    if not (cfg.rl.drift_lambda > 0 or cfg.rl.canary_lambda > 0):
+    """The general-ability references built on the untouched student once per process: drift targets and the
+    base's canary for a retention-aware reward, the retention set for the product regime; None if unused."""
+    product = cfg.rl.regime == "product" and cfg.train.retain.weight > 0
+    if not (measures_general(cfg) or product):
         return None
     from evaluation.canary import GeneralMonitor
 
     mon = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
-    mon.prepare(student, retain=False)
+    mon.prepare(student, retain=product)
     return mon
 
 
@@ -94,14 +103,23 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob, general=None
     se = build_self_edit(p, [job.raw], cfg.teacher.format, cfg.teacher.grounding)
     texts = se.sequences(p, cfg.train.passage_in_training)
     student.drop(CANDIDATE)  # a previous attempt killed between train and drop in this process
-    stats = student.train_adapter(texts, CANDIDATE, seed=seed_of(cfg.seed, "train", job.round, p.doc_id, job.k))
+    seed = seed_of(cfg.seed, "train", job.round, p.doc_id, job.k)
+    if cfg.rl.regime == "product":  # as the continual learner trains: retention against the untouched model
+        retain = general.retain_targets if general is not None and cfg.train.retain.weight > 0 else None
+        if cfg.train.retain.weight > 0 and retain is None:
+            raise ValueError("rl.regime product trains with retention: build the monitor with candidate_monitor()")
+        stats = student.train_adapter(texts, CANDIDATE, seed=seed, settings=cfg.train, retain=retain)
+    else:  # the paper's inner loop: next-token loss on the self-edit alone
+        plain = cfg.train.model_copy(update={"retain": cfg.train.retain.model_copy(update={"weight": 0.0})})
+        stats = student.train_adapter(texts, CANDIDATE, seed=seed, settings=plain)
     t1 = time.perf_counter()
     try:
         after = probe_accuracy(student, cfg, CANDIDATE, p)
         dense_after = statistics.mean(answer_likelihood(student, CANDIDATE, p.questions))
-        drift = general.drift(student, [CANDIDATE]) if general is not None else None
-        canary_drop = None
-        if general is not None and cfg.rl.canary_lambda > 0:
+        measured = general is not None and measures_general(cfg)
+        drift = general.drift(student, [CANDIDATE]) if measured else None
+        canary_drop = None  # the adapter answering every general question: its cost in the weights, unrouted
+        if measured and (cfg.rl.measure_general or cfg.rl.canary_lambda > 0):
             canary_drop = general.canary(student, None).accuracy - general.canary(student, [CANDIDATE]).accuracy
         drops = [max(0.0, before - probe_accuracy(student, cfg, CANDIDATE, passage_from_dict(q, "guarded passage")))
                  for q, before in job.others]
