@@ -93,7 +93,7 @@ def test_the_product_regime_trains_candidates_with_retention_and_measures_their_
     teacher = {**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12}
     rows = {}
     for regime in ("paper", "product"):
-        cfg = tiny_cfg.with_overrides(rl={**base, "regime": regime, "measure_general": True}, teacher=teacher,
+        cfg = tiny_cfg.with_overrides(rl={**base, "regime": regime, "measure_general": "canary"}, teacher=teacher,
                                       train={**tiny_cfg.train.model_dump(),
                                              "retain": {**tiny_cfg.train.retain.model_dump(), "weight": 1.0}})
         rt = type(runtime)(cfg, runtime.student, runtime.model_name)

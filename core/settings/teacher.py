@@ -71,8 +71,9 @@ class RLSettings(BaseModel):
     retention_lambda: float = Field(0.0, ge=0)  # reward = gain - lambda * forgetting on replayed probes
     drift_lambda: float = Field(0.0, ge=0)  # reward -= drift_lambda * KL(base || student) on neutral prompts
     canary_lambda: float = Field(0.0, ge=0)  # reward -= canary_lambda * canary drop (a fraction; costs generation)
-    measure_general: bool = False  # measure every candidate's drift and canary (adapter on every question) even
-    #                                 with the lambdas at 0: `seal rl report` then shows whom they would pick
+    measure_general: Literal["none", "drift", "canary"] = "none"  # measure every candidate's drift (cheap: one
+    #   forward pass over the neutral prompts), or drift and the canary (adapter on every question: 151 greedy
+    #   answers, ~50 s on one CPU thread), even with the lambdas at 0: `seal rl report` shows whom they would pick
     regime: Literal["paper", "product"] = "paper"  # how a candidate trains: the paper's plain next-token loss, or
     #   as the continual learner trains (+ train.retain: KL to the untouched model every step; needs the canary)
     reward: Literal["containment", "likelihood"] = "containment"  # the gain a candidate is scored by: probes

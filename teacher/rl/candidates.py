@@ -74,7 +74,7 @@ def probe_accuracy(student, cfg: SealConfig, adapter: str | None, p: Passage) ->
 
 def measures_general(cfg: SealConfig) -> bool:
     r = cfg.rl
-    return r.measure_general or r.drift_lambda > 0 or r.canary_lambda > 0
+    return r.measure_general != "none" or r.drift_lambda > 0 or r.canary_lambda > 0
 
 
 def candidate_monitor(cfg: SealConfig, student):
@@ -119,7 +119,7 @@ def evaluate_candidate(student, cfg: SealConfig, job: CandidateJob, general=None
         measured = general is not None and measures_general(cfg)
         drift = general.drift(student, [CANDIDATE]) if measured else None
         canary_drop = None  # the adapter answering every general question: its cost in the weights, unrouted
-        if measured and (cfg.rl.measure_general or cfg.rl.canary_lambda > 0):
+        if measured and (cfg.rl.measure_general == "canary" or cfg.rl.canary_lambda > 0):
             canary_drop = general.canary(student, None).accuracy - general.canary(student, [CANDIDATE]).accuracy
         drops = [max(0.0, before - probe_accuracy(student, cfg, CANDIDATE, passage_from_dict(q, "guarded passage")))
                  for q, before in job.others]
