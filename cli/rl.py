@@ -89,7 +89,9 @@ def rl_eval(
     every: int = typer.Option(1, min=1, help="Take every K-th passage."),
     regime: Optional[str] = typer.Option(None, help="How every condition trains: paper (next-token loss alone) "
                                          "or product (+ retention, routed as served). Default: the run's rl.regime."),
-    canary: bool = typer.Option(True, help="Also measure each condition's canary cost and drift."),
+    canary: bool = typer.Option(True, help="Also measure each condition's canary cost (as served) and drift."),
+    unrouted_canary: bool = typer.Option(False, help="With routing, also the canary with the adapter answering "
+                                         "every question (151 more answers per condition and passage)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ):
@@ -130,7 +132,7 @@ def rl_eval(
     out = new_run_dir(cfg, "heldout", run / "heldout")
     err.print(f"held-out: {len(ps)} passages, conditions {spec}, {regime} regime; writing to {out}")
     runner = EvalRun(rt, parse_conditions(spec), out, log=lambda m: err.print(m), progress=sys.stderr.isatty(),
-                     general=general, retain_all=regime == "product")
+                     general=general, retain_all=regime == "product", unrouted=unrouted_canary)
     runner.run(ps, on_passage=lambda i: write_report(out, cfg.seed))
     write_report(out, cfg.seed)
     console.print(f"done: seal rl report {run}")

@@ -112,12 +112,14 @@ class VLLMAdapters:
         with self.lock:
             k = self.unloaded.get(base, 0)
             name = self.reload_name(base, k)
-            if name not in self.used and name not in self.loaded():
+            fresh = name not in self.used and name not in self.loaded()
+            if fresh:
                 path = export()
                 self.client.load_lora(name, str(path.resolve()))
             self.used[name] = key
             self.used.move_to_end(name)
-            self._evict()
+            if fresh:  # only a load can exceed the bound; a cache hit reads no alias or manifest from disk
+                self._evict()
         return name
 
     def reload_name(self, base: str, k: int) -> str:

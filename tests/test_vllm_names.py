@@ -70,3 +70,8 @@ def test_routed_adapters_get_their_own_names_shared_across_versions_and_pinned_b
     assert {names.adapter_name(refs[0]), names.adapter_name(refs[1]), names.adapter_name(refs[3])} == held
     again = names.ensure_adapter(v2, "a00003")  # unloaded before: loaded again under a new name
     assert again != names.adapter_name(refs[2]) and _NAME.match(again).group(1) == names.adapter_name(refs[2])
+    # a cache hit reads nothing from disk (no alias file, no manifest): eviction runs after loads only
+    reads = []
+    real = store.aliases
+    store.aliases = lambda: reads.append(1) or real()
+    assert names.ensure_adapter(v2, "a00003") == again and reads == []
