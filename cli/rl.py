@@ -186,7 +186,9 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
     b = summary["conditions"][last]["contains"]["mean"]
     pair = summary["paired"].get(f"{last} - self-edit", {}).get("contains", {"diff": b - a, "lo": float("nan")})
     console.print(f"plot: {run / 'heldout' / 'accuracy_vs_round.png'}")
-    console.print(f"RESULT round0={a:.4f} last={b:.4f} diff={pair['diff']:.4f} ci_low={pair['lo']:.4f}")
+    rep = summary["paired"].get(f"{last} - passage-repeat", {}).get("contains")
+    vs_repeat = f" vs_repeat={rep['diff']:.4f} vs_repeat_ci_low={rep['lo']:.4f}" if rep else ""
+    console.print(f"RESULT round0={a:.4f} last={b:.4f} diff={pair['diff']:.4f} ci_low={pair['lo']:.4f}{vs_repeat}")
 
 
 def _retention(run: Path) -> None:

@@ -78,7 +78,7 @@ def summarize(run_dir: Path, seed: int = 0) -> dict:
             row["mean_units_kept"] = sum(u.get("units", 0) for u in cu) / max(1, len(cu))
             row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
         out["conditions"][c] = row
-    teacher_pairs = [(c, b) for c in conds if c.startswith("teacher:") for b in ("self-edit", "passage")]
+    teacher_pairs = [(c, b) for c in conds if c.startswith("teacher:") for b in ("self-edit", "passage", "passage-repeat")]
     for a, b in [*PAIRS, *teacher_pairs]:
         if a in conds and b in conds:
             out["paired"][f"{a} - {b}"] = {

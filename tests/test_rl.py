@@ -234,6 +234,7 @@ def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
     r = cli.invoke(app, ["rl", "report", str(run)])
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines()[-1].startswith("RESULT round0=")
+    assert " vs_repeat=" in r.output.strip().splitlines()[-1]  # the step-matched control in the verdict
     assert (run / "heldout" / "accuracy_vs_round.png").stat().st_size > 1000
     bad = cli.invoke(app, ["rl", "--passages", str(tmp_path / "none.json"), "-c", str(tiny_config_file)])
     assert bad.exit_code == 2
