@@ -48,12 +48,18 @@ def find_embedded_gguf(source: str) -> Path:
 def _gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_dir / f"gguf-{gguf.stem}-{key}"
+    # "-f32": always dequantized to float32, whatever dtype asked first. Folders without the suffix were saved
+    # in the first caller's dtype, so a bf16 run could leave float32 runs bf16-rounded weights: never reused.
+    return cache_dir / f"gguf-{gguf.stem}-{key}-f32"
 
 
-def _dequantize_to_folder(gguf: Path, out: Path, dtype) -> None:
-    """transformers refuses to save a GGUF-loaded model, so copy its weights into a plain model and save that."""
+def _dequantize_to_folder(gguf: Path, out: Path) -> None:
+    """transformers refuses to save a GGUF-loaded model, so copy its weights into a plain model and save that,
+    in float32 (the dequantized values exactly): each process then loads it in its own model.dtype."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.float32
 
     log.info("dequantizing %s once into %s", gguf.name, out)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -99,9 +105,6 @@ def resolve_folder(settings: ModelSettings) -> tuple[Path | str, str]:
     """Turn a source string into something `from_pretrained` loads fast: a local folder, or a hub id."""
     cache = Path(settings.cache_dir).expanduser()
     src = settings.source
-    import torch
-
-    dtype = getattr(torch, weights_dtype(settings))
     if src == "tiny":
         from student.tiny import build_tiny_model
 
@@ -129,7 +132,7 @@ def resolve_folder(settings: ModelSettings) -> tuple[Path | str, str]:
         return src, src
     folder = _gguf_cache_folder(gguf, cache)
     if not (folder / "config.json").is_file():
-        _dequantize_to_folder(gguf, folder, dtype)
+        _dequantize_to_folder(gguf, folder)
     return folder, name
 
 

@@ -41,6 +41,20 @@ def test_gguf_is_dequantized_once_then_loads_fast(smol_cfg):
     assert first.model.config.model_type == "llama"
 
 
+def test_the_dequantized_cache_is_float32_whatever_dtype_loads_first(tmp_path):
+    """A bf16 process that dequantizes first must not leave bf16-rounded weights to later float32 runs."""
+    import torch
+
+    from core.settings.student import ModelSettings
+    from student.models import load_model
+
+    s = ModelSettings(source="embedded:smollm2", cache_dir=str(tmp_path), dtype="bfloat16")
+    load_model(s)
+    fp32 = load_model(s.model_copy(update={"dtype": "float32"})).model
+    w = fp32.get_input_embeddings().weight
+    assert w.dtype == torch.float32 and not torch.equal(w, w.bfloat16().float())
+
+
 def test_learning_hand_written_implications_teaches_the_passage(smol_cfg, tmp_path):
     """The core promise on the real model: closed-book answers about the passage improve after learning."""
     from evaluation.closed_book import evaluate_passage
