@@ -146,3 +146,20 @@ def test_bf16_is_used_only_where_the_cpu_has_it(caplog):
         assert weights_dtype(ModelSettings(dtype="auto"), without) == "float32"
     assert sum("no bf16 units" in r.message for r in caplog.records) == 2
     assert weights_dtype(ModelSettings(dtype="float32"), with_units) == "float32"
+
+
+def test_the_output_head_sees_contiguous_inputs_during_generation(runtime):
+    """The first step of generation hands the head a strided view; in bf16 on CPU that costs a copy of the head
+    per batch row (student/models.py: contiguous_head_input), so the loader must make it contiguous."""
+    from student.generation import SamplingParams, generate
+
+    st = runtime.student
+    seen = []
+    with st.use(None) as m:
+        h = m.get_output_embeddings().register_forward_hook(lambda _m, args, _o: seen.append(args[0].is_contiguous()))
+        try:
+            out = generate(m, st.tokenizer, ["a short one", "a much longer prompt than the first one is"],
+                           SamplingParams(max_new_tokens=3), batch_size=2)
+        finally:
+            h.remove()
+    assert len(out) == 2 and len(seen) >= 2 and all(seen)
