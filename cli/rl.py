@@ -264,9 +264,10 @@ def _general_terms(run: Path) -> None:
         t = Table(title=f"reward = gain - lambda x {what}: winners on the same {len(have)} candidates")
         for c in ("lambda", "winners", "contexts whose winner changes", "winners' gain", f"winners' {term}"):
             t.add_column(c, justify="right")
-        for lam in (0.0, 0.5, 1.0, 2.0, 5.0):
+        run_lam = cfg.rl.canary_lambda if term == "canary_drop" else cfg.rl.drift_lambda
+        for lam in sorted({0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, run_lam}):
             e = term_effect(have, term, lam, cfg.rl.selection, cfg.rl.threshold)
-            t.add_row(f"{lam:g}", str(e["winners"]), str(e["contexts_changed"]), f"{e['gain']:+.3f}",
+            t.add_row(f"{lam:g}" + (" (this run)" if lam == run_lam else ""), str(e["winners"]), str(e["contexts_changed"]), f"{e['gain']:+.3f}",
                       f"{e['term_value']:+.4f}")
         console.print(t)
 
