@@ -49,6 +49,20 @@ def fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+SHARD_HELP = "I/N: this process takes every N-th selected passage from the I-th, so N processes (one per core) " \
+             "can share one output directory."
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    try:
+        si, sn = (int(x) for x in shard.split("/"))
+        if not 0 <= si < sn:
+            raise ValueError
+    except ValueError:
+        fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return si, sn
+
+
 def guarded(fn):
     """Bad input -> a one-line message and exit code 2, before any model is loaded or file written."""
     from functools import wraps

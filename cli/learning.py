@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cli.common import ConfigOpt, SetOpt, app, console, err, fail, guarded, load_runtime, print_forgetting, read_config
+from cli.common import (SHARD_HELP, ConfigOpt, SetOpt, app, console, err, fail, guarded, load_runtime, parse_shard,
+                        print_forgetting, read_config)
 from core.config import SealConfig
 from core.extras import MissingExtra
 
@@ -154,8 +155,7 @@ def eval_cmd(
     offset: int = typer.Option(0, min=0, help="Skip the first K passages."),
     every: int = typer.Option(1, min=1, help="Take every K-th passage (spreads a sample over all titles)."),
     out: Optional[Path] = typer.Option(None, help="Run directory; an existing one is resumed."),
-    shard: str = typer.Option("0/1", help="I/N: this process takes every N-th selected passage from the I-th, so "
-                                           "N processes (one per core) can share one --out directory."),
+    shard: str = typer.Option("0/1", help=SHARD_HELP),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ):
@@ -168,12 +168,7 @@ def eval_cmd(
 
     cfg = read_config(config, set_)
     conds = parse_conditions(conditions)
-    try:
-        si, sn = (int(x) for x in shard.split("/"))
-        if not 0 <= si < sn:
-            raise ValueError
-    except ValueError:
-        fail(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    si, sn = parse_shard(shard)
     ps = load_passages(passages)[offset::every]
     ps = ps[:limit] if limit else ps
     if not ps:

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cli.common import ConfigOpt, SetOpt, app, console, err, fail, guarded, load_runtime, read_config
+from cli.common import (SHARD_HELP, ConfigOpt, SetOpt, app, console, err, fail, guarded, load_runtime, parse_shard,
+                        read_config)
 from core.extras import require
 
 rl_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
@@ -90,6 +91,7 @@ def rl_eval(
     regime: Optional[str] = typer.Option(None, help="How every condition trains: paper (next-token loss alone) "
                                          "or product (+ retention, routed as served). Default: the run's rl.regime."),
     canary: bool = typer.Option(True, help="Also measure each condition's canary cost (as served) and drift."),
+    shard: str = typer.Option("0/1", help=SHARD_HELP),
     unrouted_canary: bool = typer.Option(False, help="With routing, also the canary with the adapter answering "
                                          "every question (151 more answers per condition and passage)."),
     config: Optional[Path] = ConfigOpt,
@@ -113,6 +115,7 @@ def rl_eval(
     ps = [p for p in load_passages(passages)[::every] if p.questions and p.doc_id not in used][:limit]
     if not ps:
         fail("no held-out passages left after excluding the training contexts")
+    si, sn = parse_shard(shard)
     regime = regime or cfg.rl.regime
     if regime not in ("paper", "product"):
         fail(f"--regime must be paper or product, not {regime!r}")
@@ -133,7 +136,7 @@ def rl_eval(
     err.print(f"held-out: {len(ps)} passages, conditions {spec}, {regime} regime; writing to {out}")
     runner = EvalRun(rt, parse_conditions(spec), out, log=lambda m: err.print(m), progress=sys.stderr.isatty(),
                      general=general, retain_all=regime == "product", unrouted=unrouted_canary)
-    runner.run(ps, on_passage=lambda i: write_report(out, cfg.seed))
+    runner.run(ps, on_passage=lambda i: write_report(out, cfg.seed), shard=(si, sn))
     write_report(out, cfg.seed)
     console.print(f"done: seal rl report {run}")
 
