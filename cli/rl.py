@@ -169,8 +169,6 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
                   f"{r['seconds_per_candidate']:.1f}", f"{r['overhead_share']:.1%}",
                   f"v{r['new_teacher']}" if r.get("new_teacher") else "-")
     console.print(t)
-    for r in rounds:
-        console.print(f"round {r['round']} reward distribution: {r['reward_counts']}")
     _per_round(run)
     _retention(run)
     _general_terms(run)
@@ -248,6 +246,15 @@ def _per_round(run: Path) -> None:
                   f"{100 * sum(drops) / len(drops):+.1f} pts" if drops else "-",
                   f"{sum(drifts) / len(drifts):.3f}" if drifts else "-")
     console.print(t)
+    for r in sorted({c["round"] for c in rows}):
+        cs = [c for c in rows if c["round"] == r]
+        gains: dict[str, int] = {}
+        for c in sorted(cs, key=lambda c: c["gain"]):
+            gains[f"{c['gain']:+.2f}"] = gains.get(f"{c['gain']:+.2f}", 0) + 1
+        rw = sorted(c["reward"] for c in cs)
+        q = [rw[min(len(rw) - 1, int(f * len(rw)))] for f in (0.0, 0.25, 0.5, 0.75)] + [rw[-1]]
+        console.print(f"round {r}: containment gain distribution {gains}; reward min/q1/median/q3/max "
+                      + " / ".join(f"{x:+.3f}" for x in q))
 
 
 def _general_terms(run: Path) -> None:
