@@ -252,6 +252,21 @@ class EvalRun:
         self.done[(p.doc_id, cond.name)] = unit
         return unit
 
+    def sample_edits(self, passages: list[Passage]) -> int:
+        """Sample and store every condition's self-edit for these passages, training nothing: afterwards the
+        evaluation reads them from self_edits.jsonl and no longer needs the teachers' adapters (a run resumed
+        on a machine without them measures the same texts). Returns how many were sampled now."""
+        before = len(self.edits)
+        for idx, p in enumerate(passages):
+            if not p.questions:
+                continue
+            for cond in self.conditions:
+                if cond.teacher is not None:
+                    self._teacher_edit(idx, p, cond)
+                elif cond.name in ("self-edit", "self-edit-unguarded"):
+                    self._self_edit(idx, p, guarded=cond.name == "self-edit")
+        return len(self.edits) - before
+
     def run(self, passages: list[Passage], on_passage: Callable[[int], None] | None = None,
             shard: tuple[int, int] = (0, 1)) -> None:
         """`shard` (i, n) takes every n-th passage from the i-th: n processes share one run directory (units are

@@ -92,6 +92,8 @@ def rl_eval(
                                          "or product (+ retention, routed as served). Default: the run's rl.regime."),
     canary: bool = typer.Option(True, help="Also measure each condition's canary cost (as served) and drift."),
     shard: str = typer.Option("0/1", help=SHARD_HELP),
+    sample_only: bool = typer.Option(False, help="Only sample and store every teacher's self-edits for the "
+                                     "passages (no training): the evaluation then no longer needs the adapters."),
     unrouted_canary: bool = typer.Option(False, help="With routing, also the canary with the adapter answering "
                                          "every question (151 more answers per condition and passage)."),
     config: Optional[Path] = ConfigOpt,
@@ -136,6 +138,10 @@ def rl_eval(
     err.print(f"held-out: {len(ps)} passages, conditions {spec}, {regime} regime; writing to {out}")
     runner = EvalRun(rt, parse_conditions(spec), out, log=lambda m: err.print(m), progress=sys.stderr.isatty(),
                      general=general, retain_all=regime == "product", unrouted=unrouted_canary)
+    if sample_only:
+        n = runner.sample_edits(ps)
+        console.print(f"sampled {n} self-edits ({len(runner.edits)} stored in {out / 'self_edits.jsonl'})")
+        return
     runner.run(ps, on_passage=lambda i: write_report(out, cfg.seed), shard=(si, sn))
     write_report(out, cfg.seed)
     console.print(f"done: seal rl report {run}")

@@ -218,8 +218,16 @@ def test_cli_train_heldout_eval_and_report(tiny_config_file, tmp_path):
                          "2", "--samples", "2", "--out", str(run), "-c", str(tiny_config_file), *sets])
     assert r.exit_code == 0, r.output
     assert "round 0: teacher-v0" in r.output and "-> teacher-v1" in r.output
+    r = cli.invoke(app, ["rl", "eval", str(run), "--passages", str(ROOT / "examples/passages.json"),
+                         "--sample-only"])
+    assert r.exit_code == 0, r.output
+    edits = [json.loads(x) for x in (run / "heldout" / "self_edits.jsonl").read_text().splitlines()]
+    assert {e.get("condition") for e in edits} == {None, f"teacher:{run}@1"}  # v0's edit and v1's, nothing trained
+    assert not (run / "heldout" / "units.jsonl").exists()
     r = cli.invoke(app, ["rl", "eval", str(run), "--passages", str(ROOT / "examples/passages.json")])
     assert r.exit_code == 0, r.output
+    again = [json.loads(x) for x in (run / "heldout" / "self_edits.jsonl").read_text().splitlines()]
+    assert again == edits  # the evaluation measured the stored edits: no teacher was sampled again
     summary = json.loads((run / "heldout" / "summary.json").read_text())
     assert summary["passages"] == 1  # the two training contexts are excluded
     assert f"teacher:{run}@1 - self-edit" in summary["paired"]
