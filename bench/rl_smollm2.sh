@@ -4,7 +4,7 @@
 # and re-runs whenever a new teacher version appears; both resume from what they wrote if killed.
 #   bash bench/rl_smollm2.sh [RUN_DIR] [CONFIG]    then: .venv/bin/seal rl report RUN_DIR
 # Issue #5's run:  bash bench/rl_smollm2.sh results/rl-smol configs/rl-smollm2.yaml
-# Issue #17's run: SEAL_HELDOUT=40 SEAL_EVAL_ARGS="--regime product --set train.epochs=10" \
+# Issue #17's run: SEAL_HELDOUT=40 SEAL_EVAL_ARGS="--every 6 --regime product --set train.epochs=10" \
 #                  bash bench/rl_smollm2.sh results/rl-n30 configs/rl-smollm2-n30.yaml
 # SEAL_EVAL_ONLY=1 runs only the evaluation loop (the rounds train elsewhere, e.g. on Celery workers).
 set -euo pipefail
