@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Optional
@@ -176,7 +177,6 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
                   f"v{r['new_teacher']}" if r.get("new_teacher") else "-")
     console.print(t)
     _per_round(run)
-    _retention(run)
     _general_terms(run)
     summary_file = run / "heldout" / "summary.json"
     if not summary_file.is_file():
@@ -196,30 +196,6 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
     rep = summary["paired"].get(f"{last} - passage-repeat", {}).get("contains")
     vs_repeat = f" vs_repeat={rep['diff']:.4f} vs_repeat_ci_low={rep['lo']:.4f}" if rep else ""
     console.print(f"RESULT round0={a:.4f} last={b:.4f} diff={pair['diff']:.4f} ci_low={pair['lo']:.4f}{vs_repeat}")
-
-
-def _retention(run: Path) -> None:
-    """The retention-aware reward's effect on selection, from the forgetting measured for every candidate."""
-    from core.config import load_config
-    from core.io import read_jsonl
-    from teacher.rewards import Scored, retention_effect
-
-    cands = [c for c in read_jsonl(run / "candidates.jsonl") if c["units"]]
-    cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
-    if not cands or cfg is None or not cfg.rl.retention_docs:
-        return
-    scored = [Scored(f"{c['round']}|{c['doc_id']}", c["k"], c["gain"], c["forgetting"], c["reward"]) for c in cands]
-    t = Table(title="retention-aware reward: winners if reward = gain - lambda x forgetting (same candidates)")
-    for c in ("lambda", "winners", "contexts whose winner changes", "winners' gain", "winners' forgetting"):
-        t.add_column(c, justify="right")
-    base = retention_effect(scored, cfg.rl.selection, cfg.rl.threshold, 0.0)
-    t.add_row("0 (gain only)", str(base["winners_gain_only"]), "-", f"{base['gain_gain_only']:+.3f}",
-              f"{base['forgetting_gain_only']:.3f}")
-    for lam in (0.5, 1.0, 2.0):
-        e = retention_effect(scored, cfg.rl.selection, cfg.rl.threshold, lam)
-        t.add_row(str(lam), str(e["winners_retention"]), str(e["contexts_changed"]), f"{e['gain_retention']:+.3f}",
-                  f"{e['forgetting_retention']:.3f}")
-    console.print(t)
 
 
 def _per_round(run: Path) -> None:
@@ -244,8 +220,8 @@ def _per_round(run: Path) -> None:
         d = edit_diversity(cs)
         drops = [c["canary_drop"] for c in cs if c.get("canary_drop") is not None]
         drifts = [c["drift"] for c in cs if c.get("drift") is not None]
-        sd = (sum((g - sum(gains) / len(gains)) ** 2 for g in gains) / max(1, len(gains) - 1)) ** 0.5
-        t.add_row(str(r), str(len(cs)), f"{sum(gains) / len(gains):+.3f} / {sd:.3f}",
+        sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+        t.add_row(str(r), str(len(cs)), f"{statistics.mean(gains):+.3f} / {sd:.3f}",
                   str(sum(g > 0 for g in gains)), str(sum(g == 0 for g in gains)), f"{rho:+.2f}",
                   f"{d['mean_units']:.2f}", f"{d['distinct_2']:.2f}", f"{d['compression_ratio']:.2f}",
                   f"{d['guard_dropped_share']:.0%}",
@@ -273,14 +249,18 @@ def _general_terms(run: Path) -> None:
     rows = [c for c in read_jsonl(run / "candidates.jsonl") if c["units"]]
     if cfg is None or not rows:
         return
-    for term, what in (("canary_drop", "canary drop, adapter on every question"), ("drift", "drift, nats/token")):
+    terms = [("canary_drop", "canary drop, adapter on every question"), ("drift", "drift, nats/token")]
+    if cfg.rl.retention_docs:  # forgetting on earlier contexts' probes
+        terms.append(("forgetting", "forgetting on earlier contexts' probes"))
+    for term, what in terms:
         have = [c for c in rows if c.get(term) is not None]
         if not have:
             continue
         t = Table(title=f"reward = gain - lambda x {what}: winners on the same {len(have)} candidates")
         for c in ("lambda", "winners", "contexts whose winner changes", "winners' gain", f"winners' {term}"):
             t.add_column(c, justify="right")
-        run_lam = cfg.rl.canary_lambda if term == "canary_drop" else cfg.rl.drift_lambda
+        run_lam = {"canary_drop": cfg.rl.canary_lambda, "drift": cfg.rl.drift_lambda,
+                   "forgetting": cfg.rl.retention_lambda}[term]
         for lam in sorted({0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, run_lam}):
             e = term_effect(have, term, lam, cfg.rl.selection, cfg.rl.threshold)
             t.add_row(f"{lam:g}" + (" (this run)" if lam == run_lam else ""), str(e["winners"]), str(e["contexts_changed"]), f"{e['gain']:+.3f}",

@@ -42,27 +42,10 @@ def select_winners(cands: list[Scored], selection: str, threshold: float) -> lis
     return out
 
 
-def retention_effect(cands: list[Scored], selection: str, threshold: float, lam: float) -> dict:
-    """What the retention-aware reward changes, from candidates measured with forgetting: the winners under
-    reward = gain (lambda 0) vs gain - lam x forgetting, on the same candidates (no retraining needed)."""
-    def winners(l: float) -> list[Scored]:
-        return select_winners([Scored(c.doc_id, c.k, c.gain, c.forgetting, reward(c.gain, c.forgetting, l))
-                                for c in cands], selection, threshold)
-
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else float("nan")
-
-    a, b = winners(0.0), winners(lam)
-    ka, kb = {(w.doc_id, w.k) for w in a}, {(w.doc_id, w.k) for w in b}
-    return {"lambda": lam, "winners_gain_only": len(a), "winners_retention": len(b),
-            "contexts_changed": len({d for d, _ in ka ^ kb}),
-            "forgetting_gain_only": mean([w.forgetting for w in a]), "forgetting_retention": mean([w.forgetting for w in b]),
-            "gain_gain_only": mean([w.gain for w in a]), "gain_retention": mean([w.gain for w in b])}
-
-
 def term_effect(rows: list[dict], term: str, lam: float, selection: str, threshold: float) -> dict:
-    """Whom a penalty would pick, from candidates measured with it (rows of candidates.jsonl, keyed by round
-    and context): winners under reward = gain alone vs gain - lam x `term` (clamped at 0, as in `reward`)."""
+    """Whom a penalty (forgetting, drift, canary_drop) would pick, from candidates measured with it (rows of
+    candidates.jsonl, keyed by round and context): winners under reward = gain alone vs gain - lam x `term`
+    (clamped at 0, as in `reward`)."""
     def scored(l: float) -> list[Scored]:
         return [Scored(f"{c['round']}|{c['doc_id']}", c["k"], c["gain"], c.get("forgetting", 0.0),
                        c["gain"] - l * max(0.0, c.get(term) or 0.0)) for c in rows]
