@@ -203,11 +203,15 @@ def _per_round(run: Path) -> None:
     the reward's spread, the dense reward's agreement with containment, the edits' variety and general cost."""
     from core.io import read_jsonl
     from core.stats import spearman
+    from core.config import load_config
     from teacher.diversity import edit_diversity
+    from teacher.rewards import passage_control
 
     rows = read_jsonl(run / "candidates.jsonl")
     if not rows:
         return
+    # guard-emptied candidates trained on the passage alone only if the run trained the passage alongside edits
+    with_passage = (run / "config.yaml").is_file() and load_config(run / "config.yaml").train.passage_in_training
     t = Table(title="candidates per round (all measured so far)")
     for c in ("round", "n", "gain mean / sd", "gain > 0", "gain = 0", "spearman(dense, containment)",
               "kept units", "distinct-2", "compression", "guard dropped", "canary drop (unrouted)", "drift"):
@@ -237,6 +241,11 @@ def _per_round(run: Path) -> None:
         q = [rw[min(len(rw) - 1, int(f * len(rw)))] for f in (0.0, 0.25, 0.5, 0.75)] + [rw[-1]]
         console.print(f"round {r}: containment gain distribution {gains}; reward min/q1/median/q3/max "
                       + " / ".join(f"{x:+.3f}" for x in q))
+        pc = passage_control(cs)
+        if with_passage and pc["emptied"] and pc["kept"]:
+            console.print(f"round {r}: kept edits (+ passage) gain {pc['kept_gain']:+.3f} over {pc['kept']}; the "
+                          f"passage alone (guard-emptied candidates) {pc['emptied_gain']:+.3f} over {pc['emptied']}; "
+                          f"paired on {pc['paired_contexts']} contexts with both: {pc['paired_diff']:+.3f}")
 
 
 def _general_terms(run: Path) -> None:

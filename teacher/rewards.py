@@ -62,3 +62,21 @@ def term_effect(rows: list[dict], term: str, lam: float, selection: str, thresho
             "gain_gain_only": mean([by[k]["gain"] for k in ka]), "gain": mean([by[k]["gain"] for k in kb]),
             "term_gain_only": mean([by[k].get(term) or 0.0 for k in ka]),
             "term_value": mean([by[k].get(term) or 0.0 for k in kb])}
+
+
+def passage_control(rows: list[dict]) -> dict:
+    """A free control inside a round: a candidate whose every line the guard dropped still trains on the passage
+    (when `train.passage_in_training`), with its own seed, so it is a passage-only replicate on the same context.
+    If kept edits gain no more than these, the winners were picked on probe noise, not on what the edit added.
+    Rows are one round's candidates.jsonl rows; the paired figure uses contexts that have both kinds."""
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    emptied = [c["gain"] for c in rows if not c["units"]]
+    kept = [c["gain"] for c in rows if c["units"]]
+    by: dict[str, tuple[list[float], list[float]]] = {}
+    for c in rows:
+        by.setdefault(c["doc_id"], ([], []))[0 if c["units"] else 1].append(c["gain"])
+    diffs = [mean(k) - mean(e) for k, e in by.values() if k and e]
+    return {"kept": len(kept), "kept_gain": mean(kept), "emptied": len(emptied), "emptied_gain": mean(emptied),
+            "paired_contexts": len(diffs), "paired_diff": mean(diffs)}

@@ -87,6 +87,19 @@ def test_a_canary_or_drift_penalty_flips_the_winner_when_the_terms_disagree():
     assert reward(0.0, 0.0, 0.0, canary_drop=-0.3, canary_lambda=1.0) == 0.0
 
 
+def test_guard_emptied_candidates_are_the_rounds_passage_only_control():
+    from teacher.rewards import passage_control
+
+    rows = [{"doc_id": "a", "units": ["x"], "gain": 0.4}, {"doc_id": "a", "units": [], "gain": 0.2},
+            {"doc_id": "b", "units": ["y"], "gain": 0.0}, {"doc_id": "b", "units": ["z"], "gain": 0.2},
+            {"doc_id": "b", "units": [], "gain": 0.4}, {"doc_id": "c", "units": ["w"], "gain": 0.6}]
+    pc = passage_control(rows)
+    assert (pc["kept"], pc["emptied"]) == (4, 2)
+    assert pc["kept_gain"] == pytest.approx(0.3) and pc["emptied_gain"] == pytest.approx(0.3)
+    # c has no passage-only replicate, so it is left out of the pairing: a +0.2, b -0.3
+    assert pc["paired_contexts"] == 2 and pc["paired_diff"] == pytest.approx(-0.05)
+
+
 def test_the_product_regime_trains_candidates_with_retention_and_measures_their_general_cost(
         runtime, tiny_cfg, tmp_path):
     base = {"rounds": 1, "contexts": 1, "samples": 2, "threshold": -1.0, "reward": "likelihood"}
