@@ -201,9 +201,9 @@ def rl_report(run: Path = typer.Argument(..., help="An RL run directory.")):
 def _per_round(run: Path) -> None:
     """What each round's candidates looked like, from candidates.jsonl (so a round still running shows too):
     the reward's spread, the dense reward's agreement with containment, the edits' variety and general cost."""
+    from core.config import load_config
     from core.io import read_jsonl
     from core.stats import spearman
-    from core.config import load_config
     from teacher.diversity import edit_diversity
     from teacher.rewards import passage_control
 

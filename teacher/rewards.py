@@ -42,6 +42,11 @@ def select_winners(cands: list[Scored], selection: str, threshold: float) -> lis
     return out
 
 
+def mean(xs: list[float]) -> float:
+    """A mean that is NaN, not an error, for an empty set (a round with no winners, no emptied candidates)."""
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
 def term_effect(rows: list[dict], term: str, lam: float, selection: str, threshold: float) -> dict:
     """Whom a penalty (forgetting, drift, canary_drop) would pick, from candidates measured with it (rows of
     candidates.jsonl, keyed by round and context): winners under reward = gain alone vs gain - lam x `term`
@@ -49,9 +54,6 @@ def term_effect(rows: list[dict], term: str, lam: float, selection: str, thresho
     def scored(l: float) -> list[Scored]:
         return [Scored(f"{c['round']}|{c['doc_id']}", c["k"], c["gain"], c.get("forgetting", 0.0),
                        c["gain"] - l * max(0.0, c.get(term) or 0.0)) for c in rows]
-
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else float("nan")
 
     by = {(f"{c['round']}|{c['doc_id']}", c["k"]): c for c in rows}
     a = select_winners(scored(0.0), selection, threshold)
@@ -69,9 +71,6 @@ def passage_control(rows: list[dict]) -> dict:
     (when `train.passage_in_training`), with its own seed, so it is a passage-only replicate on the same context.
     If kept edits gain no more than these, the winners were picked on probe noise, not on what the edit added.
     Rows are one round's candidates.jsonl rows; the paired figure uses contexts that have both kinds."""
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else float("nan")
-
     emptied = [c["gain"] for c in rows if not c["units"]]
     kept = [c["gain"] for c in rows if c["units"]]
     by: dict[str, tuple[list[float], list[float]]] = {}
