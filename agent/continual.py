@@ -235,21 +235,18 @@ class ContinualLearner:
 
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
         """The document's training units in the configured regime (agent/training_data.py)."""
-        if self.c.train_on == "passage":
-            return [f"{p.title}\n{p.context}"] * self.c.passage_copies
-        if self.c.train_on in ("qa", "qa+passage"):
-            from agent.training_data import qa_units
+        from agent.training_data import document_units, with_masked
 
-            units = qa_units(p, self.c.qa_pairs, seed)
-            extra = [f"{p.title}\n{p.context}"] if self.c.train_on == "qa+passage" or not units else []
-            return units + extra
+        units = document_units(p, self.c, seed)
+        if units is not None:
+            return units
         if self.generation is not None and self.teacher_st is self.student:  # the base teacher on vLLM
             raw = self.writer.sample_raw([p], seed=seed, backend=self.generation)[0]
         else:
             with self._teacher() as m:
                 raw = self.writer.sample_raw([p], seed=seed, model=m)[0]
         se = build_self_edit(p, raw, self.cfg.teacher.format, self.cfg.teacher.grounding)
-        return se.sequences(p, self.cfg.train.passage_in_training)
+        return se.sequences(p, self.cfg.train.passage_in_training) + with_masked(p, self.c, seed)
 
     def _replay(self, learned: list[str]) -> list[str]:
         r = self.c.replay
@@ -503,7 +500,7 @@ class ContinualLearner:
             return build_mix(texts, self.student.tokenizer, "nll")
         with self._base() as m:
             return build_mix(texts, self.student.tokenizer, self.cfg.train.loss, passage=doc, model=m,
-                             k=self.cfg.train.retain.topk)
+                             k=self.cfg.train.retain.topk, temperature=self.cfg.train.distill_temperature)
 
     def _train_commit(self, doc, parent, parent_v, cands, texts, mix, replay, stack_names, before, seed, learned,
                       settings):

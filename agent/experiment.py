@@ -2,6 +2,7 @@
 
 Conditions:
   none                 the base model, no update
+  open-book            the base model with the passage in its prompt: the ceiling closed-book learning aims at
   learn                the configured learning mode, as the continual learner trains (continual.train_on,
                        train.loss, train.retain: the product's default regime)
   passage              LoRA on the passage alone
@@ -11,6 +12,12 @@ Conditions:
   self-edit-unguarded  the same sampled self-edit with the guard off (same sample: a paired comparison)
   external:FILE        completions from a SEAL-format file + the passage
   teacher:RUN@N        the self-edit written by teacher-vN of an RL run (`seal rl`), sampled like `self-edit`
+  recipe:NAME          like `learn`, with the config's named recipe applied (`recipes:` in the config)
+
+Grading is as served: one router holds every passage of the run (not only the one being learned), so a
+question routed to another passage's adapter counts as a miss, one routed to none meets the untouched model.
+Each record also keeps the oracle answer (the passage's own adapter answers every one of its questions).
+Extra question sets (hand-written rewordings) are asked of the same adapters and graded the same way.
 
 Results go to per-question JSONL as each unit finishes; a rerun with the same --out resumes.
 """
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.documents import Passage
+from core.documents import QA, Passage
 from core.io import append_jsonl, read_jsonl
 from evaluation.closed_book import evaluate_passage
 from student.runtime import Runtime
@@ -29,8 +36,9 @@ from teacher.external import ExternalEdits
 from teacher.self_edit import SelfEdit, build_self_edit
 from teacher.writer import TeacherWriter
 
-BASIC = ("none", "learn", "passage", "passage-repeat", "self-edit", "self-edit-unguarded")
-ORDER = {"none": 0, "learn": 1, "self-edit": 2, "self-edit-unguarded": 3, "passage": 4, "passage-repeat": 5}
+BASIC = ("none", "open-book", "learn", "passage", "passage-repeat", "self-edit", "self-edit-unguarded")
+ORDER = {"none": 0, "open-book": 0.5, "learn": 1, "self-edit": 2, "self-edit-unguarded": 3, "passage": 4,
+         "passage-repeat": 5}
 
 
 class ConditionError(ValueError):
@@ -44,10 +52,16 @@ class Condition:
     teacher: tuple[Path, int] | None = None  # (RL run dir, teacher version)
 
 
-def parse_conditions(spec: str) -> list[Condition]:
+def parse_conditions(spec: str, recipes: dict[str, list[str]] | None = None) -> list[Condition]:
     conds: list[Condition] = []
     for raw in [c.strip() for c in spec.split(",") if c.strip()]:
-        if raw.startswith("external:"):
+        if raw.startswith("recipe:"):
+            name = raw.split(":", 1)[1]
+            if name not in (recipes or {}):
+                raise ConditionError(f"{raw!r}: the config defines no recipe {name!r} (it has: "
+                                     f"{', '.join(sorted(recipes or {})) or 'none'})")
+            conds.append(Condition(raw))
+        elif raw.startswith("external:"):
             path = Path(raw.split(":", 1)[1])
             if not path.is_file():
                 raise ConditionError(f"external self-edit file not found: {path}")
@@ -66,20 +80,76 @@ def parse_conditions(spec: str) -> list[Condition]:
         elif raw in BASIC:
             conds.append(Condition(raw))
         else:
-            raise ConditionError(f"unknown condition {raw!r}; use {', '.join(BASIC)}, external:FILE or "
-                                 "teacher:RUN@N")
+            raise ConditionError(f"unknown condition {raw!r}; use {', '.join(BASIC)}, recipe:NAME, external:FILE "
+                                 "or teacher:RUN@N")
     if not conds:
         raise ConditionError("no conditions given")
     if len({c.name for c in conds}) != len(conds):
         raise ConditionError("a condition is listed twice")
-    return sorted(conds, key=lambda c: ORDER.get(c.name, 9))
+    return sorted(conds, key=lambda c: 1.5 if c.name.startswith("recipe:") else ORDER.get(c.name, 9))
+
+
+def trains_like_learn(name: str) -> bool:
+    """`learn` and the recipes train as the continual learner does; the other conditions on plain raw text."""
+    return name == "learn" or name.startswith("recipe:")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One question asked of a unit: SQuAD's own (`squad`) or an extra set (e.g. `reworded`)."""
+
+    set: str
+    question: str
+    answer: str
+
+
+def load_extra_questions(path: Path, passages: list[Passage]) -> dict[str, list[Asked]]:
+    """Extra questions by document (`{set?, questions: [{doc_id, question, answer}]}`); entries for passages
+    not selected are ignored, and a file that matches none of them is an error (wrong file or split)."""
+    from core.documents import DocumentFormatError, read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
+        raise DocumentFormatError(f"{path}: expected an object with a 'questions' list")
+    name = str(data.get("set", "reworded"))
+    if name == "squad":
+        raise DocumentFormatError(f"{path}: set name 'squad' is taken by the passages' own questions")
+    ids = {p.doc_id for p in passages}
+    out: dict[str, list[Asked]] = {}
+    for i, q in enumerate(data["questions"]):
+        if not isinstance(q, dict) or not all(isinstance(q.get(k), str) and q[k].strip()
+                                              for k in ("doc_id", "question", "answer")):
+            raise DocumentFormatError(f"{path}: questions[{i}] needs non-empty strings doc_id, question, answer")
+        if q["doc_id"] in ids:
+            out.setdefault(q["doc_id"], []).append(Asked(name, q["question"].strip(), q["answer"].strip()))
+    if not out:
+        raise DocumentFormatError(f"{path}: none of its questions is about a selected passage (check the file "
+                                  "and --offset/--every/--limit)")
+    return out
 
 
 class EvalRun:
     def __init__(self, rt: Runtime, conditions: list[Condition], out: Path,
                  log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None,
-                 unrouted: bool = True, retain_all: bool = False):
+                 unrouted: bool = True, retain_all: bool = False, passages: list[Passage] | None = None,
+                 extra_questions: dict[str, list[Asked]] | None = None, repeat_matches: str | None = None,
+                 measure_general: bool = True):
         self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
+        # what passage-repeat is step-matched to: the named condition, else self-edit, learn or the first recipe
+        trained = [c.name for c in conditions if c.name == "self-edit" or trains_like_learn(c.name)]
+        if repeat_matches is not None and repeat_matches not in trained:
+            raise ValueError(f"--repeat-matches {repeat_matches!r} is not a trained condition of this run "
+                             f"({', '.join(trained) or 'none'})")
+        self.repeat_ref = repeat_matches or (trained[0] if trained else None)
+        self.extra = extra_questions or {}
+        # as served: one router over every passage of the run (built once; every shard builds the same one)
+        self.router = None
+        if self.cfg.continual.routing.enabled and passages:
+            from serving.routing import build_routing
+
+            docs = {q.doc_id: f"{q.title}\n{q.context}" for q in passages}
+            self.router = build_routing({d: d for d in docs}, docs, self.cfg.continual.routing,
+                                        self.cfg.continual.canary).router
         self.judge, self.progress = judge, progress
         self.unrouted = unrouted  # with routing: also the canary had the adapter answered everything (one more pass)
         # every condition trains with the product's retention (train.retain), not `learn` alone: a comparison of
@@ -97,6 +167,7 @@ class EvalRun:
         self.writer = TeacherWriter(rt.teacher.model, rt.teacher.tokenizer, self.cfg.teacher)
         # evaluation.canary.GeneralMonitor: when given, every adaptation's canary and drift are measured too
         self.general = general
+        self.measure_general = measure_general and general is not None  # else `general` only feeds retention
         if general is not None:
             general.prepare(rt.student)  # the untouched model: an eval run never merges
             self.canary_base = general.measure(rt.student, None).canary.accuracy
@@ -157,61 +228,114 @@ class EvalRun:
             return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped),
                                                             "parsed": se.parsed}
         if cond.name == "passage-repeat":
-            ref_name = "self-edit" if any(c.name == "self-edit" for c in self.conditions) else "learn"
+            ref_name = self.repeat_ref
+            if ref_name is None:
+                raise ValueError("passage-repeat needs a trained condition to match (self-edit, learn or a recipe)")
             ref = self.done.get((p.doc_id, ref_name))
             if ref and ref.get("train"):
-                n = ref["train"]["steps"] if ref_name == "learn" else ref["train"]["sequences"]
-            elif ref_name == "learn":
-                n = s.epochs * len(self._learn_units(idx, p))
-            else:
+                n = ref["train"]["sequences"] if ref_name == "self-edit" else ref["train"]["steps"]
+            elif ref_name == "self-edit":
                 n = len(self._self_edit(idx, p, True).sequences(p))
-            if ref_name == "learn":  # step-matched: one passage copy per step of the learn condition
+            else:
+                rc = self._cfg_for(ref_name)
+                n = rc.train.epochs * -(-len(self._learn_units(idx, p, rc)) // rc.train.batch_size)
+            if ref_name != "self-edit":  # step-matched: one passage copy per step of the matched condition
                 n = max(1, round(n / s.epochs))
             return [passage_seq] * n, {"matched_to": ref_name}
-        if cond.name == "learn":
-            return self._learn_units(idx, p), {"regime": self.cfg.continual.train_on, "loss": s.loss,
-                                               "retain_weight": s.retain.weight}
+        if trains_like_learn(cond.name):
+            c = self._cfg_for(cond.name)
+            return self._learn_units(idx, p, c), {"regime": c.continual.train_on, "loss": c.train.loss,
+                                                  "retain_weight": c.train.retain.weight}
         if cond.teacher is not None:
             se = self._teacher_edit(idx, p, cond)
         else:
             se = self.externals[cond.name].self_edit(p, self.cfg.teacher.format, self.cfg.teacher.grounding)
         return se.sequences(p, s.passage_in_training), {"units": len(se.units), "dropped": len(se.dropped)}
 
-    def _learn_units(self, idx: int, p: Passage) -> list[str]:
-        from agent.training_data import qa_units
+    def _cfg_for(self, name: str):
+        """The config a condition trains with: a recipe's overrides applied, else the run's own."""
+        if name.startswith("recipe:"):
+            from core.config import recipe_config
 
-        on = self.cfg.continual.train_on
-        if on == "self-edit":
-            return self._self_edit(idx, p, guarded=True).sequences(p, self.cfg.train.passage_in_training)
-        units = qa_units(p, self.cfg.continual.qa_pairs, self.cfg.seed + idx) if on.startswith("qa") else []
-        copies = self.cfg.continual.passage_copies if on == "passage" else 1
-        return units + ([f"{p.title}\n{p.context}"] * copies if on in ("passage", "qa+passage") or not units else [])
+            return recipe_config(self.cfg, name.split(":", 1)[1])
+        return self.cfg
+
+    def _learn_units(self, idx: int, p: Passage, cfg=None) -> list[str]:
+        from agent.training_data import document_units, with_masked
+
+        cfg = cfg or self.cfg
+        units = document_units(p, cfg.continual, cfg.seed + idx)
+        if units is not None:
+            return units
+        se = self._self_edit(idx, p, guarded=True)
+        return se.sequences(p, cfg.train.passage_in_training) + with_masked(p, cfg.continual, cfg.seed + idx)
 
     def _train(self, idx: int, p: Passage, cond: Condition, texts: list[str], adapter: str):
-        """`learn` trains exactly as the continual learner does (QA pairs, distillation, retention); the other
-        conditions train on raw text with the plain next-token loss, as in the paper."""
+        """`learn` and the recipes train exactly as the continual learner does (QA pairs, distillation,
+        retention); the other conditions train on raw text with the plain next-token loss, as in the paper."""
         st, s = self.rt.student, self.cfg.train
         kw = dict(seed=self.cfg.seed + idx, progress=self.progress, desc=f"[{idx}] {cond.name}")
-        if cond.name != "learn" and self.retain_all:
+        if not trains_like_learn(cond.name) and self.retain_all:
             return st.train_adapter(texts, adapter, settings=s.model_copy(update={"loss": "nll"}),
                                     retain=self.general.retain_targets, **kw)
-        if cond.name != "learn":
+        if not trains_like_learn(cond.name):
             plain = s.model_copy(update={"retain": s.retain.model_copy(update={"weight": 0.0}), "loss": "nll"})
             return st.train_adapter(texts, adapter, settings=plain, **kw)
         from agent.training_data import build_mix
 
+        s = self._cfg_for(cond.name).train
         with st.use(None) as m:
-            mix = build_mix(texts, st.tokenizer, s.loss, passage=p, model=m, k=s.retain.topk)
+            mix = build_mix(texts, st.tokenizer, s.loss, passage=p, model=m, k=s.retain.topk,
+                            temperature=s.distill_temperature)
         retain = self.general.retain_targets if self.general is not None and s.retain.weight > 0 else None
         if s.retain.weight > 0 and retain is None:
-            raise ValueError("the learn condition trains with retention (train.retain.weight > 0): run it with "
-                             "the canary on (continual.canary.enabled)")
-        return st.train_adapter(mix.texts, adapter, pairs=mix.pairs or None, soft=mix.soft or None, retain=retain,
-                                **kw)
+            raise ValueError(f"{cond.name} trains with retention (train.retain.weight > 0): run it with the canary "
+                             "on (continual.canary.enabled)")
+        return st.train_adapter(mix.texts, adapter, settings=s, pairs=mix.pairs or None, soft=mix.soft or None,
+                                retain=retain, **kw)
+
+    def _asked(self, p: Passage) -> list[Asked]:
+        return [Asked("squad", qa.question, qa.answer) for qa in p.questions] + list(self.extra.get(p.doc_id, []))
+
+    def _answers(self, p: Passage, cond: Condition, adapter: str | None, asked: list[Asked]):
+        """(served answers, oracle answers, route per question). Served: the run's router over every passage
+        sends each question to its passage's adapter (own), to the untouched model (none), or to another
+        passage's adapter (other: counted as a miss, since that adapter never learned this passage)."""
+        from evaluation.closed_book import answer, answer_open_book
+
+        qs = [a.question for a in asked]
+        ev = self.cfg.eval
+        if cond.name == "open-book":
+            out = answer_open_book(self.rt.student, p.context, qs, ev.max_new_tokens, ev.batch_size)
+            return out, out, ["open-book"] * len(qs)
+        if adapter is None:
+            out = answer(self.rt.student, None, qs, ev.max_new_tokens, ev.batch_size)
+            return out, out, ["base"] * len(qs)
+        oracle = answer(self.rt.student, adapter, qs, ev.max_new_tokens, ev.batch_size)
+        if self.router is None:
+            if not self.cfg.continual.routing.enabled:
+                return oracle, oracle, ["unrouted"] * len(qs)
+            from serving.routing import build_routing
+
+            one = build_routing({p.doc_id: adapter}, {p.doc_id: f"{p.title}\n{p.context}"},
+                                self.cfg.continual.routing, self.cfg.continual.canary)
+            routes = ["own" if r.doc_id else "none" for r in one.routes(qs)]
+        else:
+            routes = [("own" if r.doc_id == p.doc_id else "none" if r.doc_id is None else "other")
+                      for r in (self.router.route(q) for q in qs)]
+        base_idx = [i for i, r in enumerate(routes) if r == "none"]
+        base = answer(self.rt.student, None, [qs[i] for i in base_idx], ev.max_new_tokens, ev.batch_size) \
+            if base_idx else []
+        served = [oracle[i] if r == "own" else "" for i, r in enumerate(routes)]
+        for i, a in zip(base_idx, base):
+            served[i] = a
+        return served, oracle, routes
 
     def run_unit(self, idx: int, p: Passage, cond: Condition) -> dict:
+        from evaluation.closed_book import grade_answers
+
         t0 = time.perf_counter()
-        texts, info = self._train_texts(idx, p, cond)
+        texts, info = self._train_texts(idx, p, cond) if cond.name != "open-book" else (None, {})
         t_edit = time.perf_counter() - t0
         adapter, train = None, None
         if texts is not None:
@@ -219,35 +343,48 @@ class EvalRun:
             stats = self._train(idx, p, cond, texts, adapter)
             train = stats.summary()
         t1 = time.perf_counter()
-        routing = None
-        if adapter and self.cfg.continual.routing.enabled:  # as served: the adapter answers its document only
-            from serving.routing import build_routing
-
-            routing = build_routing({p.doc_id: adapter}, {p.doc_id: f"{p.title}\n{p.context}"},
-                                    self.cfg.continual.routing, self.cfg.continual.canary)
-        graded = evaluate_passage(self.rt.student, routing or adapter, p, self.cfg.eval.max_new_tokens,
-                                  self.cfg.eval.batch_size, self.judge)
+        asked = self._asked(p)
+        served, oracle, routes = self._answers(p, cond, adapter, asked)
+        graded: list[tuple[Asked, object, object, str]] = []
+        for set_name in dict.fromkeys(a.set for a in asked):
+            idxs = [i for i, a in enumerate(asked) if a.set == set_name]
+            qas = [QA(asked[i].question, asked[i].answer) for i in idxs]
+            g_served = grade_answers(qas, [served[i] for i in idxs], self.judge)
+            g_oracle = grade_answers(qas, [oracle[i] for i in idxs], None)
+            graded += [(asked[i], gs, go, routes[i]) for i, gs, go in zip(idxs, g_served, g_oracle)]
         t_eval = time.perf_counter() - t1
-        if self.general is not None:
+        if self.measure_general and cond.name != "open-book":
+            routing = None
+            if adapter and self.cfg.continual.routing.enabled:
+                from serving.routing import AdapterRouting, build_routing
+
+                routing = (AdapterRouting(self.router, {p.doc_id: adapter}) if self.router is not None else
+                           build_routing({p.doc_id: adapter}, {p.doc_id: f"{p.title}\n{p.context}"},
+                                         self.cfg.continual.routing, self.cfg.continual.canary))
             g = self.general.measure(self.rt.student, [adapter] if adapter else None, routing=routing)
             info = info | {"canary": g.canary.accuracy, "canary_drop": self.canary_base - g.canary.accuracy,
                            "drift": g.drift}
-            if routing is not None:  # how many of its own questions reach the adapter
-                info["routed_share"] = sum(r.doc_id is not None for r in routing.routes(
-                    [q.question for q in p.questions])) / max(1, len(p.questions))
             if routing is not None and self.unrouted:  # and the adapter's own cost, had it answered everything
                 u = self.general.measure(self.rt.student, [adapter])
                 info = info | {"canary_unrouted": u.canary.accuracy,
                                "canary_drop_unrouted": self.canary_base - u.canary.accuracy}
         if adapter:
             self.rt.student.drop(adapter)
-        for qi, g in enumerate(graded):
+            own = [r for r in routes if r in ("own", "none", "other")]
+            info["routed_share"] = sum(r == "own" for r in own) / max(1, len(own))
+        n_by_set: dict[str, int] = {}
+        for a, gs, go, route in graded:
+            qi = n_by_set.get(a.set, 0)
+            n_by_set[a.set] = qi + 1
             append_jsonl(self.records_path, {"passage": idx, "doc_id": p.doc_id, "title": p.title,
-                                             "condition": cond.name, "q": qi, **g.to_json()})
+                                             "condition": cond.name, "set": a.set, "q": qi, "route": route,
+                                             **gs.to_json(), "oracle_contains": go.contains, "oracle_f1": go.f1,
+                                             "oracle_answer": go.answer})
+        squad = [gs for a, gs, _, _ in graded if a.set == "squad"]
         unit = {"passage": idx, "doc_id": p.doc_id, "condition": cond.name, "train": train, **info,
                 "seconds": {"self_edit": round(t_edit, 3), "eval": round(t_eval, 3),
                             "total": round(time.perf_counter() - t0, 3)},
-                "contains": sum(g.contains for g in graded) / max(1, len(graded))}
+                "contains": sum(g.contains for g in squad) / max(1, len(squad))}
         append_jsonl(self.units_path, unit)
         self.done[(p.doc_id, cond.name)] = unit
         return unit

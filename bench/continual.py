@@ -16,6 +16,14 @@ Modes:
 Every mode measures the general-capability canary and drift after each update (the gate acts on them only
 where it is enabled); per sequence the prod canary after every update is written as a curve.
 
+Which questions the gate sees (--probes), and which are reported:
+  self   the learner gets each passage without its questions, so the teacher writes the gate's probes (what a
+         user's document without questions gets); every gold question is reported, none was seen (default)
+  half   the learner gets a seeded half of the gold questions as probes; the other half is reported
+  given  the learner gets every gold question and they are reported too (the old, circular protocol)
+Reported (held-out) accuracy is measured as served: prod, routed among every document it holds, right after
+each update (diag) and at the end of the sequence (final); BWT = mean(final - diag) on the same questions.
+
     python bench/continual.py --config configs/default.yaml --mode ours --sequences 4 --length 8 --out DIR
 
 Ends with `RESULT mode=... final_avg=... base_avg=... bwt=... diag=...` (means over sequences).
@@ -80,17 +88,52 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _resumable(partial: Path, state: Path, seq, mode: str) -> list[dict]:
+def _resumable(partial: Path, state: Path, seq, mode: str, probes: str) -> list[dict]:
     """The updates of a sequence cut short, when its state survived and it is the same sequence; merge mode edits
     the weights in memory, so it always restarts clean. An update interrupted midway is redone by the learner,
     which finds its own half-done attempt (a job delivered twice does its work once)."""
     if mode == "merge" or not partial.exists() or not (state / "memory.sqlite").exists():
         return []
     d = json.loads(partial.read_text())
-    return d["updates"] if d.get("docs") == [p.doc_id for p in seq] and d.get("mode", mode) == mode else []
+    return d["updates"] if d.get("docs") == [p.doc_id for p in seq] and d.get("mode", mode) == mode \
+        and d.get("probes", "given") == probes and "base_held" in d else []
 
 
-def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
+def split_probes(p, how: str, seed: int):
+    """(what the learner gets, the questions reported): see --probes."""
+    from core.documents import Passage
+
+    qs = list(p.questions)
+    if how == "given":
+        return p, qs
+    if how == "self":
+        return Passage(p.title, p.context, ()), qs
+    order = list(range(len(qs)))
+    random.Random(f"{seed}:{p.doc_id}").shuffle(order)
+    gate = sorted(order[: len(qs) // 2])
+    if not gate:  # a single question: report it, gate on self-written probes
+        return Passage(p.title, p.context, ()), qs
+    return Passage(p.title, p.context, tuple(qs[i] for i in gate)), [qs[i] for i in sorted(order[len(qs) // 2:])]
+
+
+def held_out(lr, reported: dict, docs: list) -> dict[str, float]:
+    """Containment on the reported questions of `docs`, asked of prod as served (routed among its documents)."""
+    from core.documents import Passage
+    from evaluation.closed_book import evaluate_passage
+    from student.stack import load_version
+
+    prod = lr.prod()
+    names = load_version(lr.stack, lr.student, prod) if prod and prod.adapters else []
+    target = (lr.routing(prod, names) or names or None) if names else None
+    out = {}
+    for p in docs:
+        q = Passage(p.title, p.context, tuple(reported[p.doc_id]))
+        g = evaluate_passage(lr.student, target, q, lr.cfg.eval.max_new_tokens, lr.cfg.eval.batch_size)
+        out[p.doc_id] = sum(x.contains for x in g) / max(1, len(g))
+    return out
+
+
+def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int, probes: str = "self") -> dict:
     from evaluation.closed_book import evaluate_passage
     from agent.continual import ContinualLearner, forgetting_report
     from student.runtime import open_runtime
@@ -101,34 +144,41 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
 
     state = out / f"seq{seq_idx}-state"
     partial = out / f"seq{seq_idx}.partial.json"
-    updates = _resumable(partial, state, seq, mode)
+    updates = _resumable(partial, state, seq, mode, probes)
     if not updates:
         shutil.rmtree(state, ignore_errors=True)
     rt = open_runtime(cfg)  # fresh base per sequence (merge mode edits the weights)
     lr = ContinualLearner(rt.student, cfg, StackStore(state / "stack"), MemoryStore(state / "memory.sqlite"))
     t0 = time.perf_counter()
+    split = {p.doc_id: split_probes(p, probes, cfg.seed) for p in seq}
+    reported = {d: qs for d, (_, qs) in split.items()}
+    base_held = held_out(lr, reported, seq) if not updates else None
     if not updates:
-        lr.measure_base(seq)
+        lr.measure_base([split[p.doc_id][0] for p in seq])
     else:
         print(f"  seq {seq_idx}: resuming after {len(updates)} updates", flush=True)
+        base_held = json.loads(partial.read_text()).get("base_held")
     for i, p in enumerate(seq):
         if i < len(updates):
             continue
-        r = lr.learn(p, seed=cfg.seed + 1000 * seq_idx + i)
+        r = lr.learn(split[p.doc_id][0], seed=cfg.seed + 1000 * seq_idx + i)
+        diag_held = held_out(lr, reported, [p])[p.doc_id]
         prod = lr.prod()
         g = lr.memory.general()
         prod_canary = g.get(prod.version if prod else 0, g.get(0, {})).get("canary")
         updates.append({"doc": p.doc_id, "version": r.version, "status": r.status, "reason": r.reason,
                         "before": r.before, "after": r.after, "forgetting": r.forgetting, "seconds": r.seconds,
                         "candidates": r.candidate_terms, "canary": r.canary, "drift": r.drift,
-                        "canary_base": r.canary_base, "prod_canary": prod_canary, "attempts": r.attempts})
-        print(f"  seq {seq_idx} [{i}] {r.status:8s} before {r.before:.2f} after {r.after:.2f} "
+                        "canary_base": r.canary_base, "prod_canary": prod_canary, "attempts": r.attempts,
+                        "diag_held": diag_held, "probe_source": r.probe_source})
+        print(f"  seq {seq_idx} [{i}] {r.status:8s} probes {r.before:.2f} -> {r.after:.2f} held-out {diag_held:.2f} "
               f"forgetting {r.forgetting:.2f} canary {_pct(r.canary)} (prod {_pct(prod_canary)}) "
               f"drift {r.drift if r.drift is not None else float('nan'):.4f} ({r.seconds['total']:.0f}s) {r.reason}",
               flush=True)
         # the curve so far survives a run cut short, and a rerun resumes from the state beside it
         tmp = partial.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"docs": [p.doc_id for p in seq], "mode": mode, "updates": updates}, indent=2))
+        tmp.write_text(json.dumps({"docs": [p.doc_id for p in seq], "mode": mode, "updates": updates,
+                                   "base_held": base_held, "probes": probes}, indent=2))
         tmp.replace(partial)
     prod = lr.prod()
     names = [a.id for a in prod.adapters] if prod else []
@@ -136,11 +186,8 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
         from student.stack import load_version
 
         names = load_version(lr.stack, lr.student, prod)
-    final = {}
     routing = lr.routing(prod, names)
-    for p in seq:
-        g = evaluate_passage(lr.student, routing or names or None, p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-        final[p.doc_id] = sum(x.contains for x in g) / len(g)
+    final = held_out(lr, reported, seq)
     unrouted = None
     if routing is not None and lr.general is not None:  # the weights with every adapter on, routing aside
         unrouted = lr.general.measure(lr.student, names).canary.accuracy
@@ -152,16 +199,20 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
             "threshold": routing.router.threshold}
     else:
         routed_share = None
-    ledger = lr.memory.ledger()
-    base = {d: ledger[0][d] for d in ledger.get(0, {})}
+    base = base_held
     rep = forgetting_report(lr.memory)
-    nq = {p.doc_id: len(p.questions) for p in seq}
+    diag = {u["doc"]: u["diag_held"] for u in updates}
+    nq = {d: len(qs) for d, qs in reported.items()}
     qw = lambda accs: sum(accs[d] * nq[d] for d in accs) / sum(nq[d] for d in accs)  # noqa: E731
     return {
         "mode": mode, "sequence": seq_idx, "docs": [p.doc_id for p in seq],
         "final_avg": statistics.mean(final.values()), "base_avg": statistics.mean(base.values()),
         "final_avg_q": qw(final), "base_avg_q": qw(base),
-        "diag": statistics.mean(u["after"] for u in updates),
+        "probes": probes, "reported": "every gold question (none seen by the gate)" if probes == "self" else
+        "the half of the gold questions the gate did not see" if probes == "half" else "the gate's own probes",
+        "diag": statistics.mean(diag.values()), "diag_probes": statistics.mean(u["after"] for u in updates),
+        "bwt_held": statistics.mean(final[d] - diag[d] for d in diag),
+        "refused": sum(u["status"] != "promoted" for u in updates) / max(1, len(updates)),
         "canary_base": updates[0]["canary_base"] if updates else None,
         "canary_curve": [u["prod_canary"] for u in updates],
         "canary_final": updates[-1]["prod_canary"] if updates else None,
@@ -169,7 +220,8 @@ def run_sequence(cfg, mode: str, seq, out: Path, seq_idx: int) -> dict:
                              if updates and updates[0]["canary_base"] and updates[-1]["prod_canary"] is not None
                              else None),
         "canary_unrouted_final": unrouted, "routed_share": routed_share,
-        "bwt": rep.final_bwt, "promoted": sum(u["status"] == "promoted" for u in updates),
+        "bwt": rep.final_bwt, "bwt_probes": rep.final_bwt,
+        "promoted": sum(u["status"] == "promoted" for u in updates),
         "final": final, "base": base, "updates": updates, "ledger": rep.to_json(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -180,8 +232,8 @@ def summarize(rows: list[dict]) -> dict:
         xs = [r[key] for r in rows if r.get(key) is not None]
         return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
 
-    return {k: ms(k) for k in ("final_avg", "base_avg", "bwt", "diag", "promoted", "seconds", "canary_final",
-                               "canary_retention")} | {"n": len(rows)}
+    return {k: ms(k) for k in ("final_avg", "base_avg", "bwt_held", "diag", "promoted", "refused", "seconds",
+                               "canary_final", "canary_retention")} | {"n": len(rows)}
 
 
 def main(argv=None) -> int:
@@ -194,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", type=int, nargs="*", help="run only these sequence indices (parallel workers)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value")
+    ap.add_argument("--probes", choices=("self", "half", "given"), default="self",
+                    help="what the gate sees: self-written probes (default), half the gold questions, or all")
     args = ap.parse_args(argv)
 
     from core.config import apply_sets
@@ -202,7 +256,7 @@ def main(argv=None) -> int:
 
     cfg = apply_sets(load_config(args.config), args.set)
     cfg = apply_mode(cfg, args.mode)
-    out = Path(args.out) / args.mode
+    out = Path(args.out) / (args.mode if args.probes == "self" else f"{args.mode}-probes-{args.probes}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     seqs = pick_sequences(load_passages(args.passages), args.sequences, args.length, cfg.seed)
@@ -211,7 +265,7 @@ def main(argv=None) -> int:
         if f.exists() or (args.only is not None and i not in args.only):
             continue
         print(f"[{args.mode}] sequence {i}: {len(seq)} passages", flush=True)
-        row = run_sequence(cfg, args.mode, seq, out, i)
+        row = run_sequence(cfg, args.mode, seq, out, i, args.probes)
         f.write_text(json.dumps(row, indent=2))
         (out / f"seq{i}.partial.json").unlink(missing_ok=True)
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("seq*.json")) if f.stem[3:].isdigit()]
@@ -219,17 +273,22 @@ def main(argv=None) -> int:
         return 0
     s = summarize(rows)
     (out / "summary.json").write_text(json.dumps(s, indent=2))
-    print(f"\n| mode | sequences | final avg | untouched | BWT | just-learned (diag) | promoted | canary after | "
-          f"canary / base |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\nReported: held-out questions ({rows[0].get('reported', '?')}), as served.")
+    print(f"\n| mode | sequences | final avg (ACC) | untouched | BWT | just-learned (diag) | promoted | refused | "
+          f"canary after | canary / base |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode_dir in sorted(Path(args.out).iterdir()):
         if (mode_dir / "summary.json").is_file():
             m = json.loads((mode_dir / "summary.json").read_text())
             cell = lambda k: f"{m[k][0]:.3f} ± {m[k][1]:.3f}"  # noqa: E731
-            print(f"| {mode_dir.name} | {m['n']} | {cell('final_avg')} | {cell('base_avg')} | {cell('bwt')} | "
-                  f"{cell('diag')} | {m['promoted'][0]:.1f} | {cell('canary_final')} | {cell('canary_retention')} |")
-    print(f"RESULT mode={args.mode} sequences={s['n']} final_avg={s['final_avg'][0]:.4f} "
-          f"base_avg={s['base_avg'][0]:.4f} bwt={s['bwt'][0]:.4f} diag={s['diag'][0]:.4f} "
+            if "bwt_held" not in m:
+                continue  # a run from before the held-out protocol
+            print(f"| {mode_dir.name} | {m['n']} | {cell('final_avg')} | {cell('base_avg')} | {cell('bwt_held')} | "
+                  f"{cell('diag')} | {m['promoted'][0]:.1f} | {100 * m['refused'][0]:.0f}% | {cell('canary_final')} | "
+                  f"{cell('canary_retention')} |")
+    print(f"RESULT mode={args.mode} probes={args.probes} sequences={s['n']} final_avg={s['final_avg'][0]:.4f} "
+          f"base_avg={s['base_avg'][0]:.4f} bwt={s['bwt_held'][0]:.4f} diag={s['diag'][0]:.4f} "
+          f"refused={s['refused'][0]:.4f} "
           f"canary_final={s['canary_final'][0]:.4f} canary_retention={s['canary_retention'][0]:.4f}")
     return 0
 

@@ -142,10 +142,18 @@ def ask(
 @guarded
 def eval_cmd(
     passages: Path = typer.Option(..., help="SQuAD/SEAL-style JSON list of passages with questions."),
-    conditions: str = typer.Option("none,learn,passage,passage-repeat",
-                                   help="Comma list: none, learn (the configured learning mode), passage, "
-                                        "passage-repeat, self-edit, self-edit-unguarded, external:FILE, "
+    conditions: str = typer.Option("none,open-book,learn,passage,passage-repeat",
+                                   help="Comma list: none, open-book (the passage in the prompt: the ceiling), learn "
+                                        "(the configured learning mode), recipe:NAME (a recipe of the config), "
+                                        "passage, passage-repeat, self-edit, self-edit-unguarded, external:FILE, "
                                         "teacher:RUN@N."),
+    questions: Optional[Path] = typer.Option(None, help="Extra questions asked of the same adapters and reported "
+                                                        "as their own set (e.g. evaluation/data/"
+                                                        "reworded_dev_other.json: {set?, questions: [{doc_id, "
+                                                        "question, answer}]})."),
+    repeat_matches: Optional[str] = typer.Option(None, help="The trained condition passage-repeat is step-matched "
+                                                            "to (default: self-edit, else learn, else the first "
+                                                            "recipe)."),
     canary: bool = typer.Option(True, help="Also measure the general-capability canary and drift after every "
                                            "adaptation (what each condition costs the model)."),
     unrouted_canary: bool = typer.Option(True, help="With routing, also measure the canary with the adapter "
@@ -164,15 +172,18 @@ def eval_cmd(
     from core.documents import load_passages
     from core.runs import new_run_dir
     from evaluation.graders import LocalJudge, OpenAIJudge
-    from evaluation.report import markdown, write_report
+    from evaluation.report import markdown, result_lines, write_report
+
+    from agent.experiment import load_extra_questions
 
     cfg = read_config(config, set_)
-    conds = parse_conditions(conditions)
+    conds = parse_conditions(conditions, cfg.recipes)
     si, sn = parse_shard(shard)
     ps = load_passages(passages)[offset::every]
     ps = ps[:limit] if limit else ps
     if not ps:
         fail("no passages selected")
+    extra = load_extra_questions(questions, ps) if questions else None
     if not any(p.questions for p in ps):
         fail(f"{passages}: the selected passages have no questions to evaluate")
     if cfg.eval.judge.kind == "openai":
@@ -188,15 +199,26 @@ def eval_cmd(
     run = new_run_dir(cfg, "eval", out)
     err.print(f"writing to {run}")
     general = None
-    if canary or (any(c.name == "learn" for c in conds) and cfg.train.retain.weight > 0):
+    from agent.experiment import trains_like_learn
+    from core.config import recipe_config
+
+    retains = any(trains_like_learn(c.name) and (recipe_config(cfg, c.name[7:]) if c.name.startswith("recipe:")
+                                                 else cfg).train.retain.weight > 0 for c in conds)
+    if canary or retains:
         from evaluation.canary import GeneralMonitor
 
         general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
-    runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
-                     general=general, unrouted=unrouted_canary)
+    try:
+        runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
+                         general=general, measure_general=canary, unrouted=unrouted_canary, passages=ps,
+                         extra_questions=extra,
+                         repeat_matches=repeat_matches)
+    except ValueError as e:
+        fail(str(e))
     runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed), shard=(si, sn))
     summary = write_report(run, cfg.seed)
     typer.echo(markdown(summary))
+    typer.echo("\n".join(result_lines(summary)))
     console.print(f"records: {run / 'records.jsonl'}\nsummary: {run / 'summary.json'}")
 
 
@@ -204,11 +226,13 @@ def eval_cmd(
 @guarded
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `seal eval`.")):
     """Recompute and print the summary table of an eval run (works on a partial run)."""
-    from evaluation.report import markdown, write_report
+    from evaluation.report import markdown, result_lines, write_report
 
     if not (run_dir / "records.jsonl").is_file():
         fail(f"{run_dir} has no records.jsonl (not a `seal eval` run directory)")
-    typer.echo(markdown(write_report(run_dir)))
+    summary = write_report(run_dir)
+    typer.echo(markdown(summary))
+    typer.echo("\n".join(result_lines(summary)))
 
 
 def _learner(cfg: SealConfig):

@@ -138,7 +138,7 @@ def rl_eval(
     out = new_run_dir(cfg, "heldout", run / "heldout")
     err.print(f"held-out: {len(ps)} passages, conditions {spec}, {regime} regime; writing to {out}")
     runner = EvalRun(rt, parse_conditions(spec), out, log=lambda m: err.print(m), progress=sys.stderr.isatty(),
-                     general=general, retain_all=regime == "product", unrouted=unrouted_canary)
+                     general=general, retain_all=regime == "product", unrouted=unrouted_canary, passages=ps)
     if sample_only:
         n = runner.sample_edits(ps)
         console.print(f"sampled {n} self-edits ({len(runner.edits)} stored in {out / 'self_edits.jsonl'})")

@@ -119,9 +119,17 @@ class ContinualSettings(BaseModel):
     database: str | None = None  # None = SQLite at <state_dir>/memory.sqlite; or postgresql://user@host/db
     # self-edit | passage | qa (chat QA pairs from the passage's own sentences) | qa+passage; see
     # agent/training_data.py
-    train_on: Literal["self-edit", "passage", "qa", "qa+passage"] = "self-edit"
+    train_on: Literal["self-edit", "passage", "qa", "qa+passage", "masked+passage"] = "self-edit"
     qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
-    passage_copies: int = Field(1, ge=1, le=64)  # train_on passage: copies of the passage per epoch (more steps)
+    # which questions teacher/cloze.py builds from the passage's sentences: cloze (a span asked for), complete
+    # (the rest of a sentence), about (what the passage says about a name)
+    qa_kinds: list[Literal["cloze", "complete", "about"]] = Field(default_factory=lambda: ["cloze"], min_length=1)
+    passage_copies: int = Field(1, ge=1, le=64)  # train_on passage / qa+passage / masked+passage: copies per epoch
+    # masked passage reconstruction (arXiv 2510.09885): per epoch, this many copies of the passage with a random
+    # mask_min..mask_max share of its words blanked, each trained to restore the whole passage; any regime
+    masked_copies: int = Field(0, ge=0, le=64)
+    mask_min: float = Field(0.05, ge=0, lt=1)
+    mask_max: float = Field(0.95, gt=0, le=1)
     write_probes: bool = True  # teacher writes probes for documents without QA
     merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights
     replay: ReplaySettings = ReplaySettings()
@@ -207,6 +215,9 @@ class SealConfig(BaseModel):
     rl: RLSettings = RLSettings()
     backend: BackendSettings = BackendSettings()
     arc: ArcSettings = ArcSettings()
+    # named learning recipes: each is a list of `section.key=value` overrides of this config (what `--set`
+    # takes); `seal eval --conditions recipe:NAME` trains a document with one, paired against the others
+    recipes: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _servable(self) -> "SealConfig":
@@ -259,3 +270,14 @@ def apply_sets(cfg: SealConfig, sets: list[str]) -> SealConfig:
         return SealConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"invalid --set override:\n{e}") from e
+
+
+def recipe_config(cfg: SealConfig, name: str) -> SealConfig:
+    """The config a named recipe trains with (its overrides applied, validated like `--set`)."""
+    if name not in cfg.recipes:
+        known = ", ".join(sorted(cfg.recipes)) or "none"
+        raise ConfigError(f"unknown recipe {name!r} (the config defines: {known})")
+    try:
+        return apply_sets(cfg, cfg.recipes[name])
+    except ConfigError as e:
+        raise ConfigError(f"recipe {name!r}: {e}") from e

@@ -9,6 +9,8 @@ from student.adapters import Student
 from student.generation import SamplingParams, generate, render_prompt
 
 QUESTION_PROMPT = "Answer the question with a short phrase.\nQuestion: {q}"
+# the same question with the passage in the prompt: open-book answering, probe filtering, distillation's reader
+OPEN_BOOK = "{context}\n\nAnswer the question with a short phrase from the text above.\nQuestion: {q}"
 
 
 def question_prompt(q: str) -> str:
@@ -41,6 +43,17 @@ def answer(student: Student, adapter: str | None, questions: list[str], max_new_
     return [o[0] for o in outs]
 
 
+def answer_open_book(student: Student, context: str, questions: list[str], max_new_tokens: int,
+                     batch_size: int) -> list[str]:
+    """Greedy answers by the untouched model with the passage in its prompt: the ceiling of closed-book learning
+    (the reader the context-distillation recipes copy)."""
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    with student.use(None) as model:
+        outs = generate(model, student.tokenizer, [OPEN_BOOK.format(context=context, q=q) for q in questions],
+                        params, batch_size=batch_size)
+    return [o[0] for o in outs]
+
+
 def answer_likelihood(student: Student, adapter, qas, batch_size: int = 16) -> list[float]:
     """Per question, the mean log-probability per token of its reference answer, asked as `answer` asks it
     (closed book, chat format): the dense counterpart of containment (student/likelihood.py)."""
@@ -68,9 +81,14 @@ class Graded:
 
 
 def grade(passage: Passage, answers: list[str], judge: Judge | None = None) -> list[Graded]:
-    golds = [qa.answer for qa in passage.questions]
+    return grade_answers(list(passage.questions), answers, judge)
+
+
+def grade_answers(qas: list, answers: list[str], judge: Judge | None = None) -> list[Graded]:
+    """Grade answers to one passage's questions; recitation counts the gold answers of the others in `qas`."""
+    golds = [qa.answer for qa in qas]
     out = []
-    for i, (qa, a) in enumerate(zip(passage.questions, answers)):
+    for i, (qa, a) in enumerate(zip(qas, answers)):
         others = golds[:i] + golds[i + 1 :]
         g = Graded(qa.question, qa.answer, a, exact_match(a, qa.answer), f1(a, qa.answer), contains(a, qa.answer),
                    recites_other(a, qa.answer, others, qa.question))

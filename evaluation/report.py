@@ -7,7 +7,7 @@ from pathlib import Path
 from core.io import atomic_write_json, read_jsonl
 from core.stats import bootstrap_mean, paired_difference
 
-METRICS = ("contains", "f1", "em", "recite")
+METRICS = ("contains", "f1", "em", "recite", "oracle_contains")
 PAIRS = [("learn", "passage"), ("learn", "passage-repeat"), ("learn", "none"), ("learn", "self-edit"),
          ("self-edit", "passage"), ("self-edit", "passage-repeat"), ("self-edit", "self-edit-unguarded"),
          ("self-edit-unguarded", "passage"), ("passage", "none"), ("passage-repeat", "passage")]
@@ -18,6 +18,8 @@ def _by_condition(records: list[dict], metric: str) -> dict[str, dict[str, list[
     cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in records:
         v = r.get(metric)
+        if v is None and metric == "oracle_contains":
+            v = r.get("contains")  # runs from before the served/oracle split graded one way
         if metric == "judge":
             if not r.get("judged") or v is None:
                 continue
@@ -32,16 +34,29 @@ def _regrade_recitation(records: list[dict]) -> None:
 
     golds: dict[tuple, dict[int, str]] = defaultdict(dict)
     for r in records:
-        golds[(r["doc_id"], r["condition"])][r["q"]] = r["gold"]
+        golds[(r["doc_id"], r["condition"], r.get("set", "squad"))][r["q"]] = r["gold"]
     for r in records:
-        others = [g for q, g in golds[(r["doc_id"], r["condition"])].items() if q != r["q"]]
+        others = [g for q, g in golds[(r["doc_id"], r["condition"], r.get("set", "squad"))].items() if q != r["q"]]
         r["recite"] = recites_other(r["answer"], r["gold"], others, r.get("question", ""))
 
 
 def summarize(run_dir: Path, seed: int = 0) -> dict:
+    """The summary of SQuAD's own questions, with the other question sets the run asked (hand-written rewordings)
+    under "sets", each summarised the same way."""
     records = read_jsonl(run_dir / "records.jsonl")
     _regrade_recitation(records)
     units = read_jsonl(run_dir / "units.jsonl")
+    sets = [n for n in dict.fromkeys(r.get("set", "squad") for r in records) if n != "squad"]
+    out = _summarize_set([r for r in records if r.get("set", "squad") == "squad"], units, seed)
+    out["sets"] = {n: _summarize_set([r for r in records if r.get("set") == n], units, seed) for n in sets}
+    return out
+
+
+def by_set(summary: dict) -> dict[str, dict]:
+    return {"squad": summary, **summary.get("sets", {})}
+
+
+def _summarize_set(records: list[dict], units: list[dict], seed: int) -> dict:
     conds = list(dict.fromkeys(r["condition"] for r in records))
     # Compare conditions only on passages every condition finished, so a partial run is still paired.
     docs_per_cond = defaultdict(set)
@@ -79,12 +94,15 @@ def summarize(run_dir: Path, seed: int = 0) -> dict:
             row["mean_units_dropped"] = sum(u.get("dropped", 0) for u in cu) / max(1, len(cu))
         out["conditions"][c] = row
     teacher_pairs = [(c, b) for c in conds if c.startswith("teacher:") for b in ("self-edit", "passage", "passage-repeat")]
-    for a, b in [*PAIRS, *teacher_pairs]:
+    recipe_pairs = [(c, b) for c in conds if c.startswith("recipe:")
+                    for b in ("passage-repeat", "learn", "passage", "none")]
+    out["questions"] = sum(len(by_metric["contains"].get(conds[0], {}).get(d, [])) for d in order) if conds else 0
+    for a, b in [*PAIRS, *teacher_pairs, *recipe_pairs]:
         if a in conds and b in conds:
             out["paired"][f"{a} - {b}"] = {
                 m: paired_difference([by_metric[m][a].get(d, []) for d in order],
                                      [by_metric[m][b].get(d, []) for d in order], seed=seed)
-                for m in ("contains", "f1", "recite")
+                for m in ("contains", "oracle_contains", "f1", "recite")
             }
     return out
 
@@ -94,14 +112,38 @@ def _pct(x: dict) -> str:
 
 
 def markdown(summary: dict) -> str:
-    lines = [f"Passages: {summary['passages']}  (mean, 95% passage-bootstrap interval, in %)", "",
-             "| condition | contains | F1 | EM | recites other gold | steps | train s | units kept/dropped | "
-             "canary drop (points) | drift |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """One table per question set."""
+    return "\n".join(_markdown_set(name, s) for name, s in by_set(summary).items())
+
+
+def result_lines(summary: dict) -> list[str]:
+    """One machine-readable line per condition, question set and grading (served routing, or the oracle)."""
+    out = []
+    for name, s in by_set(summary).items():
+        for c, r in s["conditions"].items():
+            if not s["passages"]:
+                continue
+            routed = [("true", r["contains"])]
+            if c not in ("none", "open-book"):
+                routed.append(("false", r["oracle_contains"]))
+            for flag, x in routed:
+                out.append(f"RESULT condition={c} set={name} passages={s['passages']} questions={s['questions']} "
+                           f"contains={100 * x['mean']:.1f} routed={flag}")
+    return out
+
+
+def _markdown_set(name: str, summary: dict) -> str:
+    lines = [f"Passages: {summary['passages']}, questions: {name} ({summary.get('questions', '?')})  "
+             "(mean, 95% passage-bootstrap interval, in %; contains as served = routed among every passage of "
+             "the run, oracle = the passage's own adapter answers)", "",
+             "| condition | contains (served) | contains (oracle) | F1 | EM | recites other gold | steps | train s | "
+             "s / doc | units kept/dropped | canary drop (points) | drift |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c, r in summary["conditions"].items():
         kd = (f"{r['mean_units_kept']:.1f}/{r['mean_units_dropped']:.1f}" if "mean_units_kept" in r else "")
-        lines.append(f"| {c} | {_pct(r['contains'])} | {_pct(r['f1'])} | {_pct(r['em'])} | {_pct(r['recite'])} | "
-                     f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {kd} | "
+        lines.append(f"| {c} | {_pct(r['contains'])} | {_pct(r['oracle_contains'])} | {_pct(r['f1'])} | "
+                     f"{_pct(r['em'])} | {_pct(r['recite'])} | "
+                     f"{r['mean_steps']:.0f} | {r['mean_train_s']:.1f} | {r['mean_unit_s']:.1f} | {kd} | "
                      + (f"{100 * r['canary_drop']:+.1f}" + (f" (unrouted {100 * r['canary_drop_unrouted']:+.1f}"
                                                                 f"{'' if r.get('n_unrouted') == summary['passages'] else ', over %d passages' % r['n_unrouted']})"
                                                               if "canary_drop_unrouted" in r else "")
@@ -109,10 +151,12 @@ def markdown(summary: dict) -> str:
         if "judge" in r:
             lines[-1] += f" judge {_pct(r['judge'])}, ungraded {r['ungraded']}"
     if summary["paired"]:
-        lines += ["", "| paired difference | contains | F1 | recites |", "|---|---|---|---|"]
+        lines += ["", "| paired difference | contains (served) | contains (oracle) | F1 | recites |",
+                  "|---|---|---|---|---|"]
         for k, d in summary["paired"].items():
             cell = lambda x: f"{100 * x['diff']:+.1f} [{100 * x['lo']:+.1f}, {100 * x['hi']:+.1f}]"  # noqa: E731
-            lines.append(f"| {k} | {cell(d['contains'])} | {cell(d['f1'])} | {cell(d['recite'])} |")
+            lines.append(f"| {k} | {cell(d['contains'])} | {cell(d['oracle_contains'])} | {cell(d['f1'])} | "
+                         f"{cell(d['recite'])} |")
     return "\n".join(lines) + "\n"
 
 

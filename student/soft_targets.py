@@ -32,6 +32,7 @@ class SoftTarget:
     start: int
     topk_ids: torch.Tensor  # [T, k] long, T = len(ids) - start
     topk_logp: torch.Tensor  # [T, k] float32
+    temperature: float = 1.0  # the reference's log-probs are of logits / temperature; the student's are too
 
     def __post_init__(self):
         if not 0 < self.start < len(self.ids):
@@ -57,8 +58,9 @@ def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
 
 @torch.no_grad()  # not inference_mode: these tensors are later used in losses that autograd tracks
 def reference_targets(model, items: list[ReferenceItem], pad_id: int, k: int = 64,
-                      batch_size: int = 8) -> list[SoftTarget]:
-    """Run the reference model once over each item and keep its top-k log-probs on the completion tokens."""
+                      batch_size: int = 8, temperature: float = 1.0) -> list[SoftTarget]:
+    """Run the reference model once over each item and keep its top-k log-probs on the completion tokens
+    (of its logits softened by `temperature`: above 1 the student also learns the reference's runners-up)."""
     out: list[SoftTarget] = []
     was_training = model.training
     model.eval()
@@ -70,24 +72,27 @@ def reference_targets(model, items: list[ReferenceItem], pad_id: int, k: int = 6
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
             for j, it in enumerate(chunk):
                 p0, n = len(it.ref_prompt), len(it.completion)
-                logp = torch.log_softmax(logits[j, p0 - 1 : p0 - 1 + n], dim=-1)
+                logp = torch.log_softmax(logits[j, p0 - 1 : p0 - 1 + n] / temperature, dim=-1)
                 top = logp.topk(min(k, logp.shape[-1]), dim=-1)
                 out.append(SoftTarget(tuple(it.student_prompt) + tuple(it.completion), len(it.student_prompt),
-                                      top.indices.clone(), top.values.clone()))
+                                      top.indices.clone(), top.values.clone(), temperature))
     finally:
         if was_training:
             model.train()
     return out
 
 
-def sparse_kl(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp: torch.Tensor) -> torch.Tensor:
-    """KL(reference || student) per position over k+1 bins; `logits` are the student's [T, V]."""
-    logq = torch.log_softmax(logits.float(), dim=-1)
+def sparse_kl(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp: torch.Tensor,
+              temperature: float = 1.0) -> torch.Tensor:
+    """KL(reference || student) per position over k+1 bins; `logits` are the student's [T, V], softened by the
+    temperature the reference was (the KL is then scaled by T^2, so gradients keep their size across T)."""
+    logq = torch.log_softmax(logits.float() / temperature, dim=-1)
     q_k = logq.gather(-1, topk_ids)
     p = topk_logp.exp()
     p_rest = (1 - p.sum(-1)).clamp_min(EPS)
     q_rest = (1 - q_k.exp().sum(-1)).clamp_min(EPS)
-    return (p * (topk_logp - q_k)).sum(-1) + p_rest * (p_rest.log() - q_rest.log())
+    kl = (p * (topk_logp - q_k)).sum(-1) + p_rest * (p_rest.log() - q_rest.log())
+    return kl * temperature**2 if temperature != 1.0 else kl
 
 
 def soft_loss(model, targets: list[SoftTarget], pad_id: int) -> tuple[torch.Tensor, int]:
@@ -95,7 +100,8 @@ def soft_loss(model, targets: list[SoftTarget], pad_id: int) -> tuple[torch.Tens
     and the number of real tokens read."""
     ids, mask = _right_pad([list(t.ids) for t in targets], pad_id)
     logits = model(input_ids=ids, attention_mask=mask).logits
-    kls = [sparse_kl(logits[j, t.start - 1 : len(t.ids) - 1], t.topk_ids, t.topk_logp) for j, t in enumerate(targets)]
+    kls = [sparse_kl(logits[j, t.start - 1 : len(t.ids) - 1], t.topk_ids, t.topk_logp, t.temperature)
+           for j, t in enumerate(targets)]
     return torch.cat(kls).mean(), int(mask.sum())
 
 

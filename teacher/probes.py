@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from core.documents import QA, Passage
 from core.settings.teacher import TeacherSettings
+from evaluation.closed_book import OPEN_BOOK
 from evaluation.graders import contains, normalize
 from student.generation import SamplingParams, generate
 from teacher.parse import parse_qa
 from teacher.prompts import self_edit_prompt
 
-OPEN_BOOK = "{context}\n\nAnswer the question with a short phrase from the text above.\nQuestion: {q}"
 
 
 @dataclass

@@ -1,0 +1,207 @@
+"""Issue 26: honest measurement (reported questions never reach training or the gate; seal eval routes among
+every passage of the run) and the learning recipes (study questions, masked reconstruction, distillation T)."""
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from agent.experiment import Asked, EvalRun, load_extra_questions, parse_conditions
+from agent.training_data import MASK_PREFIX, BLANK, build_mix, decode_unit, document_units, masked_units
+from core.config import ConfigError, recipe_config
+from core.documents import DocumentFormatError, passage_from_dict
+from core.io import read_jsonl
+from teacher.cloze import cloze_pairs
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+from bench.continual import split_probes  # noqa: E402
+
+PASSAGES = [passage_from_dict(d) for d in [
+    {"title": "Zorblax river", "context": "The Zorblax river flows into the Quimby sea near Frell. It was mapped "
+     "by Anna Berg in 1871, who counted 42 bridges along its banks. The river freezes every winter.",
+     "questions": [{"question": "Who mapped the Zorblax river?", "answer": "Anna Berg"},
+                   {"question": "How many bridges line the Zorblax?", "answer": "42"}]},
+    {"title": "Harbour lighthouse", "context": "Carl Olsen repaired the old lighthouse on Monday. The lamp of the "
+     "lighthouse was made in Glasgow in 1902 and burns paraffin.",
+     "questions": [{"question": "Who repaired the lighthouse?", "answer": "Carl Olsen"},
+                   {"question": "What does the lighthouse lamp burn?", "answer": "paraffin"}]},
+]]
+
+
+def _cfg(tiny_cfg, **continual):
+    return tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), **continual})
+
+
+@pytest.mark.parametrize("train_on", ["passage", "qa", "qa+passage", "masked+passage"])
+def test_training_units_never_contain_a_reported_question(tiny_cfg, train_on):
+    """Every teacher-free regime builds its units from the passage alone: no gold question (which is what the
+    benchmarks report) may reach training, whatever the question kinds."""
+    c = _cfg(tiny_cfg, train_on=train_on, qa_pairs=64, qa_kinds=["cloze", "complete", "about"],
+             masked_copies=2).continual
+    for p in PASSAGES:
+        units = document_units(p, c, seed=3)
+        assert units, train_on
+        text = json.dumps(units).lower()
+        for qa in p.questions:
+            assert qa.question.lower().rstrip("?") not in text
+
+
+def test_gate_probes_and_reported_questions_are_disjoint():
+    p = passage_from_dict({"title": "T", "context": "x " * 20, "questions": [
+        {"question": f"Question number {i}?", "answer": f"a{i}"} for i in range(7)]})
+    gate, reported = split_probes(p, "half", seed=0)
+    assert gate.questions and reported
+    assert not {q.question for q in gate.questions} & {q.question for q in reported}
+    assert len(gate.questions) + len(reported) == 7
+    assert split_probes(p, "half", seed=0)[1] == reported  # seeded
+    learner_gets, reported = split_probes(p, "self", seed=0)
+    assert learner_gets.questions == () and len(reported) == 7  # the teacher writes the gate's probes
+    assert learner_gets.doc_id == p.doc_id
+
+
+def test_self_written_probes_are_not_the_reported_questions(runtime, tiny_cfg, tmp_path):
+    """The continual learner given a passage without questions gates on probes the teacher wrote, and trains on
+    units that contain none of the gold questions the benchmark reports."""
+    from agent.continual import ContinualLearner
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "train_on": "qa+passage",
+                                             "write_probes": True})
+    p = PASSAGES[0]
+    learner_gets, reported = split_probes(p, "self", seed=0)
+    lr = ContinualLearner(runtime.student, cfg, StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "m.sqlite"))
+    r = lr.learn(learner_gets)
+    assert r.probe_source != "given"
+    stored = lr.memory.document(p.doc_id)
+    gold = {q.question for q in reported}
+    assert not gold & {q.question for q in stored.questions}
+    units = json.dumps(lr.memory.sequences(p.doc_id))
+    assert "Zorblax" in units  # the units are stored (so this check reads something)
+    assert not any(q.rstrip("?") in units for q in gold)
+
+
+def test_masked_units_blank_a_share_of_words_and_restore_the_passage():
+    p = PASSAGES[0]
+    units = masked_units(p, copies=6, low=0.05, high=0.95, seed=1)
+    assert len(units) == 6 and all(u.startswith(MASK_PREFIX) for u in units)
+    shares = []
+    for u in units:
+        m = decode_unit(u)
+        words, full = m.masked.split(), m.full.split()
+        assert len(words) == len(full) and m.full == p.context
+        kept = [w for w in words if w != BLANK]
+        assert all(w == f for w, f in zip(words, full) if w != BLANK)  # unblanked words are the passage's
+        shares.append(1 - len(kept) / len(words))
+        prompt, completion = m.pair()
+        assert completion == p.context and m.masked in prompt
+    assert min(shares) < max(shares)  # each copy draws its own share
+    assert masked_units(p, 6, 0.05, 0.95, seed=1) == units  # seeded
+    long = passage_from_dict({"title": "L", "context": " ".join(f"w{i}" for i in range(400))})
+    wins = [decode_unit(u).full.split() for u in masked_units(long, 3, 0.5, 0.5, 0, window_words=160)]
+    assert [len(w) for w in wins] == [160, 160, 80]  # a long passage is restored a window at a time
+
+
+def test_masked_pairs_train_on_the_restoration_only(runtime):
+    tok = runtime.student.tokenizer
+    mix = build_mix(masked_units(PASSAGES[1], 2, 0.3, 0.6, 0), tok, "nll")
+    assert len(mix.pairs) == 2 and not mix.texts and not mix.soft
+
+
+def test_study_questions_reach_more_facts_and_answer_from_the_passage():
+    p = PASSAGES[0]
+    plain = cloze_pairs(p, 64, 0)
+    study = cloze_pairs(p, 64, 0, ("cloze", "complete", "about"))
+    assert {c.kind for c in study} >= {"complete", "about"}
+    assert len(study) > len(plain)
+    for c in study:
+        assert c.qa.answer.lower() in p.context.lower()  # nothing invented
+    with pytest.raises(ValueError, match="unknown question kinds"):
+        cloze_pairs(p, 8, 0, ("cloze", "gossip"))
+
+
+def test_distillation_temperature_softens_the_targets(runtime):
+    from agent.training_data import distill_targets
+    from core.documents import QA
+
+    st = runtime.student
+    qa = [QA("Who mapped the river?", "Anna Berg")]
+    with st.use(None) as m:
+        t1 = distill_targets(m, st.tokenizer, PASSAGES[0], qa, k=8, temperature=1.0)[0]
+        t2 = distill_targets(m, st.tokenizer, PASSAGES[0], qa, k=8, temperature=3.0)[0]
+    assert t2.temperature == 3.0 and t1.temperature == 1.0
+    # softer: the top token's probability falls, the runners-up gain
+    assert torch.all(t2.topk_logp[:, 0] < t1.topk_logp[:, 0])
+
+
+def test_recipes_are_validated(tiny_cfg):
+    cfg = tiny_cfg.model_copy(update={"recipes": {"ok": ["train.loss=both", "continual.train_on=qa"],
+                                                  "bad": ["train.nope=1"]}})
+    assert recipe_config(cfg, "ok").train.loss == "both"
+    with pytest.raises(ConfigError, match="recipe 'bad'"):
+        recipe_config(cfg, "bad")
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        recipe_config(cfg, "missing")
+    with pytest.raises(ValueError, match="defines no recipe"):
+        parse_conditions("recipe:missing", cfg.recipes)
+    names = [c.name for c in parse_conditions("passage-repeat,recipe:ok,none,open-book", cfg.recipes)]
+    assert names == ["none", "open-book", "recipe:ok", "passage-repeat"]  # repeat after what it matches
+
+
+def test_extra_questions_file_is_checked(tmp_path):
+    f = tmp_path / "q.json"
+    f.write_text(json.dumps({"questions": [{"doc_id": PASSAGES[0].doc_id, "question": "q?", "answer": "a"}]}))
+    got = load_extra_questions(f, PASSAGES)
+    assert got == {PASSAGES[0].doc_id: [Asked("reworded", "q?", "a")]}
+    f.write_text(json.dumps({"questions": [{"doc_id": "nope", "question": "q?", "answer": "a"}]}))
+    with pytest.raises(DocumentFormatError, match="none of its questions"):
+        load_extra_questions(f, PASSAGES)
+    f.write_text(json.dumps({"questions": [{"doc_id": PASSAGES[0].doc_id, "question": ""}]}))
+    with pytest.raises(DocumentFormatError, match="questions\\[0\\]"):
+        load_extra_questions(f, PASSAGES)
+
+
+def test_eval_router_holds_every_passage_and_misroutes_count_as_misses(runtime, tiny_cfg, tmp_path):
+    """A question whose words belong to another passage of the run is routed there, as served, and graded as a
+    miss even when the own adapter (the oracle) would have answered it."""
+    cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(),
+                                             "routing": {"enabled": True, "quantile": 0.98, "min_score": 0.05}})
+    from dataclasses import replace
+
+    rt = replace(runtime, cfg=cfg)
+    a, b = PASSAGES
+    # asked about passage a, worded with passage b's words: the router must send it to b
+    stray = Asked("reworded", "Carl Olsen repaired the old lighthouse lamp made in Glasgow burning paraffin?", "x")
+    (tmp_path / "ev").mkdir()
+    run = EvalRun(rt, parse_conditions("passage"), tmp_path / "ev", progress=False, passages=[a, b],
+                  extra_questions={a.doc_id: [stray]})
+    assert run.router is not None and set(run.router.ids) == {a.doc_id, b.doc_id}
+    run.run([a, b])
+    recs = read_jsonl(tmp_path / "ev" / "records.jsonl")
+    strays = [r for r in recs if r["set"] == "reworded"]
+    assert len(strays) == 1 and strays[0]["route"] == "other" and strays[0]["answer"] == ""
+    own = [r for r in recs if r["set"] == "squad" and r["route"] == "own"]
+    assert own and all(r["answer"] == r["oracle_answer"] for r in own)
+    assert {r["route"] for r in recs} <= {"own", "none", "other"}
+
+
+def test_eval_prints_result_lines_and_open_book(tiny_config_file, passages_file, tmp_path):
+    from cli.main import app
+
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["eval", "--passages", str(passages_file), "--conditions",
+                                 "none,open-book,passage", "--out", str(out), "-c", str(tiny_config_file),
+                                 "--no-canary"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("RESULT ")]
+    conds = {ln.split()[1] for ln in lines}
+    assert conds == {"condition=none", "condition=open-book", "condition=passage"}
+    assert any("routed=false" in ln for ln in lines) and any("routed=true" in ln for ln in lines)
+    for ln in lines:
+        kv = dict(x.split("=", 1) for x in ln.split()[1:])
+        assert set(kv) >= {"condition", "passages", "questions", "contains", "routed"}
+        float(kv["contains"])
