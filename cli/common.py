@@ -70,12 +70,14 @@ def guarded(fn):
     from agent.experiment import ConditionError
     from memory.schema import SchemaError
     from student.models import ModelSourceError
+    from student.prepared import PreparedError
 
     @wraps(fn)
     def wrapper(*a, **k):
         try:
             return fn(*a, **k)
-        except (ConfigError, DocumentFormatError, ConditionError, ModelSourceError, MissingExtra, SchemaError) as e:
+        except (ConfigError, DocumentFormatError, ConditionError, ModelSourceError, MissingExtra, SchemaError,
+                PreparedError) as e:
             fail(str(e))
 
     return wrapper

@@ -184,6 +184,13 @@ def eval_cmd(
     if not ps:
         fail("no passages selected")
     extra = load_extra_questions(questions, ps) if questions else None
+    if cfg.model.prepared:  # never evaluate on an article the prepared base trained on
+        from student.prepared import read_manifest
+
+        seen = set(read_manifest(cfg.model.prepared).get("titles", [])) & {p.title for p in ps}
+        if seen:
+            fail(f"the prepared base {cfg.model.prepared} trained on {len(seen)} of these articles "
+                 f"(e.g. {sorted(seen)[0]!r}): evaluate on others (dev-other-articles.json)")
     if not any(p.questions for p in ps):
         fail(f"{passages}: the selected passages have no questions to evaluate")
     if cfg.eval.judge.kind == "openai":
@@ -220,6 +227,42 @@ def eval_cmd(
     typer.echo(markdown(summary))
     typer.echo("\n".join(result_lines(summary)))
     console.print(f"records: {run / 'records.jsonl'}\nsummary: {run / 'summary.json'}")
+
+
+@app.command()
+@guarded
+def prepare(
+    passages: Path = typer.Option(..., help="Documents with questions to prepare on (e.g. ../shared/data/squad/"
+                                            "prep.json); never evaluate on their articles afterwards."),
+    out: Path = typer.Option(..., help="Folder for the prepared base (adapter/ + manifest.json); replaced "
+                                       "atomically."),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Learning to learn, once: train the student on documents together with questions about them, and write a
+    checksummed prepared base that `model.prepared` folds into the weights (rebuilt bit for bit from the same
+    command and seed)."""
+    from agent.prepare import build_prepared
+    from core.documents import load_passages
+
+    cfg = read_config(config, set_)
+    if cfg.model.prepared:
+        fail("model.prepared is set: prepare from the untouched model (--set model.prepared=null)")
+    ps = load_passages(passages)
+    if not any(p.questions for p in ps) and cfg.prepare.qa_share > 0:
+        fail(f"{passages}: no questions to prepare with (prepare.qa_share is {cfg.prepare.qa_share})")
+    rt = load_runtime(cfg)
+    general = None
+    if cfg.prepare.retain and cfg.train.retain.weight > 0:
+        from evaluation.canary import GeneralMonitor
+
+        general = GeneralMonitor(cfg.continual.canary, cfg.train.retain, cfg.model.cache_dir)
+        general.prepare(rt.student)
+    command = "seal prepare --passages {} {}".format(passages.name, " ".join(f"--set {s}" for s in set_ or []))
+    m = build_prepared(rt, ps, out, general, progress=sys.stderr.isatty(), command=command.strip())
+    console.print(f"prepared base: {out} ({m['passages']} passages, {m['qa_pairs']} question pairs, "
+                  f"{m['train']['steps']} steps, {m['seconds']:.0f}s); checksum {m['checksum'][:16]}\n"
+                  f"use it with --set model.prepared={out}")
 
 
 @app.command()

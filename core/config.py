@@ -140,6 +140,17 @@ class ContinualSettings(BaseModel):
     routing: RoutingSettings = RoutingSettings()
 
 
+class PrepareSettings(BaseModel):
+    """`seal prepare`: train the student once on other documents with questions about them (learning to learn)."""
+    model_config = ConfigDict(extra="forbid")
+    qa_share: float = Field(0.6, ge=0, lt=1)  # share of training units that are question -> answer pairs
+    max_passages: int | None = Field(None, ge=1)  # the first N passages of the file (null = all)
+    epochs: int = Field(1, ge=1, le=100)
+    learning_rate: float = Field(3e-4, gt=0, le=1)
+    batch_size: int = Field(8, ge=1, le=512)
+    retain: bool = True  # keep the untouched model's answers on general prompts while preparing (train.retain)
+
+
 class ServiceSettings(BaseModel):
     """The long-running agent: transport, HTTP server, auth and limits."""
 
@@ -215,6 +226,7 @@ class SealConfig(BaseModel):
     rl: RLSettings = RLSettings()
     backend: BackendSettings = BackendSettings()
     arc: ArcSettings = ArcSettings()
+    prepare: PrepareSettings = PrepareSettings()
     # named learning recipes: each is a list of `section.key=value` overrides of this config (what `--set`
     # takes); `seal eval --conditions recipe:NAME` trains a document with one, paired against the others
     recipes: dict[str, list[str]] = Field(default_factory=dict)

@@ -25,6 +25,11 @@ def open_runtime(cfg: SealConfig) -> Runtime:
 
     configure_process(cfg)
     lm = load_model(cfg.model)
+    if cfg.model.prepared:
+        from student.prepared import fold_prepared
+
+        lm.model = fold_prepared(lm.model, cfg.model.prepared)
+        lm.model.eval()
     teacher = None
     if cfg.teacher.model is not None:  # a separate base model for the teacher
         tm = load_model(cfg.teacher.model)

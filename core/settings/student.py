@@ -22,6 +22,8 @@ class ModelSettings(_Strict):
     cache_dir: str = "~/.cache/seal-agent"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # auto: bfloat16 where the CPU has it
     allow_download: bool = False
+    # a prepared base (`seal prepare`): a checksummed adapter folded into the weights at load; null = untouched
+    prepared: str | None = None
 
 
 class RetainSettings(_Strict):
