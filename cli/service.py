@@ -65,8 +65,10 @@ def _job_line(j: dict) -> str:
     r = j.get("result") or {}
     if j["state"] in ("promoted", "rejected") and r:
         fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
-        line = (f"{j['state']:9s} {r.get('name', '')}: {j['title'][:40]!r} probe accuracy {fmt(r.get('before'))} -> "
-                f"{fmt(r.get('after'))}, forgetting {fmt(r.get('forgetting'))}")
+        src = {"given": "the questions sent with it", "teacher": "probes the teacher wrote"}.get(
+            r.get("probe_source") or "", "its probes")
+        line = (f"{j['state']:9s} {r.get('name', '')}: {j['title'][:40]!r} accuracy on {src} "
+                f"{fmt(r.get('before'))} -> {fmt(r.get('after'))}, forgetting {fmt(r.get('forgetting'))}")
         if r.get("canary") is not None and r.get("canary_base") is not None:
             line += (f", canary {100 * r['canary']:.1f}% (untouched {100 * r['canary_base']:.1f}%), drift "
                      f"{r['drift']:.4f}" if r.get('drift') is not None else "")
@@ -291,6 +293,45 @@ GENERAL_QUESTIONS = ("What is the capital of France?", "How many days are in a w
                      "Who wrote Romeo and Juliet?", "What color is the sky on a clear day?")
 
 
+def _load_held_out(path: Optional[Path]) -> list[dict]:
+    from core.documents import DocumentFormatError, read_json
+
+    if path is None:
+        return []
+    data = read_json(path)
+    qs = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(qs, list) or not all(isinstance(q, dict) and all(isinstance(q.get(k), str) and q[k]
+                                                                       for k in ("title", "question", "answer"))
+                                           for q in qs):
+        raise DocumentFormatError(f"{path}: expected {{questions: [{{title, question, answer}}]}}")
+    return qs
+
+
+def _held_out_questions(client, max_tokens: int, prod: str, docs, held_out: list[dict]) -> None:
+    """Questions about the learned documents that neither training nor the gate saw: what a user would ask."""
+    from evaluation.closed_book import question_prompt
+    from evaluation.graders import contains
+
+    titles = {p.title for p in docs}
+    qs = [q for q in held_out if q["title"] in titles]
+    if not qs:
+        return
+    t = Table(title="questions never sent to the service (held out from training and the gate)")
+    for c in ("question", "gold", "base", prod):
+        t.add_column(c, overflow="fold")
+    right = {"base": 0, prod: 0}
+    for q in qs:
+        row = []
+        for m in ("base", prod):
+            a = client.chat(m, question_prompt(q["question"]), max_tokens=max_tokens)["choices"][0]["message"]["content"]
+            right[m] += contains(a, q["answer"]) > 0
+            row.append(a)
+        t.add_row(q["question"], q["answer"], *row)
+    console.print(t)
+    console.print(f"held-out questions answered (gold contained): base {right['base']}/{len(qs)}, "
+                  f"{prod} {right[prod]}/{len(qs)}")
+
+
 def _general_questions(client, max_tokens: int, prod: str) -> None:
     """What learning must not cost: a few things the untouched model knows, asked of base and prod."""
     from evaluation.closed_book import question_prompt
@@ -312,6 +353,10 @@ def demo(
     documents: Path = typer.Option(ROOT / "examples/passages.json", help="Passages to stream in."),
     n: int = typer.Option(3, min=1, help="How many of them."),
     port: int = typer.Option(0, help="Port for the embedded service (0 = any free port)."),
+    held_out_file: Optional[Path] = typer.Option(ROOT / "examples/held_out.json", "--held-out",
+                                                 help="Questions about the documents that are never sent to the "
+                                                      "service, asked after learning ({questions: [{title, "
+                                                      "question, answer}]})."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ):
@@ -327,6 +372,7 @@ def demo(
 
     cfg = read_config(config, set_)
     docs = _load_docs(documents, n)
+    held_out = _load_held_out(held_out_file)
     run = new_run_dir(cfg, "demo")
     cfg = cfg.with_overrides(continual={"state_dir": str(run / "state")}, service={"mode": "embedded"})
     key = "demo-" + secrets.token_urlsafe(16)
@@ -368,6 +414,7 @@ def demo(
                 t.add_row(f"{model} ({out['system_fingerprint']}{via})", out["choices"][0]["message"]["content"])
             console.print(f"[bold]Q:[/] {q.question}")
             console.print(t)
+        _held_out_questions(client, cfg.eval.max_new_tokens, prod, docs, held_out)
         _general_questions(client, cfg.eval.max_new_tokens, prod)
         print_forgetting(client.forgetting())
         (run / "plot.png").write_bytes(client._call("GET", "/v1/forgetting/plot.png"))

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-_WORD = re.compile(r"[a-z0-9]+")
+# words of any script (letters, marks and digits; no underscore), and the scripts written without spaces, whose
+# runs are split into overlapping character pairs (the usual tf-idf unit for Chinese, Japanese, Thai, ...)
+_WORD = re.compile(r"[^\W_]+")
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
+                       r"\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below between both
 but by can could did do does doing down during each few for from further had has have having he her here hers him
@@ -24,7 +29,25 @@ much name named called answer question short phrase
 
 
 def terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 2 or w.isdigit())]
+    """Index terms of any script: NFKC-normalised, case-folded words ("München" -> "münchen", "Москва" ->
+    "москва"; non-ASCII words of 6+ letters also give their first five letters, so inflected forms meet); English
+    stopwords and words under 3 letters dropped (digits kept); runs of unspaced scripts as character pairs."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    out = []
+    for w in _WORD.findall(text):
+        run = _UNSPACED.search(w)
+        if run is None:
+            if w not in STOPWORDS and (len(w) > 2 or w.isdigit()):
+                out.append(w)
+                if len(w) > 5 and not w.isascii():  # inflected scripts: the stem's head too ("москву", "москва")
+                    out.append(w[:5] + "~")
+            continue
+        for part in _WORD.findall(_UNSPACED.sub(" ", w)):  # the spaced-script pieces around unspaced runs
+            if len(part) > 2 or part.isdigit():
+                out.append(part)
+        for r in _UNSPACED.findall(w):
+            out += [r] if len(r) == 1 else [r[i:i + 2] for i in range(len(r) - 1)]
+    return out
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,21 @@ def test_routed_canary_reuses_base_replies_only_where_it_meets_the_base(runtime,
     lr.student.train_adapter(["Zorblax flows into the Quimby sea."], "m1", seed=0)
     lr.student.merge_into_base("m1")
     assert lr.student.base_key not in (key, untouched)
+
+
+def test_documents_in_any_script_are_routed():
+    """Cyrillic, Japanese and accented Latin documents get index terms of their own (the old [a-z0-9] router kept
+    only their digits), so a question in the same script reaches its document and the others stay apart."""
+    docs = {**DOCS,
+            "moscow": "Москва\nМосква — столица России, основана князем Юрием Долгоруким в 1147 году.",
+            "tokyo": "東京\n東京は日本の首都であり、江戸幕府が置かれた都市です。",
+            "munich": "München\nMünchen ist die Hauptstadt Bayerns und liegt an der Isar.",
+            "kyiv": "Київ\nКиїв — столиця України, місто на річці Дніпро."}
+    background, _ = general_texts(CanarySettings())
+    r = DocumentRouter(docs, background, 0.1)
+    assert r.route("Кто основал Москву?").doc_id == "moscow"
+    assert r.route("東京はどこの首都ですか？").doc_id == "tokyo"
+    assert r.route("An welchem Fluss liegt München?").doc_id == "munich"
+    assert r.route("На якій річці стоїть Київ?").doc_id == "kyiv"
+    assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
+    assert r.route("What is the capital of France?").doc_id is None
