@@ -122,6 +122,11 @@ def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) ->
     return None
 
 
+def probe_seed(seed: int) -> int:
+    """The teacher's probes and its self-edit never share a sample (same prompt under self-qa)."""
+    return seed * 1_000_003 + 7_919
+
+
 class ContinualLearner:
     def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore,
                  teacher: Student | None = None, vllm=None):
@@ -229,8 +234,8 @@ class ContinualLearner:
             return [], "none"
         from teacher.probes import write_probes
 
-        with self._teacher() as m:
-            res = write_probes(m, self.teacher_st.tokenizer, p, self.cfg.teacher, seed)
+        with self._teacher() as m:  # a seed of their own: with format self-qa the self-edit samples the same prompt
+            res = write_probes(m, self.teacher_st.tokenizer, p, self.cfg.teacher, probe_seed(seed))
         return res.kept, "teacher"
 
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
@@ -343,12 +348,19 @@ class ContinualLearner:
 
     def _write_self_edit(self, u: "_Update") -> None:
         """The training text (stored, or written now), or K candidate self-edits when the online teacher is on."""
+        from agent.training_data import without_probes
+
         u.texts = self.memory.sequences(u.doc.doc_id)
         if not u.texts:
             if self.online.enabled and u.probes and not self.c.merge_each_update:
-                u.cands = self.online.candidates(u.doc, u.seed)  # K self-edits; the best is chosen on the student
+                u.cands = [(k, raw, without_probes(texts, u.probes))
+                           for k, raw, texts in self.online.candidates(u.doc, u.seed)]
             else:
                 u.texts = self._train_texts(u.doc, u.seed)
+        if u.texts:
+            clean = without_probes(u.texts, u.probes)
+            if clean != u.texts or not self.memory.sequences(u.doc.doc_id):
+                u.texts = clean or [f"{u.doc.title}\n{u.doc.context}"]
                 self.memory.put_sequences(u.doc.doc_id, u.texts)
         u.t_edit = time.perf_counter()
 

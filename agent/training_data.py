@@ -73,6 +73,25 @@ def encode_qa(qa: QA) -> str:
     return QA_PREFIX + json.dumps({"q": qa.question, "a": qa.answer})
 
 
+def without_probes(units: list[str], probes: list[QA]) -> list[str]:
+    """The units minus any that asks one of the gate's probe questions (a QA unit with that question, or raw
+    text holding it, e.g. a self-qa self-edit line): the gate must measure what training taught about the
+    document, never recall of its own questions. Disjoint by construction, whatever wrote the units."""
+    from evaluation.graders import normalize
+
+    asked = {normalize(p.question) for p in probes if normalize(p.question)}
+    if not asked:
+        return list(units)
+    out = []
+    for u in units:
+        d = decode_unit(u)
+        text = d.question if isinstance(d, QA) else d.masked if isinstance(d, Masked) else d
+        norm = normalize(text)
+        if not any(q == norm or q in norm for q in asked):
+            out.append(u)
+    return out
+
+
 def decode_unit(unit: str) -> str | QA | Masked:
     if unit.startswith(QA_PREFIX):
         d = json.loads(unit[len(QA_PREFIX):])

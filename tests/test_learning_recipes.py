@@ -250,3 +250,32 @@ def test_prepared_base_is_rebuilt_bit_for_bit_and_checked(tiny_config_file, tmp_
     f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1]))
     with pytest.raises(PreparedError, match="do not match"):
         fold_prepared(None, tmp_path / "a")
+
+
+def test_training_units_never_ask_a_probe_question():
+    from agent.training_data import encode_qa, without_probes
+    from core.documents import QA
+
+    probe = QA("Who mapped the Zorblax river?", "Anna Berg")
+    units = [encode_qa(QA("Who mapped the Zorblax river?", "Anna Berg")),  # the probe itself, as a QA unit
+             "Question: who mapped the zorblax river\nAnswer: Anna Berg",  # a self-qa self-edit line
+             encode_qa(QA("How many bridges line the river?", "42")), "Zorblax river\nThe river freezes."]
+    assert without_probes(units, [probe]) == units[2:]
+    assert without_probes(units, []) == units
+
+
+def test_learner_drops_stored_units_that_ask_its_probes(runtime, tiny_cfg, tmp_path):
+    """Disjoint by construction: units stored for a document (a redelivered job, a self-qa self-edit that happens
+    to sample the probes) are cleaned of the gate's questions before training."""
+    from agent.continual import ContinualLearner
+    from agent.training_data import encode_qa
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    p = PASSAGES[1]
+    lr = ContinualLearner(runtime.student, tiny_cfg, StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "m.db"))
+    lr.memory.add_document(p, list(p.questions), "given")
+    lr.memory.put_sequences(p.doc_id, [encode_qa(p.questions[0]), f"{p.title}\n{p.context}"])
+    lr.learn(p)
+    stored = lr.memory.sequences(p.doc_id)
+    assert stored == [f"{p.title}\n{p.context}"]
