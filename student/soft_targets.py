@@ -95,14 +95,20 @@ def sparse_kl(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp: torch.Ten
     return kl * temperature**2 if temperature != 1.0 else kl
 
 
-def soft_loss(model, targets: list[SoftTarget], pad_id: int) -> tuple[torch.Tensor, int]:
+def soft_loss(model, targets: list[SoftTarget], pad_id: int, with_nll: bool = False):
     """Mean KL over every target position of a batch of soft targets (one forward pass); returns the loss
-    and the number of real tokens read."""
+    and the number of real tokens read. `with_nll`: also the next-token loss on the same target tokens, from
+    the same forward pass (returns (kl, nll, tokens))."""
     ids, mask = _right_pad([list(t.ids) for t in targets], pad_id)
     logits = model(input_ids=ids, attention_mask=mask).logits
-    kls = [sparse_kl(logits[j, t.start - 1 : len(t.ids) - 1], t.topk_ids, t.topk_logp, t.temperature)
-           for j, t in enumerate(targets)]
-    return torch.cat(kls).mean(), int(mask.sum())
+    spans = [logits[j, t.start - 1 : len(t.ids) - 1] for j, t in enumerate(targets)]
+    kls = [sparse_kl(x, t.topk_ids, t.topk_logp, t.temperature) for x, t in zip(spans, targets)]
+    kl = torch.cat(kls).mean()
+    if not with_nll:
+        return kl, int(mask.sum())
+    gold = torch.cat([torch.tensor(t.ids[t.start:], dtype=torch.long) for t in targets])
+    nll = torch.nn.functional.cross_entropy(torch.cat(spans).float(), gold)
+    return kl, nll, int(mask.sum())
 
 
 @torch.inference_mode()

@@ -139,14 +139,17 @@ def train_adapter(
 
 def soft_part(peft, chosen: list[SoftTarget], s: TrainSettings, pad_id: int, stats: TrainStats):
     """Context distillation on QA targets; with loss 'both', plus next-token loss on the same answers."""
-    kl, real = soft_loss(peft, chosen, pad_id) if s.loss != "nll" else (None, 0)
     if s.loss == "distill":
+        kl, real = soft_loss(peft, chosen, pad_id)
         stats.real_tokens += real
         return kl
+    if s.loss == "both":  # one forward pass for both terms
+        kl, nll, real = soft_loss(peft, chosen, pad_id, with_nll=True)
+        stats.real_tokens += real
+        return kl + nll
     b = collate([list(t.ids) for t in chosen], pad_id, [t.start for t in chosen])
-    nll = peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
     stats.real_tokens += b.real_tokens
-    return nll if kl is None else kl + nll
+    return peft(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
 
 def retain_part(peft, chosen: list[SoftTarget], s: TrainSettings, pad_id: int, stats: TrainStats):
     if s.retain.mode == "kl":
