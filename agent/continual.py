@@ -122,6 +122,12 @@ def _latest(ledger: dict[int, dict[str, float]], doc: str, at_or_before: int) ->
     return None
 
 
+def advance_latest(stack, version: int) -> None:
+    """`latest` follows promotions (never a candidate the gate has not passed); the caller holds writer()."""
+    if (stack.aliases().get("latest") or 0) < version:
+        stack.set_alias("latest", version)
+
+
 def probe_seed(seed: int) -> int:
     """The teacher's probes and its self-edit never share a sample (same prompt under self-qa)."""
     return seed * 1_000_003 + 7_919
@@ -457,6 +463,8 @@ class ContinualLearner:
             return
         with self.stack.writer():
             moved = self.stack.move_alias_if("prod", u.parent_v or None, u.m.version)
+            if moved:
+                advance_latest(self.stack, u.m.version)
         if moved:
             self.memory.mark_learned(u.doc.doc_id, u.m.version)
             return
@@ -538,7 +546,8 @@ class ContinualLearner:
             else:
                 ref_list = [*(parent.adapters if parent else ()),
                             self.stack.add_adapter(self.student, live, f"a{version:05d}", [doc.doc_id])]
-            m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}")
+            # a candidate: no alias moves until the gate passes it (`latest` names the newest promoted version)
+            m = self.stack.commit(ref_list, parent_v or None, note=f"learn {doc.title[:60]}", move=())
         if live != f"a{version:05d}":  # a chosen candidate: serve it under its stack id
             self.student.drop(live)
             names = load_version(self.stack, self.student, m)
@@ -558,7 +567,7 @@ class ContinualLearner:
             self.student.scale_adapter(live, factor)
             ref = self.stack.add_adapter(self.student, live, f"a{version:05d}", [doc.doc_id])
             m = self.stack.commit([*(parent.adapters if parent else ()), ref], parent_v or None,
-                                  note=f"learn {doc.title[:60]} (delta x{factor:g} of {refused.name})")
+                                  note=f"learn {doc.title[:60]} (delta x{factor:g} of {refused.name})", move=())
         self.student.drop(live)
         return m, load_version(self.stack, self.student, m)
 

@@ -133,8 +133,12 @@ class Agent:
         """Point an alias at a version (rollback is promoting an earlier one); checksums verified first."""
         m = self.stack.resolve(ref)
         self.stack.verify(m)
+        from agent.continual import advance_latest
+
         with self.stack.writer():
             self.stack.set_alias(alias, m.version)
+            if alias == "prod":  # an explicit promotion vets the version: latest may name it
+                advance_latest(self.stack, m.version)
         return {"alias": alias, "version": m.version, "name": m.name, "documents": len(m.doc_ids)}
 
     def rollback(self, to: str | None = None) -> dict:

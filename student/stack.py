@@ -171,7 +171,7 @@ class StackStore:
         return AdapterRef(adapter_id, tuple(doc_ids), int(cfg["r"]), kind, files)
 
     def commit(self, adapters: list[AdapterRef], parent: int | None, note: str = "",
-               move: tuple[str, ...] = ("latest",)) -> Manifest:
+               move: tuple[str, ...] = ()) -> Manifest:
         """Write a new immutable version, then move aliases. The manifest is written last (after its
         adapters), so a crash before it leaves the previous version intact and only an orphan folder."""
         m = Manifest(self.next_version(), parent, tuple(adapters), datetime.now(timezone.utc).isoformat(), note)
