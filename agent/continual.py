@@ -136,6 +136,9 @@ def probe_seed(seed: int) -> int:
 class ContinualLearner:
     def __init__(self, student: Student, cfg: SealConfig, stack: StackStore, memory: MemoryStore,
                  teacher: Student | None = None, vllm=None):
+        from core.config import learning_config
+
+        cfg = learning_config(cfg)  # the document-learning recipe (continual.recipe) applied
         self.student, self.cfg, self.stack, self.memory = student, cfg, stack, memory
         # backend.kind=vllm: the base teacher's sampling and the probes of committed versions go to the server
         self.vllm = vllm  # serving.vllm_adapters.VLLMAdapters | None

@@ -254,11 +254,11 @@ class EvalRun:
 
     def _cfg_for(self, name: str):
         """The config a condition trains with: a recipe's overrides applied, else the run's own."""
-        if name.startswith("recipe:"):
-            from core.config import recipe_config
+        from core.config import learning_config, recipe_config
 
+        if name.startswith("recipe:"):
             return recipe_config(self.cfg, name.split(":", 1)[1])
-        return self.cfg
+        return learning_config(self.cfg) if name == "learn" else self.cfg
 
     def _learn_units(self, idx: int, p: Passage, cfg=None) -> list[str]:
         from agent.training_data import document_units, with_masked

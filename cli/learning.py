@@ -207,10 +207,10 @@ def eval_cmd(
     err.print(f"writing to {run}")
     general = None
     from agent.experiment import trains_like_learn
-    from core.config import recipe_config
+    from core.config import learning_config, recipe_config
 
     retains = any(trains_like_learn(c.name) and (recipe_config(cfg, c.name[7:]) if c.name.startswith("recipe:")
-                                                 else cfg).train.retain.weight > 0 for c in conds)
+                                                 else learning_config(cfg)).train.retain.weight > 0 for c in conds)
     if canary or retains:
         from evaluation.canary import GeneralMonitor
 

@@ -119,6 +119,9 @@ class ContinualSettings(BaseModel):
     database: str | None = None  # None = SQLite at <state_dir>/memory.sqlite; or postgresql://user@host/db
     # self-edit | passage | qa (chat QA pairs from the passage's own sentences) | qa+passage; see
     # agent/training_data.py
+    # the named recipe (`recipes:`) a document is learned with: its overrides apply to the continual learner and
+    # to `seal eval`'s learn condition; the plain `train` section stays the paper's raw-text regime (baselines)
+    recipe: str | None = None
     train_on: Literal["self-edit", "passage", "qa", "qa+passage", "masked+passage"] = "self-edit"
     qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
     # which questions teacher/cloze.py builds from the passage's sentences: cloze (a span asked for), complete
@@ -238,6 +241,12 @@ class SealConfig(BaseModel):
                              "the base weights the server holds); use the adapter stack")
         if self.continual.routing.enabled and self.continual.merge_each_update:
             raise ValueError("continual.routing needs the adapter stack; it cannot route merge_each_update")
+        if self.continual.recipe is not None and self.continual.recipe not in self.recipes:
+            raise ValueError(f"continual.recipe {self.continual.recipe!r} is not among recipes "
+                             f"({', '.join(sorted(self.recipes)) or 'none defined'})")
+        for name, sets in self.recipes.items():
+            if any(x.split("=", 1)[0].strip() == "continual.recipe" for x in sets):
+                raise ValueError(f"recipe {name!r} may not set continual.recipe")
         return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> "SealConfig":
@@ -282,6 +291,11 @@ def apply_sets(cfg: SealConfig, sets: list[str]) -> SealConfig:
         return SealConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"invalid --set override:\n{e}") from e
+
+
+def learning_config(cfg: SealConfig) -> SealConfig:
+    """The config a document is learned with: continual.recipe's overrides applied (itself when none)."""
+    return recipe_config(cfg, cfg.continual.recipe) if cfg.continual.recipe else cfg
 
 
 def recipe_config(cfg: SealConfig, name: str) -> SealConfig:

@@ -279,3 +279,27 @@ def test_learner_drops_stored_units_that_ask_its_probes(runtime, tiny_cfg, tmp_p
     lr.learn(p)
     stored = lr.memory.sequences(p.doc_id)
     assert stored == [f"{p.title}\n{p.context}"]
+
+
+def test_continual_recipe_is_what_the_learner_and_learn_train_with(runtime, tiny_cfg, tmp_path):
+    """continual.recipe names how documents are learned: the learner and `seal eval`'s learn condition apply it;
+    the plain train section (the raw-text baselines) stays as it is; an unknown recipe is refused on load."""
+    from pydantic import ValidationError
+
+    from agent.continual import ContinualLearner
+    from core.config import SealConfig
+    from memory.store import MemoryStore
+    from student.stack import StackStore
+
+    data = tiny_cfg.model_dump()
+    data["recipes"] = {"study": ["continual.train_on=qa+passage", "train.batch_size=4", "train.loss=distill"]}
+    data["continual"]["recipe"] = "study"
+    cfg = SealConfig.model_validate(data)
+    lr = ContinualLearner(runtime.student, cfg, StackStore(tmp_path / "s"), MemoryStore(tmp_path / "m.db"))
+    assert lr.c.train_on == "qa+passage" and lr.cfg.train.batch_size == 4 and lr.cfg.train.loss == "distill"
+    run = EvalRun(runtime, parse_conditions("learn,passage"), tmp_path, progress=False)
+    run.cfg = cfg
+    assert run._cfg_for("learn").train.loss == "distill" and run._cfg_for("passage").train.batch_size == 1
+    data["continual"]["recipe"] = "nope"
+    with pytest.raises(ValidationError, match="continual.recipe"):
+        SealConfig.model_validate(data)
