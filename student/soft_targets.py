@@ -56,22 +56,53 @@ def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return b.input_ids, b.attention_mask
 
 
+def _common_prefix(rows: list[tuple[int, ...]]) -> int:
+    n = min(len(r) for r in rows)
+    first = rows[0]
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return n
+
+
 @torch.no_grad()  # not inference_mode: these tensors are later used in losses that autograd tracks
 def reference_targets(model, items: list[ReferenceItem], pad_id: int, k: int = 64,
-                      batch_size: int = 8, temperature: float = 1.0) -> list[SoftTarget]:
+                      batch_size: int = 8, temperature: float = 1.0, share_prefix: int = 64) -> list[SoftTarget]:
     """Run the reference model once over each item and keep its top-k log-probs on the completion tokens
-    (of its logits softened by `temperature`: above 1 the student also learns the reference's runners-up)."""
+    (of its logits softened by `temperature`: above 1 the student also learns the reference's runners-up).
+    When the reference prompts share a prefix of at least `share_prefix` tokens (one document read before many
+    questions), the prefix is read once and its key/value cache reused for every item."""
     out: list[SoftTarget] = []
     was_training = model.training
     model.eval()
+    prompts = [tuple(it.ref_prompt) for it in items]
+    lcp = _common_prefix(prompts) if len(items) > 1 else 0
+    lcp = min(lcp, min(len(p) for p in prompts) - 1) if items else 0  # every item keeps a token of its own
     try:
+        cache = None
+        if share_prefix and lcp >= share_prefix:
+            cache = model(input_ids=torch.tensor([prompts[0][:lcp]]), use_cache=True).past_key_values
         for i in range(0, len(items), batch_size):
             chunk = items[i : i + batch_size]
-            rows = [list(it.ref_prompt) + list(it.completion) for it in chunk]
-            ids, mask = _right_pad(rows, pad_id)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            if cache is None:
+                rows = [list(it.ref_prompt) + list(it.completion) for it in chunk]
+                ids, mask = _right_pad(rows, pad_id)
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                starts = [len(it.ref_prompt) for it in chunk]
+            else:
+                import copy
+
+                rows = [list(it.ref_prompt[lcp:]) + list(it.completion) for it in chunk]
+                ids, mask = _right_pad(rows, pad_id)
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(len(chunk))
+                full_mask = torch.cat([torch.ones(len(chunk), lcp, dtype=mask.dtype), mask], dim=1)
+                pos = (lcp + torch.arange(ids.shape[1])).unsqueeze(0).expand(len(chunk), -1)
+                logits = model(input_ids=ids, attention_mask=full_mask, position_ids=pos,
+                               past_key_values=past, use_cache=True).logits.float()
+                starts = [len(it.ref_prompt) - lcp for it in chunk]
             for j, it in enumerate(chunk):
-                p0, n = len(it.ref_prompt), len(it.completion)
+                p0, n = starts[j], len(it.completion)
                 logp = torch.log_softmax(logits[j, p0 - 1 : p0 - 1 + n] / temperature, dim=-1)
                 top = logp.topk(min(k, logp.shape[-1]), dim=-1)
                 out.append(SoftTarget(tuple(it.student_prompt) + tuple(it.completion), len(it.student_prompt),

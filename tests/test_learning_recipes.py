@@ -303,3 +303,26 @@ def test_continual_recipe_is_what_the_learner_and_learn_train_with(runtime, tiny
     data["continual"]["recipe"] = "nope"
     with pytest.raises(ValidationError, match="continual.recipe"):
         SealConfig.model_validate(data)
+
+
+def test_reference_pass_reads_a_shared_document_once_with_the_same_targets(runtime):
+    """Distillation's reader sees one passage before every question: reading the prefix once and reusing its
+    cache must give the targets the full pass gives."""
+    from agent.training_data import distill_targets
+    from core.documents import QA
+    from student.soft_targets import ReferenceItem, reference_targets, token_ids
+
+    st = runtime.student
+    qas = [QA(q, a) for q, a in [("Who mapped the river?", "Anna Berg"), ("How many bridges?", "42"),
+                                  ("What does the river do in winter?", "it freezes every winter")]]
+    with st.use(None) as m:
+        shared = distill_targets(m, st.tokenizer, PASSAGES[0], qas, k=8, temperature=2.0)
+        items = [ReferenceItem(tuple(token_ids(st.tokenizer, PASSAGES[0].context + " Q " + qa.question)),
+                               tuple(token_ids(st.tokenizer, qa.question)),
+                               tuple(token_ids(st.tokenizer, qa.answer))) for qa in qas]
+        a = reference_targets(m, items, st.tokenizer.pad_token_id, k=8, share_prefix=4, batch_size=2)
+        b = reference_targets(m, items, st.tokenizer.pad_token_id, k=8, share_prefix=0, batch_size=2)
+    assert len(shared) == 3
+    for x, y in zip(a, b):
+        assert x.ids == y.ids and torch.equal(x.topk_ids, y.topk_ids)
+        assert torch.allclose(x.topk_logp, y.topk_logp, atol=1e-4)
