@@ -123,20 +123,46 @@ def render_pair(tokenizer, qa: QA) -> tuple[str, str]:
     return render_prompt(tokenizer, question_prompt(qa.question)), qa.answer
 
 
+def passage_texts(passage: Passage, max_words: int = 300) -> list[str]:
+    """The passage as raw training text: whole when it fits, else consecutive runs of whole sentences of at most
+    `max_words` words, each titled with its part (a sequence past the window would be cut and its tail never
+    learned). A SQuAD paragraph is one part, exactly `title + newline + context` as before."""
+    from teacher.cloze import sentences
+
+    if len(passage.context.split()) <= max_words:
+        return [f"{passage.title}\n{passage.context}"]
+    parts, cur = [], []
+    for sent in sentences(passage.context) or [passage.context]:
+        words = sent.split()
+        while len(words) > max_words:  # one sentence longer than a part: cut it between words
+            if cur:
+                parts.append(cur)
+                cur = []
+            parts.append(words[:max_words])
+            words = words[max_words:]
+        if cur and len(cur) + len(words) > max_words:
+            parts.append(cur)
+            cur = []
+        cur = cur + words
+    if cur:
+        parts.append(cur)
+    return [f"{passage.title} (part {i + 1} of {len(parts)})\n{' '.join(w)}" for i, w in enumerate(parts)]
+
+
 def document_units(passage: Passage, c, seed: int) -> list[str] | None:
     """The units of the regimes that need no teacher (`c`: ContinualSettings); None for `self-edit`, whose units
     the teacher writes. Masked copies are added to every regime that asks for them."""
-    text = f"{passage.title}\n{passage.context}"
+    text = passage_texts(passage)
     if c.train_on == "self-edit":
         return None
     if c.train_on == "passage":
-        units = [text] * c.passage_copies
+        units = text * c.passage_copies
     elif c.train_on in ("qa", "qa+passage"):
         units = qa_units(passage, c.qa_pairs, seed, c.qa_kinds)
         if c.train_on == "qa+passage" or not units:
-            units += [text] * c.passage_copies
+            units += text * c.passage_copies
     else:  # masked+passage
-        units = [text] * c.passage_copies
+        units = text * c.passage_copies
     return units + with_masked(passage, c, seed)
 
 

@@ -214,6 +214,46 @@ class BackendSettings(BaseModel):
     vllm: VLLMSettings = VLLMSettings()
 
 
+# the learning recipes measured for issue 26 (RESULTS.md); configs/default.yaml lists the same
+DEFAULT_RECIPES: dict[str, list[str]] = {
+    "study-distill": [
+        "continual.train_on=qa+passage",
+        "continual.qa_pairs=48",
+        "continual.qa_kinds=[cloze, complete, about]",
+        "continual.passage_copies=2",
+        "train.loss=both",
+        "train.distill_temperature=2.0",
+        "train.batch_size=8",
+        "train.epochs=5",
+    ],
+    "study-kl": [
+        "continual.train_on=qa+passage",
+        "continual.qa_pairs=48",
+        "continual.qa_kinds=[cloze, complete, about]",
+        "continual.passage_copies=2",
+        "train.loss=distill",
+        "train.distill_temperature=2.0",
+        "train.batch_size=8",
+        "train.epochs=5",
+    ],
+    "study-nll": [
+        "continual.train_on=qa+passage",
+        "continual.qa_pairs=48",
+        "continual.qa_kinds=[cloze, complete, about]",
+        "continual.passage_copies=2",
+        "train.loss=nll",
+        "train.batch_size=8",
+        "train.epochs=5",
+    ],
+    "masked": [
+        "continual.train_on=masked+passage",
+        "continual.passage_copies=1",
+        "continual.masked_copies=3",
+        "train.epochs=6",
+    ],
+}
+
+
 class SealConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
@@ -232,7 +272,7 @@ class SealConfig(BaseModel):
     prepare: PrepareSettings = PrepareSettings()
     # named learning recipes: each is a list of `section.key=value` overrides of this config (what `--set`
     # takes); `seal eval --conditions recipe:NAME` trains a document with one, paired against the others
-    recipes: dict[str, list[str]] = Field(default_factory=dict)
+    recipes: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_RECIPES.items()})
 
     @model_validator(mode="after")
     def _servable(self) -> "SealConfig":

@@ -1,12 +1,14 @@
 """Tokenize training sequences and batch them with dynamic padding that the loss never sees."""
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 
 import torch
 
 IGNORE = -100
+log = logging.getLogger(__name__)
 
 
 def tokenize_sequences(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
@@ -14,8 +16,11 @@ def tokenize_sequences(tokenizer, texts: list[str], max_len: int) -> list[list[i
     eos = tokenizer.eos_token_id
     out = []
     for t in texts:
-        ids = tokenizer(t, add_special_tokens=False)["input_ids"][: max_len - 1]
-        out.append(ids + [eos])
+        ids = tokenizer(t, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_len - 1:
+            log.warning("a training sequence of %d tokens was cut to train.max_seq_len %d (its tail is not "
+                        "learned): split long documents before training", len(ids), max_len)
+        out.append(ids[: max_len - 1] + [eos])
     return out
 
 

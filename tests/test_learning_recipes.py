@@ -326,3 +326,17 @@ def test_reference_pass_reads_a_shared_document_once_with_the_same_targets(runti
     for x, y in zip(a, b):
         assert x.ids == y.ids and torch.equal(x.topk_ids, y.topk_ids)
         assert torch.allclose(x.topk_logp, y.topk_logp, atol=1e-4)
+
+
+def test_a_long_document_is_trained_whole_in_titled_parts(tiny_cfg):
+    from agent.training_data import passage_texts
+
+    sents = [f"Sentence number {i} tells that the Zorblax bridge {i} was built in year {1800 + i}." for i in range(90)]
+    long = passage_from_dict({"title": "Zorblax bridges", "context": " ".join(sents)})
+    parts = passage_texts(long, max_words=120)
+    assert len(parts) > 5 and all(len(p.split("\n", 1)[1].split()) <= 120 for p in parts)
+    assert all(p.startswith(f"Zorblax bridges (part {i + 1} of {len(parts)})\n") for i, p in enumerate(parts))
+    assert " ".join(p.split("\n", 1)[1] for p in parts).split() == long.context.split()  # every word, in order
+    assert passage_texts(PASSAGES[0]) == [f"{PASSAGES[0].title}\n{PASSAGES[0].context}"]  # short: as before
+    units = document_units(long, _cfg(tiny_cfg, train_on="passage").continual, seed=0)
+    assert units == passage_texts(long)
