@@ -76,13 +76,14 @@ def plot(rows: list[dict], out: Path) -> Path | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a `seal eval` run directory")
+    ap.add_argument("--conditions", help="comma list: only these conditions (as `seal report --conditions`)")
     args = ap.parse_args(argv)
     from evaluation.report import write_report
 
     if not (args.run / "records.jsonl").is_file():
         print(f"{args.run} has no records.jsonl (not a seal eval run)", file=sys.stderr)
         return 2
-    summary = write_report(args.run)
+    summary = write_report(args.run, only=args.conditions.split(",") if args.conditions else None)
     rows = front(summary)
     (args.run / "front.json").write_text(json.dumps(rows, indent=2))
     pct = lambda x: "-" if x is None else f"{100 * x['mean']:.1f} [{100 * x['lo']:.1f}, {100 * x['hi']:.1f}]"  # noqa

@@ -267,13 +267,15 @@ def prepare(
 
 @app.command()
 @guarded
-def report(run_dir: Path = typer.Argument(..., help="A run directory written by `seal eval`.")):
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `seal eval`."),
+           conditions: Optional[str] = typer.Option(None, help="Comma list: summarise only these conditions.")):
     """Recompute and print the summary table of an eval run (works on a partial run)."""
     from evaluation.report import markdown, result_lines, write_report
 
     if not (run_dir / "records.jsonl").is_file():
         fail(f"{run_dir} has no records.jsonl (not a `seal eval` run directory)")
-    summary = write_report(run_dir)
+    only = [c.strip() for c in conditions.split(",") if c.strip()] if conditions else None
+    summary = write_report(run_dir, only=only)
     typer.echo(markdown(summary))
     typer.echo("\n".join(result_lines(summary)))
 

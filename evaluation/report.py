@@ -40,12 +40,16 @@ def _regrade_recitation(records: list[dict]) -> None:
         r["recite"] = recites_other(r["answer"], r["gold"], others, r.get("question", ""))
 
 
-def summarize(run_dir: Path, seed: int = 0) -> dict:
+def summarize(run_dir: Path, seed: int = 0, only: list[str] | None = None) -> dict:
     """The summary of SQuAD's own questions, with the other question sets the run asked (hand-written rewordings)
-    under "sets", each summarised the same way."""
+    under "sets", each summarised the same way. `only`: these conditions (a condition measured on a few passages
+    and dropped would otherwise shrink the passages every condition shares)."""
     records = read_jsonl(run_dir / "records.jsonl")
     _regrade_recitation(records)
     units = read_jsonl(run_dir / "units.jsonl")
+    if only:
+        records = [r for r in records if r["condition"] in only]
+        units = [u for u in units if u["condition"] in only]
     sets = [n for n in dict.fromkeys(r.get("set", "squad") for r in records) if n != "squad"]
     out = _summarize_set([r for r in records if r.get("set", "squad") == "squad"], units, seed)
     out["sets"] = {n: _summarize_set([r for r in records if r.get("set") == n], units, seed) for n in sets}
@@ -160,8 +164,8 @@ def _markdown_set(name: str, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: Path, seed: int = 0) -> dict:
-    s = summarize(run_dir, seed)
+def write_report(run_dir: Path, seed: int = 0, only: list[str] | None = None) -> dict:
+    s = summarize(run_dir, seed, only)
     atomic_write_json(run_dir / "summary.json", s)  # shards of one run may write it at the same time
     (run_dir / "table.md").write_text(markdown(s))
     return s
