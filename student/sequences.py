@@ -32,9 +32,11 @@ def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int) -> tup
     for prompt, completion in pairs:
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [eos]
+        if len(p) >= max_len // 2 and len(p) + len(c) > max_len:
+            # a long prompt (a gapped passage) would leave no room: keep its end, and the completion's start
+            log.warning("a training pair of %d + %d tokens was cut to train.max_seq_len %d", len(p), len(c), max_len)
+            p = p[-(max_len // 2):]
         ids = (p + c)[:max_len]
-        if len(p) >= len(ids):
-            raise ValueError(f"prompt of {len(p)} tokens leaves no completion within max_seq_len {max_len}")
         seqs.append(ids)
         prompt_lens.append(len(p))
     return seqs, prompt_lens
