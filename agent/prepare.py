@@ -20,9 +20,11 @@ ADAPTER = "prepared"
 def prepare_units(passages: list[Passage], qa_share: float, seed: int) -> tuple[list[str], list[tuple[str, str]]]:
     """(raw passage texts, (question, answer) pairs): every passage once, and a seeded sample of their questions
     sized so that pairs are `qa_share` of all units."""
-    texts = [f"{p.title}\n{p.context}" for p in passages]
+    from agent.training_data import passage_texts
+
+    texts = [t for p in passages for t in passage_texts(p)]  # a long passage in titled parts, never cut
     qas = [(q.question, q.answer) for p in passages for q in p.questions]
-    n = min(len(qas), round(qa_share / (1 - qa_share) * len(texts))) if qa_share > 0 else 0
+    n = min(len(qas), round(qa_share / (1 - qa_share) * len(texts))) if qa_share > 0 else 0  # share of all units
     rng = random.Random(seed)
     return texts, sorted(rng.sample(qas, n), key=qas.index) if n else []
 
