@@ -340,3 +340,20 @@ def test_a_long_document_is_trained_whole_in_titled_parts(tiny_cfg):
     assert passage_texts(PASSAGES[0]) == [f"{PASSAGES[0].title}\n{PASSAGES[0].context}"]  # short: as before
     units = document_units(long, _cfg(tiny_cfg, train_on="passage").continual, seed=0)
     assert units == passage_texts(long)
+
+
+def test_demo_asks_questions_it_never_sent_and_says_what_its_probe_accuracy_is_on(tiny_config_file, tmp_path):
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "demo", "--n", "1", "-c",
+                        str(tiny_config_file), "--set", "runtime.threads=1"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                        "PYTHONPATH": str(ROOT)})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-2000:]
+    assert "accuracy on the questions sent with it" in out
+    assert "questions never sent to the service" in out
+    assert "held-out questions answered (gold contained): base" in out and "/3" in out
+    held = json.loads((ROOT / "examples/held_out.json").read_text())["questions"]
+    sent = {q["question"] for p in json.loads((ROOT / "examples/passages.json").read_text()) for q in p["questions"]}
+    assert held and not {q["question"] for q in held} & sent  # held out for real
