@@ -47,9 +47,25 @@ def test_stream_builds_versions_and_a_ledger(learner):
     assert set(rep.base) == {d.doc_id for d in DOCS}
 
 
-def test_gate_rejects_and_keeps_prod(learner):
-    lr = learner(gate={"enabled": True, "min_gain": 2.0, "max_forgetting": 0.05})
-    r = lr.learn(DOCS[0])
+def test_gate_rejects_and_keeps_prod(learner, runtime, tiny_cfg, tmp_path):
+    """The gate compares the measured gain with min_gain: the same update is promoted with the bar at its gain and
+    rejected with the bar just above it (a bar no update can reach would not test the decision)."""
+    def update(min_gain, where):
+        cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "train_on": "passage",
+                                                 "gate": {"enabled": True, "min_gain": min_gain,
+                                                          "max_forgetting": 0.05}})
+        lr = ContinualLearner(runtime.student, cfg, StackStore(tmp_path / where / "stack"),
+                              MemoryStore(tmp_path / where / "mem.sqlite"))
+        try:
+            return lr, lr.learn(DOCS[0], seed=5)
+        finally:
+            for n in runtime.student.adapters():
+                runtime.student.drop(n)
+
+    _, at = update(-1.0, "probe")
+    _, ok = update(at.gain, "at")
+    assert ok.status == "promoted" and ok.gain == at.gain  # same seed, same update
+    lr, r = update(at.gain + 0.01, "above")
     assert r.status == "rejected" and "gain" in r.reason
     # the refused candidate keeps its own name (student-v1, listed with its reason) and no alias serves it:
     # neither prod nor latest, which names the newest promoted version only

@@ -33,11 +33,18 @@ def test_questions_route_to_their_document_and_general_ones_to_none():
 
 
 def test_calibration_keeps_most_general_questions_unrouted():
+    """Calibrated on one half of the general questions, checked on the other half (and on the canary, which the
+    router never sees): a threshold that only memorised its calibration set would fail here."""
     r = router(0.5)
     _, general = general_texts(CanarySettings())
-    t = r.calibrate(general, 0.98, 0.05)
+    calib, held = general[0::2], general[1::2]
+    t = r.calibrate(calib, 0.98, 0.05)
     assert 0.05 <= t < 0.5
-    assert sum(r.route(q).doc_id is not None for q in general) <= 0.03 * len(general)
+    assert sum(r.route(q).doc_id is not None for q in held) <= 0.05 * len(held)
+    from evaluation.canary import load_canary
+
+    canary = [c.question for c in load_canary(None)]
+    assert sum(r.route(q).doc_id is not None for q in canary) <= 0.05 * len(canary)
     assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
 
 
