@@ -28,6 +28,8 @@ class AgentCollector:
         yield CounterMetricFamily("seal_generated_tokens", "Tokens generated for queries", value=st.tokens)
         yield CounterMetricFamily("seal_generation_seconds", "Seconds spent generating for queries",
                                   value=st.seconds)
+        yield CounterMetricFamily("seal_routing_unavailable", "Requests answered by the base weights because their "
+                                  "version's routing could not be built", value=st.routing_unavailable)
         yield GaugeMetricFamily("seal_generation_tokens_per_second", "Mean generation speed since start",
                                 value=st.tokens / st.seconds if st.seconds else 0.0)
         yield from batching_metrics(a.server)

@@ -11,6 +11,8 @@ weights per batch, under the server's lock, which the embedded worker shares in 
 """
 from __future__ import annotations
 
+import logging
+
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ PREFIX = "seal-student"
 class ModelNotFound(ValueError):
     pass
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Generation:
@@ -41,6 +45,7 @@ class GenerationStats:
     tokens: int = 0
     seconds: float = 0.0
     requests: int = 0
+    routing_unavailable: int = 0  # requests served by the base weights because a version's routing could not be built
 
 
 class StudentServer:
@@ -57,7 +62,7 @@ class StudentServer:
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
         self.loaded = LoadedVersions(self.settings.max_loaded_versions)
-        self.backend = (VLLMGeneration(vllm, self.record, routing) if vllm is not None
+        self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
                         else BatchedGeneration(self))
 
     @property
@@ -126,7 +131,19 @@ class StudentServer:
         routing = self.routing.get(manifest, names) if self.routing is not None else None
         if routing is not None:
             return routing.names_for(route_texts), True
+        if self.routing is not None and names:
+            return self.routing_unavailable(manifest, len(route_texts)), True
         return [names for _ in route_texts], False
+
+    def routing_unavailable(self, manifest, n: int) -> list[list[str]]:
+        """Routing is on but this version's routing cannot be built (its documents are not in memory): never stack
+        every adapter on every question (what drops the canary to 60-80%); serve the base weights, say so in
+        the log and count it (seal_routing_unavailable_total)."""
+        log.warning("routing for %s cannot be built (its documents are not in memory): %d request(s) answered by "
+                    "the base weights", manifest.name, n)
+        with self._stats_lock:
+            self.stats.routing_unavailable += n
+        return [[] for _ in range(n)]
 
     # -- generation -------------------------------------------------------------------------------------------
     def render_chat(self, messages: list[dict]) -> str:
@@ -230,8 +247,9 @@ class VLLMGeneration:
     with routed adapters, this process routes each request and asks the server for the one adapter its text is
     about (a document's adapter, loaded alone), or for the base model."""
 
-    def __init__(self, vllm, record, routing=None):
+    def __init__(self, vllm, record, routing=None, on_unavailable=None):
         self.vllm, self.record, self.routing = vllm, record, routing
+        self.on_unavailable = on_unavailable or (lambda manifest, n: None)
 
     def close(self) -> None:
         pass
@@ -240,6 +258,9 @@ class VLLMGeneration:
         """(load: () -> the server-side model name or None for the base, the routed adapters or None)."""
         routing = (self.routing.get(manifest, [a.id for a in manifest.adapters])
                    if self.routing is not None and manifest is not None and manifest.adapters else None)
+        if routing is None and self.routing is not None and manifest is not None and manifest.adapters:
+            self.on_unavailable(manifest, 1)  # routing on but not buildable: the base, never every adapter
+            return (lambda: None), ()
         if routing is None:
             return (lambda: self.vllm.ensure(manifest)), None
         ids = routing.names_for([route_text])[0]

@@ -200,3 +200,22 @@ def test_api_answers_health_while_generations_wait_and_503_when_full(tiny_cfg, t
     assert sizes["seal_batch_size_sum"] == len(done) and sizes["seal_batch_size_count"] < len(done)  # batched
     assert 'seal_queue_wait_seconds_bucket{le="+Inf"} ' + f"{float(len(done))}" in metrics
     assert "seal_generation_queue_depth 0.0" in metrics
+
+
+def test_unbuildable_routing_serves_the_base_never_every_adapter(two_versions, tmp_path):
+    """Routing on, but the version's documents are not in memory (so no router can be built): every request must
+    meet the base weights, counted, not the whole stack of adapters at once."""
+    from core.config import CanarySettings, RoutingSettings
+    from memory.store import MemoryStore
+    from serving.routing import RoutingCache
+
+    st, store = two_versions
+    cache = RoutingCache(MemoryStore(tmp_path / "empty.sqlite"), RoutingSettings(), CanarySettings())
+    srv = StudentServer(st, store, "tiny", settings=ServingSettings(max_wait_ms=300), routing=cache)
+    try:
+        m = store.manifest(2)
+        names, routed = srv.activate_batch(m, ["Where does the Zorblax river flow?", "Hi"])
+        assert names == [[], []] and routed
+        assert srv.stats.routing_unavailable == 2
+    finally:
+        srv.close()
