@@ -63,22 +63,36 @@ def build_routing(adapter_of: dict[str, str], documents: dict[str, str], setting
 
 
 class RoutingCache:
-    """The routing of the version last asked for (rebuilt when the version or its live adapters change);
-    one per process that answers: the learner and the server."""
+    """The routings of the versions last asked for (rebuilt when a version's live adapters change); one per
+    process that answers: the learner and the server. Safe across threads: the vLLM path answers from a
+    thread pool, and two versions asked in turn keep both their routings."""
 
-    def __init__(self, memory, settings, canary_settings):
-        self.memory, self.s, self.cs = memory, settings, canary_settings
-        self._key, self._value = None, None
+    def __init__(self, memory, settings, canary_settings, size: int = 8):
+        import threading
+        from collections import OrderedDict
+
+        self.memory, self.s, self.cs, self.size = memory, settings, canary_settings, size
+        self._lock = threading.Lock()
+        self._entries: "OrderedDict[tuple, AdapterRouting | None]" = OrderedDict()
         self._texts = None  # the shipped general texts, read once per process
 
     def get(self, manifest, names: list[str] | None) -> AdapterRouting | None:
         if manifest is None or not names:
             return None
         key = (manifest.version, tuple(names))
-        if key != self._key:
-            adapter_of = {d: a.id for a in manifest.adapters if a.id in names for d in a.doc_ids}
-            docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
-                    if self.memory.has_document(d) and (p := self.memory.document(d))}
-            self._texts = self._texts or general_texts(self.cs)
-            self._key, self._value = key, build_routing(adapter_of, docs, self.s, self.cs, self._texts)
-        return self._value
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        adapter_of = {d: a.id for a in manifest.adapters if a.id in names for d in a.doc_ids}
+        docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
+                if self.memory.has_document(d) and (p := self.memory.document(d))}
+        texts = self._texts or general_texts(self.cs)
+        value = build_routing(adapter_of, docs, self.s, self.cs, texts)  # built outside the lock
+        with self._lock:
+            self._texts = texts
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value

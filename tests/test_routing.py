@@ -142,3 +142,40 @@ def test_documents_in_any_script_are_routed():
     assert r.route("На якій річці стоїть Київ?").doc_id == "kyiv"
     assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
     assert r.route("What is the capital of France?").doc_id is None
+
+
+def test_routing_cache_keeps_each_version_and_is_consistent_across_threads(tmp_path):
+    """Two versions asked in turn keep their own routing (no rebuild per switch), and readers on many threads
+    never get another version's routing."""
+    import threading
+    from types import SimpleNamespace
+
+    from memory.store import MemoryStore
+
+    mem = MemoryStore(tmp_path / "m.sqlite")
+    docs = [passage_from_dict({"title": t, "context": c}) for t, c in
+            [("Zorblax river", "The Zorblax river flows into the Quimby sea near the town of Frell."),
+             ("Harbour painting", "Anna Berg painted the northern harbour of Kessel in the winter of 1881.")]]
+    for d in docs:
+        mem.add_document(d, [], "none")
+    ad = lambda i, d: SimpleNamespace(id=f"a{i}", doc_ids=(d.doc_id,))  # noqa: E731
+    v1 = SimpleNamespace(version=1, adapters=(ad(1, docs[0]),))
+    v2 = SimpleNamespace(version=2, adapters=(ad(1, docs[0]), ad(2, docs[1])))
+    cache = RoutingCache(mem, RoutingSettings(), CanarySettings())
+    r1, r2 = cache.get(v1, ["a1"]), cache.get(v2, ["a1", "a2"])
+    assert cache.get(v1, ["a1"]) is r1 and cache.get(v2, ["a1", "a2"]) is r2  # both kept
+    assert set(r1.adapter_of) == {docs[0].doc_id} and set(r2.adapter_of) == {d.doc_id for d in docs}
+    bad = []
+
+    def reader(m, names, want):
+        for _ in range(200):
+            if set(cache.get(m, names).adapter_of) != want:
+                bad.append(m.version)
+
+    ts = [threading.Thread(target=reader, args=a) for a in
+          [(v1, ["a1"], {docs[0].doc_id}), (v2, ["a1", "a2"], {d.doc_id for d in docs})] * 4]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad
