@@ -209,7 +209,9 @@ def _pick(logits: torch.Tensor, r: Request, gen: torch.Generator | None) -> int:
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
-def _cut(text: str, stop: list[str] | None) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """The text up to the first stop string (and whether one was found): one rule for batched, streamed and
+    backend answers."""
     if not stop:
         return text, False
     idx = [i for s in stop if s and (i := text.find(s)) >= 0]
@@ -252,7 +254,7 @@ def decode(model, tok, rows: list[Request]) -> list[tuple[str, int, str]]:
                 nxt.append(t)
                 out_ids[i].append(t)
                 text = tok.decode(out_ids[i], skip_special_tokens=True)
-                text, cut = _cut(text, r.stop)
+                text, cut = cut_at_stop(text, r.stop)
                 if t == eos or cut:
                     finish[i] = "stop"
                 elif len(out_ids[i]) >= r.max_tokens:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from serving.batching import cut_at_stop
 from student.stack import StackError, StackStore
 
 PREFIX = "seal-student"
@@ -289,7 +290,7 @@ class VLLMGeneration:
         t0 = time.perf_counter()
         c = self._on_vllm(load, lambda m: self.vllm.client.completions(m, [prompt], params, seed))[0][0]
         seconds = time.perf_counter() - t0
-        text, cut = _cut_at_stop(c.text, stop)
+        text, cut = cut_at_stop(c.text, stop)
         self.record(c.completion_tokens, seconds)
         return Generation(text, c.prompt_tokens, c.completion_tokens, "stop" if cut else c.finish_reason, seconds,
                           manifest.name if manifest else "base", adapters)
@@ -323,16 +324,9 @@ def _until_stop(pieces: Iterator[str], stop: list[str] | None) -> Iterator[str]:
     for piece in pieces:
         if not piece:
             continue
-        text, cut = _cut_at_stop(sent + piece, stop)
+        text, cut = cut_at_stop(sent + piece, stop)
         if text[len(sent):]:
             yield text[len(sent):]
         sent = text
         if cut:
             break
-
-
-def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
-    if not stop:
-        return text, False
-    idx = [i for s in stop if s and (i := text.find(s)) >= 0]
-    return (text[:min(idx)], True) if idx else (text, False)
