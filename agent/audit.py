@@ -38,7 +38,9 @@ class Audit:
     stack: StackStore
 
     def _rows(self, stmt, engine=None, **params):
-        with (engine or self.memory.engine).connect() as c:
+        from memory.database import read_transaction
+
+        with read_transaction(engine or self.memory.engine) as c:
             return c.execute(stmt, params).fetchall() if params else c.execute(stmt).fetchall()
 
     # -- shared lookups (each a small table or an indexed read) ----------------------------------------------
@@ -88,7 +90,9 @@ class Audit:
 
     # -- overview: small, polled by the page for live updates --------------------------------------------------
     def overview(self) -> dict:
-        with self.jobs.engine.connect() as c:
+        from memory.database import read_transaction
+
+        with read_transaction(self.jobs.engine) as c:
             counts = dict(c.execute(select(JOBS.c.state, func.count()).group_by(JOBS.c.state)).fetchall())
             last_job = c.execute(select(func.max(JOBS.c.updated_at))).scalar()
         n_docs = self._rows(select(func.count()).select_from(DOCUMENTS))[0][0]

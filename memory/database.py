@@ -5,9 +5,11 @@ SQLite's locking) are handled here, so the stores above stay plain.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.extras import require
@@ -32,6 +34,18 @@ def database_url(target: str | Path) -> str:
                         "postgresql://USER@HOST/DB")
 
 
+READ_ONLY = "seal_read_only"
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that only reads: on SQLite it takes no write lock (see open_engine)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{READ_ONLY: True})
+        with conn.begin():
+            yield conn
+
+
 def open_engine(target: str | Path) -> Engine:
     url = database_url(target)
     if url.startswith("sqlite"):
@@ -44,8 +58,10 @@ def open_engine(target: str | Path) -> Engine:
             conn.execute("PRAGMA busy_timeout=30000")
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):  # take the write lock up front: a deferred read->write upgrade fails without waiting
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):
+            # a writer takes the write lock up front (a deferred read->write upgrade fails without waiting); a
+            # reader (read_transaction) begins deferred, so API and audit reads never queue behind a write (WAL)
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     require("psycopg", "a PostgreSQL database")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.documents import QA, Passage
 from core.states import RUNNING, STATES, TERMINAL
-from memory.database import open_engine
+from memory.database import open_engine, read_transaction
 from memory.schema import Migration, create, migrate
 
 META = MetaData()
@@ -150,7 +150,7 @@ class JobStore:
         return self.get(job_id), True
 
     def _by_key(self, key: str) -> Job | None:
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             row = c.execute(select(JOBS).where(JOBS.c.idempotency_key == key)).first()
         return self._job(row) if row is not None else None
 
@@ -171,7 +171,7 @@ class JobStore:
 
     # -- reading ------------------------------------------------------------------------------------------------
     def get(self, job_id: str, events: bool = False) -> Job:
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             row = c.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
             if row is None:
                 raise JobError(f"no job {job_id!r}")
@@ -187,17 +187,17 @@ class JobStore:
             q = q.where(JOBS.c.state == state)
         if doc_id:
             q = q.where(JOBS.c.doc_id == doc_id)
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             return [self._job(r) for r in c.execute(q)]
 
     def counts(self) -> dict[str, int]:
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             rows = c.execute(select(JOBS.c.state, func.count()).group_by(JOBS.c.state)).fetchall()
         return {s: 0 for s in STATES} | {s: n for s, n in rows}
 
     def unfinished(self) -> list[str]:
         """Jobs accepted but not finished, oldest first (re-enqueued when an embedded service starts)."""
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             rows = c.execute(select(JOBS.c.id).where(JOBS.c.state.not_in(TERMINAL))
                              .order_by(JOBS.c.created_at)).fetchall()
         return [r[0] for r in rows]
@@ -205,7 +205,7 @@ class JobStore:
     def stage_seconds(self, limit: int = 1000) -> dict[str, list[float]]:
         """Per-stage durations of recently finished jobs (for /metrics)."""
         out: dict[str, list[float]] = {}
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             rows = c.execute(select(JOBS.c.result).where(JOBS.c.state.in_(TERMINAL))
                              .order_by(JOBS.c.finished_at.desc()).limit(limit)).fetchall()
         for (r,) in rows:

@@ -11,7 +11,7 @@ from sqlalchemy import (Column, Float, ForeignKey, Integer, LargeBinary, MetaDat
                         select)
 
 from core.documents import QA, Passage
-from memory.database import insert, open_engine
+from memory.database import insert, open_engine, read_transaction
 from memory.schema import Migration, create, migrate
 
 META = MetaData()
@@ -83,7 +83,7 @@ class MemoryStore:
         self.engine.dispose()
 
     def _rows(self, stmt):
-        with self.engine.begin() as c:
+        with read_transaction(self.engine) as c:
             return c.execute(stmt).fetchall()
 
     # -- documents and probes -----------------------------------------------------------------------------

@@ -129,3 +129,38 @@ def test_duplicate_deliveries_racing_on_probes_and_samples_do_not_fail(db_target
     assert not errors, errors
     m = stores[0]
     assert len(m.probes(doc.doc_id)) == 3 and len(m.samples(doc.doc_id)) == 2
+
+
+def test_reads_do_not_queue_behind_a_write(tmp_path):
+    """SQLite: a transaction that writes holds the write lock; reads (documents, jobs) must still answer while it
+    is held, instead of waiting for the writer (the API and the audit page read while workers write)."""
+    import threading
+
+    from core.documents import passage_from_dict
+    from memory.jobs import JobStore
+    from memory.store import MemoryStore
+
+    path = tmp_path / "mem.sqlite"
+    store, jobs = MemoryStore(path), JobStore(path)
+    p = passage_from_dict({"title": "T", "context": "Some text here."})
+    store.add_document(p)
+    holding, release, read_done = threading.Event(), threading.Event(), []
+
+    def writer():
+        with store.engine.begin() as c:  # BEGIN IMMEDIATE: the write lock
+            c.exec_driver_sql("UPDATE documents SET title = title")
+            holding.set()
+            release.wait(20)
+            read_done.append(("writer released", bool(read_done)))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert holding.wait(10)
+    try:
+        assert store.has_document(p.doc_id) and store.document(p.doc_id).title == "T"
+        assert jobs.counts()["queued"] == 0 and jobs.list() == []
+        read_done.append("reads answered")
+    finally:
+        release.set()
+        t.join()
+    assert read_done[0] == "reads answered"  # while the write lock was held
