@@ -241,11 +241,17 @@ class ContinualLearner:
             return list(p.questions), "given"
         if not self.c.write_probes:
             return [], "none"
-        from teacher.probes import write_probes
+        from teacher.probes import sentence_probes, write_probes
 
+        kept, source = [], "teacher"
         with self._teacher() as m:  # a seed of their own: with format self-qa the self-edit samples the same prompt
-            res = write_probes(m, self.teacher_st.tokenizer, p, self.cfg.teacher, probe_seed(seed))
-        return res.kept, "teacher"
+            if self.c.probe_writer in ("teacher", "both"):
+                kept = write_probes(m, self.teacher_st.tokenizer, p, self.cfg.teacher, probe_seed(seed)).kept
+            if self.c.probe_writer == "sentences" or (self.c.probe_writer == "both" and len(kept) < 5):
+                more = sentence_probes(m, self.teacher_st.tokenizer, p, probe_seed(seed), 5 - len(kept), kept).kept
+                source = "sentences" if not kept else "teacher+sentences" if more else "teacher"
+                kept += more
+        return kept, source
 
     def _train_texts(self, p: Passage, seed: int) -> list[str]:
         """The document's training units in the configured regime (agent/training_data.py)."""

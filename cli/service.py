@@ -65,7 +65,9 @@ def _job_line(j: dict) -> str:
     r = j.get("result") or {}
     if j["state"] in ("promoted", "rejected") and r:
         fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
-        src = {"given": "the questions sent with it", "teacher": "probes the teacher wrote"}.get(
+        src = {"given": "the questions sent with it", "teacher": "probes the teacher wrote",
+               "sentences": "probes from its own sentences", "teacher+sentences": "probes the teacher and its "
+               "sentences wrote"}.get(
             r.get("probe_source") or "", "its probes")
         line = (f"{j['state']:9s} {r.get('name', '')}: {j['title'][:40]!r} accuracy on {src} "
                 f"{fmt(r.get('before'))} -> {fmt(r.get('after'))}, forgetting {fmt(r.get('forgetting'))}")

@@ -134,6 +134,9 @@ class ContinualSettings(BaseModel):
     mask_min: float = Field(0.05, ge=0, lt=1)
     mask_max: float = Field(0.95, gt=0, le=1)
     write_probes: bool = True  # teacher writes probes for documents without QA
+    # who writes them: the teacher (self-qa samples), the passage's own sentences (cloze spans the reading model
+    # answers), or both (the teacher's, topped up from the sentences up to 5)
+    probe_writer: Literal["teacher", "sentences", "both"] = "both"
     merge_each_update: bool = False  # the paper's protocol (baseline): merge every adapter into the weights
     replay: ReplaySettings = ReplaySettings()
     monitor: MonitorSettings = MonitorSettings()

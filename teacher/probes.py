@@ -60,7 +60,27 @@ def write_probes(model, tokenizer, passage: Passage, settings: TeacherSettings, 
                             top_p=settings.top_p, repetition_penalty=settings.repetition_penalty, n=settings.samples)
     raw = generate(model, tokenizer, [self_edit_prompt(passage, "self-qa")], params, seed=seed)[0]
     cand = candidate_probes(passage, raw, max_answer_words)
-    candidates, dropped = cand.kept, cand.dropped
+    return answerable(model, tokenizer, passage, cand.kept, max_probes, cand.dropped)
+
+
+def sentence_probes(model, tokenizer, passage: Passage, seed: int, max_probes: int = 5,
+                    exclude: list[QA] | None = None) -> ProbeResult:
+    """Probes built from the passage's own sentences (a span asked for), kept when the model reading the passage
+    answers them: what a document without questions gets when the teacher writes too few usable ones (a 135M
+    teacher rarely follows the question-answer format). Nothing invented; training units that ask one of them
+    are removed before training (agent/training_data.without_probes)."""
+    from teacher.cloze import cloze_pairs
+
+    taken = {normalize(q.question) for q in exclude or []}
+    pool = [c.qa for c in cloze_pairs(passage, 64, seed, kinds=("cloze",))
+            if c.kind != "phrase" and len(c.qa.answer.split()) <= 5 and normalize(c.qa.question) not in taken]
+    return answerable(model, tokenizer, passage, pool, max_probes, [])
+
+
+def answerable(model, tokenizer, passage: Passage, candidates: list[QA], max_probes: int,
+               dropped: list[tuple[QA, str]]) -> ProbeResult:
+    """Keep the candidates the model answers with the passage in context (up to `max_probes`)."""
+    dropped = list(dropped)
     if not candidates:
         return ProbeResult([], dropped)
     prompts = [OPEN_BOOK.format(context=passage.context, q=qa.question) for qa in candidates]

@@ -357,3 +357,26 @@ def test_demo_asks_questions_it_never_sent_and_says_what_its_probe_accuracy_is_o
     held = json.loads((ROOT / "examples/held_out.json").read_text())["questions"]
     sent = {q["question"] for p in json.loads((ROOT / "examples/passages.json").read_text()) for q in p["questions"]}
     assert held and not {q["question"] for q in held} & sent  # held out for real
+
+
+def test_sentence_probes_are_grounded_answerable_and_never_trained_on(monkeypatch):
+    """Probes from the passage's sentences: short spans of the passage, kept only when the reading model answers
+    them, disjoint from what the teacher already wrote, and removed from the training units."""
+    import teacher.probes as tp
+    from agent.training_data import qa_units, without_probes
+    from core.documents import QA
+
+    p = PASSAGES[0]
+    monkeypatch.setattr(tp, "generate", lambda model, tok, prompts, params, **kw: [[p.context] for _ in prompts])
+    taken = [QA("Zorblax river: The Zorblax river flows into what near Frell?", "Quimby sea")]
+    got = tp.sentence_probes(None, None, p, seed=1, max_probes=3, exclude=taken).kept
+    assert 0 < len(got) <= 3
+    assert all(q.answer.lower() in p.context.lower() and len(q.answer.split()) <= 5 for q in got)
+    assert not {q.question for q in got} & {q.question for q in taken}
+    # a reader that answers nothing keeps nothing
+    monkeypatch.setattr(tp, "generate", lambda model, tok, prompts, params, **kw: [["no idea"] for _ in prompts])
+    assert tp.sentence_probes(None, None, p, seed=1).kept == []
+    units = qa_units(p, 64, 1, ["cloze", "complete", "about"])
+    left = without_probes(units, got)
+    assert len(left) < len(units)
+    assert not any(q.question.lower().rstrip("?") in json.dumps(left).lower() for q in got)
