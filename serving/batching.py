@@ -26,6 +26,10 @@ class QueueFull(RuntimeError):
     """The scheduler's queue is at `max_queue`: answer 503 and let the client retry."""
 
 
+class PromptTooLong(ValueError):
+    """The prompt plus the tokens asked for do not fit the model's window: answer 400 before it reaches a batch."""
+
+
 @dataclass
 class Request:
     prompt_ids: list[int]
@@ -176,7 +180,12 @@ class BatchScheduler:
                     rows = [batch[i] for i in idx]
                     t0 = time.perf_counter()
                     with self.model_of(list(key) or None) as model:
-                        outs = decode(model, self.tok, rows)
+                        try:
+                            outs = decode(model, self.tok, rows)
+                        except Exception:  # noqa: BLE001 - find the row that failed: it alone hears of it
+                            if len(rows) == 1:
+                                raise
+                            rows, outs = self._one_by_one(model, rows)
                     seconds = time.perf_counter() - t0
                     self._record(len(rows), sum(o[1] for o in outs), seconds, [t0 - r.arrived for r in rows])
                     for r, (text, n, finish) in zip(rows, outs):
@@ -190,6 +199,19 @@ class BatchScheduler:
                     r.future.set_exception(e)
             if not isinstance(e, Exception):
                 raise
+
+    def _one_by_one(self, model, rows: list[Request]) -> tuple[list[Request], list]:
+        """A batch failed: decode each row alone; a row that fails again gets its own exception, the others
+        their answers (one bad request never fails its neighbours)."""
+        ok, outs = [], []
+        for r in rows:
+            try:
+                outs.append(decode(model, self.tok, [r])[0])
+                ok.append(r)
+            except Exception as e:  # noqa: BLE001
+                if not r.future.done():
+                    r.future.set_exception(e)
+        return ok, outs
 
     def _record(self, rows: int, tokens: int, seconds: float, waits: list[float]) -> None:
         self.stats.add(rows, tokens, seconds, waits)

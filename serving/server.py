@@ -197,6 +197,7 @@ class BatchedGeneration:
         from serving.batching import BatchScheduler
 
         self.server, self.tokenizer = server, server.student.tokenizer
+        self.window = getattr(getattr(server.student.base, "config", None), "max_position_embeddings", None)
         s = server.settings
         self.batcher = BatchScheduler(server.student.use, self.tokenizer, server.activate_batch, server.lock,
                                       s.max_batch, s.max_wait_ms, s.max_queue,
@@ -207,9 +208,12 @@ class BatchedGeneration:
         self.batcher.close()
 
     def submit(self, manifest, prompt, max_tokens, temperature, top_p, stop, seed, route_text, on_piece=None):
-        from serving.batching import Request
+        from serving.batching import PromptTooLong, Request
 
         ids = self.tokenizer([prompt], add_special_tokens=False)["input_ids"][0]
+        if self.window and len(ids) + max_tokens > self.window:
+            raise PromptTooLong(f"the prompt has {len(ids)} tokens and max_tokens is {max_tokens}: "
+                                f"{len(ids) + max_tokens} is over the model's window of {self.window} tokens")
         req = Request(list(ids), max_tokens, temperature, top_p, seed, stop or None,
                       version=manifest.version if manifest else None,
                       target=manifest, route_text=prompt if route_text is None else route_text,

@@ -145,6 +145,10 @@ def test_openai_compatible_queries_and_streaming(learned):
     assert r.status_code == 200 and r.json()["object"] == "text_completion"
     r = c.post("/v1/chat/completions", json=body | {"model": "seal-student-v99"}, headers=R)
     assert r.status_code == 404 and "student-v99" in r.json()["error"]["message"]
+    window = agent.server.student.base.config.max_position_embeddings  # a prompt that cannot fit: 400, both numbers
+    long = body | {"messages": [{"role": "user", "content": "x " * (window // 2)}]}  # ~1 token a character here
+    r = c.post("/v1/chat/completions", json=long, headers=R)
+    assert r.status_code == 400 and f"window of {window}" in r.json()["error"]["message"], r.text
     base = c.post("/v1/chat/completions", json=body | {"model": "base"}, headers=R).json()
     assert base["system_fingerprint"] == "base"
 

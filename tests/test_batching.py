@@ -219,3 +219,46 @@ def test_unbuildable_routing_serves_the_base_never_every_adapter(two_versions, t
         assert srv.stats.routing_unavailable == 2
     finally:
         srv.close()
+
+
+def test_one_failing_row_fails_only_its_own_request(two_versions, monkeypatch):
+    """A row whose decoding raises must not fail the requests that shared its batch."""
+    import serving.batching as sb
+
+    real = sb.decode
+
+    def flaky(model, tok, rows):
+        if any("BOOM" in tok.decode(r.prompt_ids) for r in rows):
+            raise RuntimeError("this row cannot be decoded")
+        return real(model, tok, rows)
+
+    monkeypatch.setattr(sb, "decode", flaky)
+    st, store = two_versions
+    srv = server(st, store, max_batch=8)
+    try:
+        with srv.lock:
+            reqs = [srv.submit("base", render_prompt(st.tokenizer, p), 4) for p in ["Hi", "BOOM now", "Name a colour."]]
+        outs = []
+        for r in reqs:
+            try:
+                outs.append(r.future.result(timeout=120).text)
+            except RuntimeError as e:
+                outs.append(e)
+    finally:
+        srv.close()
+    assert isinstance(outs[1], RuntimeError)
+    assert outs[0] == alone(st, None, "Hi", 4) and outs[2] == alone(st, None, "Name a colour.", 4)
+
+
+def test_a_prompt_that_cannot_fit_the_window_is_refused_before_the_batch(two_versions):
+    from serving.batching import PromptTooLong
+
+    st, store = two_versions
+    srv = server(st, store)
+    try:
+        window = st.base.config.max_position_embeddings
+        with pytest.raises(PromptTooLong, match=f"window of {window}"):
+            srv.submit("base", "word " * (window + 10), 8)
+        assert srv.submit("base", "Hi", 4).future.result(timeout=120).text is not None  # the server still answers
+    finally:
+        srv.close()

@@ -13,7 +13,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from agent.service import Agent
 from api.auth import Auth
 from api.schemas import ChatCompletionIn, CompletionIn
-from serving.batching import QueueFull
+from serving.batching import PromptTooLong, QueueFull
 from serving.server import ModelNotFound
 
 
@@ -111,6 +111,8 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             raise HTTPException(503, str(e), headers={"Retry-After": "1"})
         except ModelNotFound as e:
             raise HTTPException(404, str(e))
+        except PromptTooLong as e:
+            raise HTTPException(400, str(e))
 
     @r.post("/v1/chat/completions", tags=["openai"], dependencies=[read])
     async def chat_completions(body: ChatCompletionIn):
