@@ -186,6 +186,7 @@ class ServingSettings(BaseModel):
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)  # how long the first request waits for the batch to fill
     max_queue: int = Field(256, ge=1)  # requests waiting beyond this get 503 with Retry-After
     max_loaded_versions: int = Field(8, ge=1)  # versions whose adapters stay in memory (least recently used go)
+    request_timeout_s: float | None = Field(300.0, gt=0)  # a query not answered by then gets 504 and leaves its batch
 
 
 class VLLMSettings(BaseModel):

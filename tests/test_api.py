@@ -370,3 +370,24 @@ def test_removal_on_an_api_with_celery_workers_uses_the_serving_model(tiny_cfg, 
             assert c.post("/v1/chat/completions", json=q, headers=R).json()["system_fingerprint"] == new.name
     finally:
         agent.close()
+
+
+def test_a_query_past_the_server_time_limit_gets_504_and_leaves_its_batch(tiny_cfg, tmp_path):
+    """serving.request_timeout_s: while the model is busy (its lock held here), a non-streaming query waits at
+    most that long, then answers 504, and the request is taken out of the queue instead of decoded for nobody."""
+    from agent.service import Agent
+    from api.app import create_app
+
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "state_dir": str(tmp_path / "state")},
+        service={"api_keys": {READ: "read"}}, serving={"request_timeout_s": 0.5}, runtime={"threads": 1})
+    agent = Agent.open(cfg)
+    try:
+        with TestClient(create_app(agent, dict(cfg.service.api_keys))) as c:
+            body = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+            with agent.server.lock:  # the model is busy for longer than the limit
+                r = c.post("/v1/chat/completions", json=body, headers=R)
+            assert r.status_code == 504 and "request_timeout_s" in r.json()["error"]["message"]
+            assert c.post("/v1/chat/completions", json=body, headers=R).status_code == 200  # free again: answers
+    finally:
+        agent.close()

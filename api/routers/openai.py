@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
@@ -21,6 +21,23 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
     r = APIRouter()
     read = Depends(auth.require("read"))
     cfg = agent.cfg.service
+    timeout = agent.cfg.serving.request_timeout_s
+
+    async def _wait(req, http: Request | None):
+        """The answer of an in-process request; a client that went away, or the server's time limit, takes the
+        request out of its batch (504 for the limit) instead of decoding it to max_tokens for nobody."""
+        fut = asyncio.wrap_future(req.future)
+        start = time.monotonic()
+        while True:
+            done, _ = await asyncio.wait({fut}, timeout=0.2)
+            if done:
+                return fut.result()
+            if http is not None and await http.is_disconnected():
+                req.cancelled = True
+                raise HTTPException(499, "client closed the request")
+            if timeout is not None and time.monotonic() - start > timeout:
+                req.cancelled = True
+                raise HTTPException(504, f"no answer within serving.request_timeout_s ({timeout:g} s)")
 
     @r.get("/v1/models", tags=["openai"], dependencies=[read])
     def models():
@@ -32,7 +49,8 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             raise HTTPException(422, f"max_tokens {n} is over this server's limit {cfg.max_new_tokens}")
         return n
 
-    async def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None):
+    async def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None,
+                   http: Request | None = None):
         """In-process, the request joins the batcher's queue and this handler awaits it on the event loop (no
         thread held while the model is busy); with a vLLM backend the blocking client runs in the thread pool."""
         try:
@@ -91,9 +109,12 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if in_process:
             req = _submit(*args)
-            g = agent.server.generation(req, await asyncio.wrap_future(req.future))
+            g = agent.server.generation(req, await _wait(req, http))
         else:
-            g = await run_in_threadpool(agent.server.generate, *args)
+            try:
+                g = await asyncio.wait_for(run_in_threadpool(agent.server.generate, *args), timeout)
+            except asyncio.TimeoutError:
+                raise HTTPException(504, f"no answer within serving.request_timeout_s ({timeout:g} s)")
         choice = ({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason}
                   if kind == "chat" else {"index": 0, "text": g.text, "finish_reason": g.finish_reason,
                                           "logprobs": None})
@@ -115,14 +136,14 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             raise HTTPException(400, str(e))
 
     @r.post("/v1/chat/completions", tags=["openai"], dependencies=[read])
-    async def chat_completions(body: ChatCompletionIn):
+    async def chat_completions(body: ChatCompletionIn, http: Request):
         n = _limit(body.max_completion_tokens or body.max_tokens, 128)
         prompt = agent.server.render_chat([m.model_dump() for m in body.messages])
         users = [m.content for m in body.messages if m.role == "user"]
-        return await _run(body, prompt, n, "chat", users[-1] if users else prompt)  # routed by the user's question
+        return await _run(body, prompt, n, "chat", users[-1] if users else prompt, http)  # routed by the question
 
     @r.post("/v1/completions", tags=["openai"], dependencies=[read])
-    async def completions(body: CompletionIn):
-        return await _run(body, body.prompt, _limit(body.max_tokens, 16), "text")
+    async def completions(body: CompletionIn, http: Request):
+        return await _run(body, body.prompt, _limit(body.max_tokens, 16), "text", http=http)
 
     return r
