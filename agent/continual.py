@@ -541,7 +541,7 @@ class ContinualLearner:
             live = f"a{version:05d}"
             if cands:
                 live, texts, gains, terms = self._best_candidate(doc, cands, live, replay, stack_names, before, seed,
-                                                                 learned, parent_v)
+                                                                 learned, parent_v, settings=settings, parent=parent)
             else:
                 gains = terms = None
                 extra = build_mix(replay, self.student.tokenizer, "nll")
@@ -669,20 +669,28 @@ class ContinualLearner:
         return out
 
     def _best_candidate(self, doc: Passage, cands, base_name: str, replay: list[str], stack_names: list[str],
-                        before: float, seed: int, learned: list[str] = (), parent_v: int = 0
-                        ) -> tuple[str, list[str], list[float], list[dict]]:
+                        before: float, seed: int, learned: list[str] = (), parent_v: int = 0, settings=None,
+                        parent: Manifest | None = None) -> tuple[str, list[str], list[float], list[dict]]:
         """Train every candidate self-edit on the current student; keep the one with the best reward (ties:
         the first). Reward = gain on the document, minus rl.retention_lambda x the mean accuracy drop on the
         probes of recently learned documents when rl.retention_docs > 0. The stored sample gain is that
         reward, so the teacher is trained on what the agent selected for."""
+        from agent.training_data import build_mix
+
         best, gains, terms = None, [], []
         guard = self._retention_probes(list(learned), parent_v)
         lam = self.cfg.rl.retention_lambda
+        extra = build_mix(replay, self.student.tokenizer, "nll")
         for k, _raw, texts in cands:
             name = f"{base_name}-c{k}"
-            self.student.train_adapter(texts + replay, name, seed=seed, stack=stack_names)
-            gain = self.accuracy([*stack_names, name], doc) - before
-            drops = [max(0.0, prev - self.accuracy([*stack_names, name], past)) for past, prev in guard]
+            # trained exactly as the update it competes to become (settings, pairs, soft targets, retention) ...
+            mix = self._mix(doc, texts)
+            self.student.train_adapter(mix.texts + extra.texts, name, seed=seed, stack=stack_names,
+                                       settings=settings or self.cfg.train, pairs=(mix.pairs + extra.pairs) or None,
+                                       soft=mix.soft or None, retain=self._retain)
+            target = self._candidate_target(doc, name, stack_names, parent)  # ... and scored as it would be served
+            gain = self.accuracy(target, doc) - before
+            drops = [max(0.0, prev - self.accuracy(target, past)) for past, prev in guard]
             forgetting = sum(drops) / len(drops) if drops else 0.0
             score = reward(gain, forgetting, lam)
             gains.append(score)
@@ -698,6 +706,18 @@ class ContinualLearner:
             self.memory.set_sample_gain(doc.doc_id, k, g, chosen=k == best[3])
         self.memory.put_sequences(doc.doc_id, best[2])
         return best[1], best[2], gains, terms
+
+    def _candidate_target(self, doc: Passage, name: str, stack_names: list[str], parent: Manifest | None):
+        """What answers for a candidate: stacked on prod, or routed among prod's documents and this one (each
+        question meets only its own document's adapter), as the gate measures the committed version."""
+        if not self.routed:
+            return [*stack_names, name]
+        from serving.routing import build_routing
+
+        adapter_of = {d: a.id for a in (parent.adapters if parent else ()) for d in a.doc_ids} | {doc.doc_id: name}
+        docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
+                if self.memory.has_document(d) and (p := self.memory.document(d))}
+        return build_routing(adapter_of, docs, self.c.routing, self.c.canary) or [name]
 
     def _find_attempt(self, doc_id: str, parent_v: int) -> Manifest | None:
         """A version already committed for this document on this parent (the idempotency key)."""

@@ -144,8 +144,13 @@ def test_completion_only_loss_masks_every_prompt_token(runtime):
         assert (b.labels[i, :n] == IGNORE).all()  # prompt: no loss
         assert (b.labels[i, n:len(ids)] == torch.tensor(ids[n:])).all()  # completion (+ eos): loss
         assert (b.labels[i, len(ids):] == IGNORE).all()  # padding: no loss
-    with pytest.raises(ValueError, match="no completion"):
-        tokenize_pairs(tok, [("x " * 100, "y")], 16)
+    # a prompt that would fill the window keeps its end and leaves the completion room to carry loss
+    long_prompt = "x " * 100
+    (ids,), (n,) = tokenize_pairs(tok, [(long_prompt, "y")], 16)
+    p_ids = tok(long_prompt, add_special_tokens=False)["input_ids"]
+    c_ids = tok("y", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert len(ids) <= 16 and n == 8 and ids[:n] == p_ids[-8:]
+    assert ids[n:] == c_ids[: 16 - n]
 
 
 def test_teacher_versions_are_immutable_checked_and_tied_to_the_student(runtime, tmp_path):
@@ -411,3 +416,41 @@ def test_the_teacher_retrains_outside_the_update_lock_and_once_at_a_time(runtime
         for n in set(st.adapters()) - before:
             st.drop(n)
         st.restore_base()
+
+
+def test_online_candidates_train_and_score_as_the_update_would(runtime, tiny_cfg, tmp_path, monkeypatch):
+    """Online-RL candidates compete to become the update: each trains with the update's settings and retention
+    targets, and is scored routed (as the gate scores the committed version), not unrouted and plain."""
+    from agent.continual import ContinualLearner
+    from memory.store import MemoryStore
+    from serving.routing import AdapterRouting
+    from student.stack import StackStore
+
+    docs = [passage_from_dict({"title": f"Doc {i}", "context": f"Station {i} of the Quarn line is painted "
+                                                                f"colour {i * 7} since {1900 + i}.",
+                               "questions": [{"question": f"What colour is station {i} of the Quarn line?",
+                                              "answer": str(i * 7)}]}) for i in range(2)]
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "train_on": "self-edit",
+                   "routing": {"enabled": True, "quantile": 0.98, "min_score": 0.05},
+                   "canary": {**tiny_cfg.continual.canary.model_dump(), "enabled": False}},
+        teacher={**tiny_cfg.teacher.model_dump(), "max_new_tokens": 12, "grounding": {"enabled": False}},
+        train={**tiny_cfg.train.model_dump(), "epochs": 2},
+        rl={"threshold": -1.0, "online": {"samples": 2, "retrain_every": 100, "holdout_every": 1000,
+                                          "min_improvement": -1.0}})
+    st = runtime.student
+    lr = ContinualLearner(st, cfg, StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "m.sqlite"))
+    calls, scored = [], []
+    real_train, real_acc = st.train_adapter, lr.accuracy
+    monkeypatch.setattr(st, "train_adapter", lambda *a, **k: calls.append((a[1], k)) or real_train(*a, **k))
+    monkeypatch.setattr(lr, "accuracy", lambda target, doc: scored.append(target) or real_acc(target, doc))
+    try:
+        r = [lr.learn(d) for d in docs][-1]
+    finally:
+        for n in set(st.adapters()):
+            st.drop(n)
+    cands = [(n, k) for n, k in calls if "-c" in n]
+    assert len(r.candidates) == 2 and len(cands) >= 2
+    assert all(k.get("settings") is not None and k["settings"].epochs == 2 for _, k in cands)
+    assert all("retain" in k for _, k in cands)  # the learner's retention targets are passed (None when off)
+    assert any(isinstance(t, AdapterRouting) for t in scored)  # routed, as served
