@@ -249,6 +249,9 @@ DEFAULT_RECIPES: dict[str, list[str]] = {
         "train.batch_size=8",
         "train.epochs=5",
     ],
+    "teacher-edit": [
+        "continual.train_on=self-edit",
+    ],
     "masked": [
         "continual.train_on=masked+passage",
         "continual.passage_copies=1",
