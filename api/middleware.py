@@ -8,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.errors import error_body, error_response
+
 
 class BodyLimit:
     """Reject bodies over the limit with 413, whether or not the client sent Content-Length."""
@@ -39,7 +41,7 @@ class BodyLimit:
             await self._reject(send)
 
     async def _reject(self, send):
-        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+        body = json.dumps(error_body(413, f"request body over {self.limit} bytes")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
@@ -47,12 +49,6 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
-
-
-def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    # both shapes: FastAPI's {"detail"} and OpenAI's {"error": {...}} (what OpenAI clients parse)
-    return JSONResponse({"detail": message, "error": {"message": message, "type": kind, "code": status}},
-                        status_code=status)
 
 
 def install(app: FastAPI, max_request_bytes: int, requests) -> None:
@@ -69,13 +65,12 @@ def install(app: FastAPI, max_request_bytes: int, requests) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_req, exc: StarletteHTTPException):
-        resp = error_response(exc.status_code, str(exc.detail))
-        for k, v in (exc.headers or {}).items():
-            resp.headers[k] = v
-        return resp
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "param", None),
+                              getattr(exc, "code", None), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_req, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
-                             for e in exc.errors())
-        return error_response(422, f"invalid request: {problems}")
+        errors = exc.errors()
+        where = [".".join(str(p) for p in e["loc"][1:]) or None for e in errors]
+        problems = "; ".join(f"{w or 'body'}: {e['msg']}" for w, e in zip(where, errors))
+        return error_response(422, f"invalid request: {problems}", param=where[0] if where else None)

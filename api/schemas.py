@@ -1,8 +1,9 @@
-"""Request bodies, validated at the boundary (every field bounded, unknown OpenAI fields ignored)."""
+"""Request bodies, validated at the boundary (every field bounded; OpenAI fields that would change the answer and
+are not implemented are refused by name)."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -69,21 +70,87 @@ class RollbackIn(BaseModel):
     to: str | None = Field(None, description="version to roll prod back to; default: the previous prod")
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content as OpenAI clients send it (`[{"type": "text", "text": "..."}]`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(min_length=1, max_length=40)
+    text: str | None = Field(None, max_length=100_000)
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=100_000)
+    role: Literal["system", "developer", "user", "assistant"]  # developer: newer clients' name for system
+    content: Annotated[str, Field(max_length=100_000)] | Annotated[list[ContentPart], Field(min_length=1, max_length=100)]
+
+    def text(self, index: int) -> str:
+        """The message as plain text (text parts joined); a part this text model cannot read is refused with the
+        parameter that holds it."""
+        if isinstance(self.content, str):
+            return self.content
+        out = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise Unsupported(f"messages[{index}].content[{j}].type",
+                                  f"content part type {part.type!r} is not supported: this model reads text parts only")
+            out.append(part.text)
+        text = "\n".join(out)
+        if len(text) > 100_000:
+            raise Unsupported(f"messages[{index}].content", "a message's text is over 100000 characters",
+                              code="invalid_value")
+        return text
+
+    def rendered(self, index: int) -> dict:
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text(index)}
+
+
+class Unsupported(ValueError):
+    """A request parameter this server does not implement: answered 400 with the parameter's name, never ignored."""
+
+    def __init__(self, param: str, message: str, code: str = "unsupported_parameter"):
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+def _off(v) -> bool:
+    """A parameter left at its neutral value (absent, null, false, 0, empty) changes nothing, so it is accepted."""
+    return v is None or v is False or v == 0 or v == {} or v == [] or v == "none"
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (user, logprobs, ...)
+    # OpenAI clients send fields this server does not use: harmless ones (user, metadata, store, ...) are
+    # accepted; the ones that would change the answer are refused by name (`unsupported`), never ignored
+    model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=200)
     temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0 = greedy (the default here, unlike OpenAI's 1)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: bool = False
+    stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+
+    # parameters that would change the answer and are not implemented here
+    REFUSED: ClassVar[tuple[str, ...]] = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "frequency_penalty",
+               "presence_penalty", "logit_bias", "best_of", "echo", "suffix", "audio", "modalities", "prediction",
+               "reasoning_effort", "web_search_options")
+
+    def unsupported(self) -> None:
+        extra = self.model_extra or {}
+        for name in self.REFUSED:
+            v = extra.get(name)
+            if name == "best_of" and v == 1:
+                continue
+            if not _off(v):
+                raise Unsupported(name, f"{name} is not supported by this server (sent: {v!r}); leave it out")
+        fmt = extra.get("response_format")
+        if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+            raise Unsupported("response_format", "response_format other than {\"type\": \"text\"} is not supported")
 
     def stops(self) -> list[str] | None:
         if self.stop is None:

@@ -3,6 +3,7 @@
 Names, as the OpenAI-compatible API sees them:
     seal-student@prod, seal-student@latest, seal-student@<alias>   a movable alias (resolved per request)
     seal-student-v17                                               an immutable version
+    student-v17, 17, prod, latest                                  the same, as the CLI and /v1/adapters print them
     base                                                           the untouched model
 The server resolves names to versions and hands requests to one generation backend: `BatchedGeneration`
 (in-process: one thread that owns the model decodes requests in batches, serving/batching.py, one version's
@@ -16,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Iterator
 
 from serving.batching import cut_at_stop
@@ -57,6 +59,7 @@ class StudentServer:
         from serving.batching import LoadedVersions
 
         self.student, self.stack, self.base_name = student, stack, base_name
+        self.started = int(time.time())  # the base model's `created` in /v1/models
         self.routing = routing  # serving.routing.RoutingCache: each request meets only its document's adapter
         self.lock = lock or threading.Lock()
         self.settings = settings or ServingSettings()
@@ -80,30 +83,52 @@ class StudentServer:
 
     # -- names ----------------------------------------------------------------------------------------------
     def models(self) -> list[dict]:
-        out = [{"id": "base", "object": "model", "owned_by": "seal-agent", "root": self.base_name}]
+        """Every served name as an OpenAI model object: base, each alias, each version. Every name printed here
+        (or by `seal status` / `seal adapters`: student-vN, an alias) is accepted wherever a model is named."""
+        out = [self._model("base", None, root=self.base_name)]
         aliases = self.stack.aliases()
         for alias, v in sorted(aliases.items()):
-            out.append({"id": f"{PREFIX}@{alias}", "object": "model", "owned_by": "seal-agent",
-                        "root": f"{PREFIX}-v{v}"})
+            out.append(self._model(f"{PREFIX}@{alias}", self._manifest_or_none(v), root=f"{PREFIX}-v{v}"))
         for v in self.stack.versions():
-            out.append({"id": f"{PREFIX}-v{v}", "object": "model", "owned_by": "seal-agent",
-                        "aliases": [a for a, x in aliases.items() if x == v]})
+            out.append(self._model(f"{PREFIX}-v{v}", self._manifest_or_none(v),
+                                   aliases=[a for a, x in aliases.items() if x == v]))
         return out
 
+    def model_object(self, model: str) -> dict:
+        """The model object behind any accepted name (`GET /v1/models/{name}`); raises ModelNotFound."""
+        m = self.resolve(model)
+        return self._model(model, m, root=self.base_name if m is None else f"{PREFIX}-v{m.version}")
+
+    def _manifest_or_none(self, v: int):
+        try:
+            return self.stack.manifest(v)
+        except StackError:
+            return None
+
+    def _model(self, name: str, manifest, **extra) -> dict:
+        created = 0
+        if manifest is not None:
+            created = int(datetime.fromisoformat(manifest.created_at).timestamp())
+        elif self.started:
+            created = self.started
+        return {"id": name, "object": "model", "created": created, "owned_by": "seal-agent", **extra}
+
     def resolve(self, model: str):
-        """The manifest behind a model name, or None for the base model."""
+        """The manifest behind a model name, or None for the base model. Accepts `base`, the base model's own
+        name, `seal-student` (= prod), `seal-student@ALIAS`, `seal-student-vN`, and the stack's own names
+        (`student-vN`, `N`, an alias such as `prod`)."""
         if model in ("base", self.base_name):
             return None
         if model == PREFIX:
-            model = f"{PREFIX}@prod"
+            model = "prod"
+        elif model.startswith(f"{PREFIX}@"):
+            model = model.split("@", 1)[1]
+        elif model.startswith(f"{PREFIX}-v"):
+            model = model[len("seal-"):]
         try:
-            if model.startswith(f"{PREFIX}@"):
-                return self.stack.resolve(model.split("@", 1)[1])
-            if model.startswith(f"{PREFIX}-v") and model[len(PREFIX) + 2:].isdigit():
-                return self.stack.manifest(int(model[len(PREFIX) + 2:]))
+            return self.stack.resolve(model)
         except StackError as e:
-            raise ModelNotFound(str(e)) from e
-        raise ModelNotFound(f"unknown model {model!r}; see GET /v1/models")
+            raise ModelNotFound(f"unknown model {model!r}: {e}; see GET /v1/models") from e
 
     # -- versions' weights (in-process) ------------------------------------------------------------------------
     def _load(self, manifest) -> list[str]:
@@ -168,6 +193,10 @@ class StudentServer:
             raise RuntimeError("submit() is the in-process path; this server answers on vLLM")
         return self.backend.submit(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed,
                                    route_text, on_piece)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the served model's tokenizer (stream usage on the vLLM path)."""
+        return len(self.student.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generation(self, req, fin) -> Generation:
         """The Generation of a submitted request from the batcher's `Finished`."""

@@ -132,7 +132,16 @@ class StackStore:
         return json.loads(p.read_text()) if p.is_file() else {}
 
     def resolve(self, ref: str | int) -> Manifest:
-        """`17`, `student-v17`, or an alias such as `latest` / `prod`."""
+        """`17`, `student-v17` (also `seal-student-v17`, `v17`), or an alias such as `latest` / `prod` (also
+        `seal-student@prod`): every form a command or route prints."""
+        if isinstance(ref, str):
+            ref = ref.strip()
+            if ref.startswith("seal-student@"):
+                ref = ref.split("@", 1)[1]
+            elif ref.startswith("seal-"):
+                ref = ref[len("seal-"):]
+            if ref[:1] == "v" and ref[1:].isdigit():
+                ref = ref[1:]
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             return self.manifest(int(ref))
         if m := NAME.match(ref):

@@ -6,13 +6,14 @@ import json
 import time
 import uuid
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from agent.service import Agent
 from api.auth import Auth
-from api.schemas import ChatCompletionIn, CompletionIn
+from api.errors import APIError
+from api.schemas import ChatCompletionIn, CompletionIn, Unsupported
 from serving.batching import PromptTooLong, QueueFull
 from serving.server import ModelNotFound
 
@@ -34,19 +35,32 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
                 return fut.result()
             if http is not None and await http.is_disconnected():
                 req.cancelled = True
-                raise HTTPException(499, "client closed the request")
+                raise APIError(499, "client closed the request", code="client_closed")
             if timeout is not None and time.monotonic() - start > timeout:
                 req.cancelled = True
-                raise HTTPException(504, f"no answer within serving.request_timeout_s ({timeout:g} s)")
+                raise APIError(504, f"no answer within serving.request_timeout_s ({timeout:g} s)")
 
     @r.get("/v1/models", tags=["openai"], dependencies=[read])
     def models():
         return {"object": "list", "data": agent.server.models()}
 
+    @r.get("/v1/models/{model:path}", tags=["openai"], dependencies=[read])
+    def model(model: str):
+        """One model object by any of its names (`client.models.retrieve`)."""
+        for m in agent.server.models():
+            if m["id"] == model:
+                return m
+        try:
+            agent.server.resolve(model)
+        except ModelNotFound as e:
+            raise APIError(404, str(e), param="model", code="model_not_found")
+        found = agent.server.model_object(model)
+        return found
+
     def _limit(n: int | None, default: int) -> int:
         n = default if n is None else n
         if n > cfg.max_new_tokens:
-            raise HTTPException(422, f"max_tokens {n} is over this server's limit {cfg.max_new_tokens}")
+            raise APIError(422, f"max_tokens {n} is over this server's limit {cfg.max_new_tokens}", param="max_tokens")
         return n
 
     async def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None,
@@ -56,13 +70,13 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         try:
             stops = body.stops()
         except ValueError as e:
-            raise HTTPException(422, str(e))
+            raise APIError(422, str(e), param="stop")
         in_process = agent.server.in_process
         if not in_process:  # in-process, submit() resolves the name (once) and _submit answers 404
             try:
                 agent.server.resolve(body.model)
             except ModelNotFound as e:
-                raise HTTPException(404, str(e))
+                raise APIError(404, str(e), param="model", code="model_not_found")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if kind == "chat" else "text_completion"
@@ -76,30 +90,41 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             else:
                 pieces = await run_in_threadpool(agent.server.stream, *args)
 
+            usage = body.stream_options is not None and body.stream_options.include_usage
+
             def chunk(delta: str | None, finish: str | None) -> str:
                 if kind == "chat":
                     choice = {"index": 0, "delta": {} if delta is None else {"content": delta},
                               "finish_reason": finish}
                 else:
                     choice = {"index": 0, "text": delta or "", "finish_reason": finish}
+                return event([choice])
+
+            def event(choices: list, **extra) -> str:
+                # with include_usage, every chunk carries "usage": null and one last chunk the counts
+                more = {"usage": None} if usage else {}
                 return "data: " + json.dumps({"id": rid, "object": obj + ".chunk", "created": created,
-                                              "model": body.model, "choices": [choice]}) + "\n\n"
+                                              "model": body.model, "choices": choices, **more, **extra}) + "\n\n"
 
             async def sse():
                 try:
                     if kind == "chat":
-                        yield "data: " + json.dumps({"id": rid, "object": obj + ".chunk", "created": created,
-                                                     "model": body.model, "choices": [{"index": 0, "delta": {
-                                                         "role": "assistant"}, "finish_reason": None}]}) + "\n\n"
-                    finish = "stop"
+                        yield event([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])
+                    finish, text = "stop", []
                     if in_process:
                         while (piece := await q.get()) is not None:
                             yield chunk(piece, None)
-                        finish = req.future.result().finish_reason
+                        fin = req.future.result()
+                        finish, counts = fin.finish_reason, (fin.prompt_tokens, fin.completion_tokens)
                     else:
                         async for piece in iterate_in_threadpool(pieces):
+                            text.append(piece)
                             yield chunk(piece, None)
+                        counts = (agent.server.count_tokens(prompt), agent.server.count_tokens("".join(text)))
                     yield chunk(None, finish)
+                    if usage:
+                        yield event([], usage={"prompt_tokens": counts[0], "completion_tokens": counts[1],
+                                               "total_tokens": sum(counts)})
                     yield "data: [DONE]\n\n"
                 finally:
                     if in_process:
@@ -114,7 +139,7 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             try:
                 g = await asyncio.wait_for(run_in_threadpool(agent.server.generate, *args), timeout)
             except asyncio.TimeoutError:
-                raise HTTPException(504, f"no answer within serving.request_timeout_s ({timeout:g} s)")
+                raise APIError(504, f"no answer within serving.request_timeout_s ({timeout:g} s)")
         choice = ({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason}
                   if kind == "chat" else {"index": 0, "text": g.text, "finish_reason": g.finish_reason,
                                           "logprobs": None})
@@ -129,21 +154,31 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         try:
             return agent.server.submit(*args, on_piece=on_piece)
         except QueueFull as e:
-            raise HTTPException(503, str(e), headers={"Retry-After": "1"})
+            raise APIError(503, str(e), code="queue_full", headers={"Retry-After": "1"})
         except ModelNotFound as e:
-            raise HTTPException(404, str(e))
+            raise APIError(404, str(e), param="model", code="model_not_found")
         except PromptTooLong as e:
-            raise HTTPException(400, str(e))
+            raise APIError(400, str(e), param="messages" if args[-1] is not None else "prompt",
+                           code="context_length_exceeded")
 
     @r.post("/v1/chat/completions", tags=["openai"], dependencies=[read])
     async def chat_completions(body: ChatCompletionIn, http: Request):
+        try:
+            body.unsupported()
+            messages = [m.rendered(i) for i, m in enumerate(body.messages)]
+        except Unsupported as e:
+            raise APIError(400, str(e), param=e.param, code=e.code)
         n = _limit(body.max_completion_tokens or body.max_tokens, 128)
-        prompt = agent.server.render_chat([m.model_dump() for m in body.messages])
-        users = [m.content for m in body.messages if m.role == "user"]
+        prompt = agent.server.render_chat(messages)
+        users = [m["content"] for m in messages if m["role"] == "user"]
         return await _run(body, prompt, n, "chat", users[-1] if users else prompt, http)  # routed by the question
 
     @r.post("/v1/completions", tags=["openai"], dependencies=[read])
     async def completions(body: CompletionIn, http: Request):
+        try:
+            body.unsupported()
+        except Unsupported as e:
+            raise APIError(400, str(e), param=e.param, code=e.code)
         return await _run(body, body.prompt, _limit(body.max_tokens, 16), "text", http=http)
 
     return r
