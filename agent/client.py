@@ -15,10 +15,23 @@ class ApiError(RuntimeError):
         self.status = status
 
 
+def normalise_url(url: str) -> str:
+    """The server's root from what users paste: an OpenAI base URL (`.../v1`) is accepted; a URL without a scheme
+    is refused with the fix, instead of failing later as an unreachable host."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        raise ValueError(f"--url {url!r} has no scheme: use http://{url}")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--url {url!r}: only http:// and https:// are supported")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    return url
+
+
 class SealClient:
     def __init__(self, url: str, api_key: str | None, timeout: float = 600.0):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=normalise_url(url), headers=headers, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
@@ -33,6 +46,8 @@ class SealClient:
                 msg = r.json().get("detail") or r.text
             except ValueError:
                 msg = r.text
+            if r.status_code == 401:
+                msg = f"{msg} (pass --api-key KEY, or set SEAL_API_KEY or SEAL_API_KEYS as the server has them)"
             raise ApiError(r.status_code, str(msg))
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.content
 

@@ -238,6 +238,19 @@ class Agent:
         # routed: drift is the weights' with every adapter on, while each query meets at most one adapter
         return forgetting_report(self.memory).to_json() | {"routing": self.cfg.continual.routing.enabled}
 
+    def readiness(self) -> dict[str, str | None]:
+        """What /readyz checks: each component's problem, or None when it is fine."""
+        checks: dict[str, str | None] = {"model": None if self.server is not None else "no model loaded"}
+        try:
+            self.jobs.counts()
+            checks["database"] = None
+        except Exception as e:  # any driver error means the database is not usable now
+            checks["database"] = f"{type(e).__name__}: {e}"[:300]
+        if self.cfg.service.mode == "celery":
+            checks["broker"] = None if self.transport.depth() is not None else \
+                f"cannot reach the broker at {self.cfg.service.broker_url}"
+        return checks
+
     def status(self) -> dict:
         aliases = self.stack.aliases()
         return {"mode": self.cfg.service.mode, "jobs": self.jobs.counts(), "queue_depth": self.transport.depth(),

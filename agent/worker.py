@@ -52,5 +52,10 @@ def run_job(ctx: WorkerContext, job_id: str) -> Job | None:
                    if res.canary is not None and res.canary_base is not None else "")
         msg = (f"{res.status} student-v{res.version}: probe accuracy {res.before:.2f} -> {res.after:.2f}, "
                f"forgetting {res.forgetting:.2f}{general}" + (f" ({res.reason})" if res.reason else ""))
-        ctx.jobs.finish(job_id, res.status, result=result, message=msg)
+        state = res.status
+        if res.replayed and res.reason.startswith("already learned") and any(
+                j.id != job_id and j.state == "promoted" for j in ctx.jobs.list(doc_id=job.doc_id, limit=1000)):
+            state = "duplicate"  # another job learned it: this one changed nothing (not a second promotion)
+            msg = f"duplicate: {res.reason}"
+        ctx.jobs.finish(job_id, state, result=result, message=msg)
     return ctx.jobs.get(job_id)

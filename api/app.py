@@ -6,6 +6,8 @@ Each resource's routes are a router in api/routers/; this module only assembles 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
 
 from agent.service import Agent
 from api import middleware
@@ -18,9 +20,10 @@ from api.ui import mount_ui
 def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
     auth = Auth(keys)
     registry, requests = make_registry(agent)
-    app = FastAPI(title="seal-agent", version="0.1",
+    app = FastAPI(title="seal-agent", version="0.1", docs_url=None, redoc_url=None,
                   description="A continual-learning student: stream documents in, query what it learned, audit "
                               "forgetting. Auth: `Authorization: Bearer <key>` (scopes read, write).")
+    mount_docs(app)
     middleware.install(app, agent.cfg.service.max_request_bytes, requests)
     app.include_router(service.router(agent, auth, registry))
     app.include_router(documents.router(agent, auth))
@@ -29,3 +32,17 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
     app.include_router(openai.router(agent, auth))
     mount_ui(app, agent, auth)  # the audit page (/ui) and its read-only data (/v1/ui/...)
     return app
+
+
+def mount_docs(app: FastAPI) -> None:
+    """/docs from Swagger UI's assets in the swagger-ui-bundle package, so it renders without internet."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="seal-agent API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")

@@ -78,7 +78,14 @@ def batching_metrics(server):
 
 
 def make_registry(agent) -> tuple[CollectorRegistry, Counter]:
+    from prometheus_client.gc_collector import GCCollector
+    from prometheus_client.platform_collector import PlatformCollector
+    from prometheus_client.process_collector import ProcessCollector
+
     reg = CollectorRegistry()
+    ProcessCollector(registry=reg)  # process_* (resident memory, cpu, open fds)
+    PlatformCollector(registry=reg)  # python_info
+    GCCollector(registry=reg)  # python_gc_*
     reg.register(AgentCollector(agent))
     requests = Counter("seal_http_requests", "HTTP requests", ["method", "route", "code"], registry=reg)
     return reg, requests

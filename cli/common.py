@@ -16,7 +16,24 @@ from core.config import ConfigError, SealConfig, apply_sets, load_config
 from core.documents import DocumentFormatError
 from core.extras import MissingExtra
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="seal-agent: teach a student model new documents.")
+app = typer.Typer(no_args_is_help=True, help="seal-agent: teach a student model new documents.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"seal-agent {version('seal-agent')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("seal-agent (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print the version and exit.")) -> None:
+    """seal-agent: teach a student model new documents."""
 # Piped output (CI logs, files, tests) gets wide tables instead of 80-column wrapping.
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)

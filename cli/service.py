@@ -20,8 +20,8 @@ from core.extras import require
 
 UrlOpt = typer.Option(None, "--url", help="Talk to a running `seal serve` (e.g. http://127.0.0.1:8000) "
                                           "instead of the local state.")
-KeyOpt = typer.Option(None, "--api-key", help="Bearer key for --url (default: $SEAL_API_KEY, then the key "
-                                             "`seal serve` saved in the state folder).")
+KeyOpt = typer.Option(None, "--api-key", help="Bearer key for --url (default: $SEAL_API_KEY, then the write key "
+                                             "in $SEAL_API_KEYS, then the key `seal serve` saved in the state folder).")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,15 +54,27 @@ def _server_keys(cfg: SealConfig) -> dict[str, str]:
 
 def _client(cfg: SealConfig, url: str, api_key: Optional[str]):
     from agent.client import SealClient
+    from api.auth import KeyFormatError, parse_keys
 
     key = api_key or os.environ.get("SEAL_API_KEY")
+    if key is None and os.environ.get("SEAL_API_KEYS"):  # the server's variable: its write key, else its first
+        try:
+            keys = parse_keys(os.environ["SEAL_API_KEYS"])
+        except KeyFormatError as e:
+            fail(str(e))
+        key = next((k for k, s in keys.items() if s == "write"), next(iter(keys), None))
     if key is None and _key_file(cfg).is_file():
         key = _key_file(cfg).read_text().strip()
-    return SealClient(url, key)
+    try:
+        return SealClient(url, key)
+    except ValueError as e:
+        fail(str(e))
 
 
 def _job_line(j: dict) -> str:
     r = j.get("result") or {}
+    if j["state"] == "duplicate":
+        return f"{'duplicate':9s} {j['title'][:40]!r}: {r.get('reason') or 'already learned'}"
     if j["state"] in ("promoted", "rejected") and r:
         fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
         src = {"given": "the questions sent with it", "teacher": "probes the teacher wrote",
@@ -142,18 +154,34 @@ def serve(
         if mode not in ("embedded", "celery"):
             fail(f"--mode must be embedded or celery, not {mode!r}")
         cfg = cfg.with_overrides(service={"mode": mode})
+    h, p = host or cfg.service.host, cfg.service.port if port is None else port
+    check_port(h, p)  # before the model loads or anything is written
     keys = _server_keys(cfg)
     if cfg.service.mode == "celery":
         check_broker(cfg)
     with err.status(f"loading model {cfg.model.source} ..."):
         agent = Agent.open(cfg)
-    h, p = host or cfg.service.host, cfg.service.port if port is None else port
-    err.print(f"seal-agent ({cfg.service.mode}) on http://{h}:{p}  (docs: http://{h}:{p}/docs, "
-              f"state: {cfg.continual.state_dir})")
+    err.print(f"seal-agent ({cfg.service.mode}) on http://{h}:{p}  (audit page: http://{h}:{p}/ui, API docs: "
+              f"http://{h}:{p}/docs, state: {Path(cfg.continual.state_dir).resolve()})")
     try:
         uvicorn.run(create_app(agent, keys), host=h, port=p, log_level="info")
     finally:
         agent.close()
+
+
+def check_port(host: str, port: int) -> None:
+    """A port in use is one line and exit 2, before the model loads or a state folder or key file is written."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        fail(f"cannot resolve --host {host!r}: {e}")
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            fail(f"cannot listen on {host}:{port}: {e.strerror or e} (is another seal serve running? use --port)")
 
 
 def check_broker(cfg: SealConfig) -> None:

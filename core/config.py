@@ -337,7 +337,9 @@ def apply_sets(cfg: SealConfig, sets: list[str]) -> SealConfig:
     try:
         return SealConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"invalid --set override:\n{e}") from e
+        raise ConfigError("invalid --set override: " + "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors(include_url=False))) from None
 
 
 def learning_config(cfg: SealConfig) -> SealConfig:

@@ -2,5 +2,5 @@
 from __future__ import annotations
 
 RUNNING = ("writing_probes", "self_editing", "training", "evaluating")
-TERMINAL = ("promoted", "rejected", "failed", "cancelled")
+TERMINAL = ("promoted", "rejected", "failed", "cancelled", "duplicate")  # duplicate: already learned by another job
 STATES = ("queued", *RUNNING, *TERMINAL)

@@ -95,7 +95,7 @@ def test_documents_become_jobs_that_promote_versions(served):
         assert [s for s in ("writing_probes", "self_editing", "training", "evaluating") if s in states] == \
                ["writing_probes", "self_editing", "training", "evaluating"]
         assert got["result"]["name"].startswith("student-v") and "train" in got["result"]["seconds"]
-    doc = c.get(f"/v1/documents/{jobs[0]['document_id']}", headers=R).json()
+    doc = c.get(f"/v1/documents/{jobs[0]['doc_id']}", headers=R).json()
     assert doc["in_prod"] and doc["probes"][0]["source"] == "given" and "base" in doc["accuracy"]
     assert c.get("/v1/documents/ffff", headers=R).status_code == 404
     # an idempotency key returns the same job instead of a second one
@@ -109,9 +109,9 @@ def test_documents_become_jobs_that_promote_versions(served):
     assert r.status_code == 422 and "batch" in r.json()["detail"]
     _wait(agent)
     again = c.get(f"/v1/jobs/{a['id']}", headers=R).json()
-    assert again["state"] == "promoted" and again["result"]["replayed"]
+    assert again["state"] == "duplicate" and again["result"]["replayed"]
     first = c.get(f"/v1/jobs/{jobs[0]['id']}", headers=R).json()["result"]
-    learned_in = c.get(f"/v1/documents/{jobs[0]['document_id']}", headers=R).json()["learned_in"]
+    learned_in = c.get(f"/v1/documents/{jobs[0]['doc_id']}", headers=R).json()["learned_in"]
     assert again["result"]["reason"] == f"already learned in student-v{learned_in}"
     assert learned_in == first["version"]  # the version its own job promoted, not one read off this result
     assert len(agent.stack.versions()) == 2  # a document already in prod is not learned twice
@@ -389,5 +389,43 @@ def test_a_query_past_the_server_time_limit_gets_504_and_leaves_its_batch(tiny_c
                 r = c.post("/v1/chat/completions", json=body, headers=R)
             assert r.status_code == 504 and "request_timeout_s" in r.json()["error"]["message"]
             assert c.post("/v1/chat/completions", json=body, headers=R).status_code == 200  # free again: answers
+    finally:
+        agent.close()
+
+
+def test_operating_routes_readiness_docs_offline_metrics_and_lists(learned):
+    agent, c = learned
+    r = c.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"model": "ok", "database": "ok"}
+    assert c.get("/", follow_redirects=False).headers["location"] == "/ui"
+    html = c.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in html and "cdn" not in html.lower()  # no network needed
+    js = c.get("/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    m = c.get("/metrics", headers=R).text
+    assert "process_resident_memory_bytes" in m and "python_info" in m and "seal_jobs" in m
+    docs = c.get("/v1/documents", params={"limit": 1}, headers=R).json()
+    assert docs["total"] >= 2 and len(docs["documents"]) == 1
+    page2 = c.get("/v1/documents", params={"limit": 1, "offset": 1}, headers=R).json()
+    assert page2["documents"][0]["id"] != docs["documents"][0]["id"]
+    r = c.get("/v1/jobs", params={"state": "bogus"}, headers=R)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "state"
+    assert c.get("/v1/jobs", params={"state": "promoted"}, headers=R).status_code == 200
+
+
+def test_readiness_names_a_database_that_does_not_answer(tiny_cfg, tmp_path):
+    from agent.service import Agent
+
+    cfg = tiny_cfg.with_overrides(continual={**tiny_cfg.continual.model_dump(), "state_dir": str(tmp_path / "s")},
+                                  runtime={"threads": 1})
+    agent = Agent.open(cfg)
+    try:
+        assert agent.readiness() == {"model": None, "database": None}
+        agent.transport.stop()  # the worker thread would meet the broken database too
+        agent.jobs.engine.dispose()
+        db = tmp_path / "s" / "memory.sqlite"
+        db.unlink()
+        db.mkdir()  # the file is gone and its path cannot be opened as a database
+        assert agent.readiness()["database"] is not None
     finally:
         agent.close()

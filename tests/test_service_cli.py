@@ -111,10 +111,11 @@ def test_serve_ingest_status_and_a_kill_mid_job(cfg_file, tmp_path):
         assert final["state"] == "promoted" and final["attempts"] == 2
         assert [v["version"] for v in http.get("/v1/adapters").json()["versions"]] == [1]
         r = seal("ingest", ROOT / "examples/passages.json", "--limit", "2", "--url", url, "--api-key", KEY, "-c", c)
-        assert r.returncode == 0 and r.stdout.count("promoted  student-v") == 2, r.stdout + r.stderr
-        assert "already learned in student-v1" in r.stdout
+        assert r.returncode == 0 and r.stdout.count("promoted  student-v") == 1, r.stdout + r.stderr
+        assert r.stdout.count("duplicate") == 1 and "already learned in student-v1" in r.stdout
         r = seal("status", "--url", url, "--api-key", KEY, "-c", c)
-        assert r.returncode == 0 and "promoted 3" in r.stdout and "prod -> student-v2" in r.stdout
+        assert r.returncode == 0 and "promoted 2" in r.stdout and "duplicate 1" in r.stdout
+        assert "prod -> student-v2" in r.stdout
         r = seal("status", "--url", url, "--api-key", "wrong-key-000", "-c", c)
         assert r.returncode == 2 and "401" in r.stderr
     finally:
@@ -122,3 +123,39 @@ def test_serve_ingest_status_and_a_kill_mid_job(cfg_file, tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_first_minute_mistakes_are_one_line_and_exit_2(cfg_file, tmp_path):
+    c = cfg_file()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = seal("serve", "-c", c, "--port", port, "--host", "127.0.0.1")
+    assert r.returncode == 2 and f"127.0.0.1:{port}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists()  # nothing written: no state folder, no key file
+    r = seal("status", "-c", c, "--set", "runtime.threads=abc")
+    assert r.returncode == 2 and "runtime.threads" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = seal("status", "--url", "127.0.0.1:8000", "-c", c)
+    assert r.returncode == 2 and "http://127.0.0.1:8000" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = seal("--version")
+    assert r.returncode == 0 and r.stdout.startswith("seal-agent ")
+    r = seal("config", "show", "train", "-c", c, "--set", "train.rank=3")
+    assert r.returncode == 0 and "rank: 3" in r.stdout and "continual:" not in r.stdout
+
+
+def test_an_openai_base_url_and_the_servers_key_variable_work_for_the_cli(cfg_file, tmp_path):
+    c = cfg_file()
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = _start(c, port, log)
+    try:
+        _until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 120, "the service")
+        # what OpenAI users paste (.../v1), and only the server's variable set
+        r = seal("status", "--url", f"http://127.0.0.1:{port}/v1", "-c", c, env={"SEAL_API_KEYS": f"{KEY}:write"})
+        assert r.returncode == 0, r.stderr
+        r = seal("status", "--url", f"http://127.0.0.1:{port}", "--api-key", "wrong-key-000", "-c", c)
+        assert r.returncode == 2 and "401" in r.stderr and "--api-key" in r.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

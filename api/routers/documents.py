@@ -1,12 +1,17 @@
 """Documents in, jobs out: submit, look up, cancel, remove a learned document."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
+
+from agent.audit import Audit
 
 from agent.service import Agent, LearnerBusy, RemoveRefused
 from agent.transport import TransportError
 from api.auth import Auth
 from api.schemas import DocumentsIn, json_safe
+from core.states import STATES
 from memory.jobs import IdempotencyConflict, JobError
 from student.stack import StackError
 
@@ -15,6 +20,7 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
     r = APIRouter()
     read, write = Depends(auth.require("read")), Depends(auth.require("write"))
     cfg = agent.cfg.service
+    audit = Audit(agent.memory, agent.jobs, agent.stack)
 
     @r.post("/v1/documents", status_code=202, tags=["documents"], dependencies=[write])
     def post_documents(body: DocumentsIn, idempotency_key: str | None = Header(None, max_length=200)):
@@ -30,8 +36,14 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             raise HTTPException(409, str(e)) from e
         except ValueError as e:
             raise HTTPException(422, str(e)) from e
-        return {"jobs": [{"id": s.job.id, "document_id": s.job.doc_id, "state": s.job.state,
+        return {"jobs": [{"id": s.job.id, "doc_id": s.job.doc_id, "state": s.job.state,
                           "created": s.created} for s in out]}
+
+    @r.get("/v1/documents", tags=["documents"], dependencies=[read])
+    def list_documents(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+                       q: str | None = Query(None, max_length=200, description="title contains")):
+        """Every document the agent has seen, newest first, a page at a time (`total` counts all matches)."""
+        return json_safe(audit.documents(limit, offset, q or None))
 
     @r.get("/v1/documents/{doc_id}", tags=["documents"], dependencies=[read])
     def get_document(doc_id: str):
@@ -41,9 +53,7 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
             raise HTTPException(404, f"unknown document {doc_id!r} (documents appear once a job starts)")
 
     @r.get("/v1/jobs", tags=["jobs"], dependencies=[read])
-    def list_jobs(state: str | None = None, limit: int = 100):
-        if not 1 <= limit <= 1000:
-            raise HTTPException(422, "limit must be between 1 and 1000")
+    def list_jobs(state: Literal[STATES] | None = None, limit: int = Query(100, ge=1, le=1000)):  # type: ignore[valid-type]
         return {"jobs": [json_safe(j.to_json()) for j in agent.jobs.list(state=state, limit=limit)]}
 
     @r.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=[read])

@@ -104,7 +104,7 @@
     const items = [["prod", prod ? "student-v" + prod : "none"], ["latest", latest ? "student-v" + latest : "none"],
       ["versions", o.versions], ["documents learned", `${o.learned} of ${o.documents}`],
       ["jobs queued / running", `${o.jobs.queued} / ${running}`],
-      ["promoted / rejected / failed", `${o.jobs.promoted} / ${o.jobs.rejected} / ${o.jobs.failed}`],
+      ["promoted / rejected / failed / duplicate", `${o.jobs.promoted} / ${o.jobs.rejected} / ${o.jobs.failed} / ${o.jobs.duplicate}`],
       ["untouched canary", pct(o.canary_base)],
       ["gate", o.gate.enabled ? `gain ≥ ${o.gate.min_gain}, forgetting ≤ ${o.gate.max_forgetting}` +
         (o.gate.max_canary_drop !== null ? `, canary drop ≤ ${pct(o.gate.max_canary_drop)}` : "") : "off"]];
