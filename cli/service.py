@@ -156,6 +156,7 @@ def serve(
         cfg = cfg.with_overrides(service={"mode": mode})
     h, p = host or cfg.service.host, cfg.service.port if port is None else port
     check_port(h, p)  # before the model loads or anything is written
+    service_logging()
     keys = _server_keys(cfg)
     if cfg.service.mode == "celery":
         check_broker(cfg)
@@ -167,6 +168,18 @@ def serve(
         uvicorn.run(create_app(agent, keys), host=h, port=p, log_level="info")
     finally:
         agent.close()
+
+
+def service_logging() -> None:
+    """The service's own lines (job transitions, worker, routing) beside uvicorn's, with a timestamp; library
+    deprecation chatter is kept out of an operator's log."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "httpx", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def check_port(host: str, port: int) -> None:

@@ -9,6 +9,7 @@ re-enqueued at start-up (embedded). Every transition appends an event with a tim
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ from core.documents import QA, Passage
 from core.states import RUNNING, STATES, TERMINAL
 from memory.database import open_engine, read_transaction
 from memory.schema import Migration, create, migrate
+
+log = logging.getLogger("seal.jobs")
+
+
+def log_transition(job_id: str, state: str, message: str, **fields) -> None:
+    """One structured line per job state change (the service log's record of each job's life)."""
+    log.info(json.dumps({"event": "job", "job": job_id, "state": state, "message": message, **fields},
+                        ensure_ascii=False))
 
 META = MetaData()
 JOBS = Table(
@@ -142,6 +151,7 @@ class JobStore:
                     idempotency_key=idempotency_key, state="queued", attempts=0, cancel_requested=False,
                     created_at=now, updated_at=now))
                 c.execute(EVENTS.insert().values(job_id=job_id, at=now, state="queued", message="accepted"))
+            log_transition(job_id, "queued", "accepted", doc_id=passage.doc_id, title=passage.title[:80])
         except IntegrityError:
             existing = self._by_key(idempotency_key) if idempotency_key is not None else None
             if existing is None:
@@ -225,6 +235,7 @@ class JobStore:
         now = time.time()
         c.execute(update(JOBS).where(JOBS.c.id == job_id).values(state=state, updated_at=now, **cols))
         c.execute(EVENTS.insert().values(job_id=job_id, at=now, state=state, message=message))
+        log_transition(job_id, state, message)
 
     def claim(self, job_id: str, max_attempts: int) -> Job | None:
         """Start (or restart after a lost worker) a job; None when there is nothing to do: it is finished, or

@@ -1,5 +1,6 @@
 """`seal serve / ingest / status / worker` as real processes: exit codes, the HTTP path end to end, and an
 embedded service killed mid-job that finishes the job after a restart."""
+import json
 import os
 import signal
 import socket
@@ -118,6 +119,10 @@ def test_serve_ingest_status_and_a_kill_mid_job(cfg_file, tmp_path):
         assert "prod -> student-v2" in r.stdout
         r = seal("status", "--url", url, "--api-key", "wrong-key-000", "-c", c)
         assert r.returncode == 2 and "401" in r.stderr
+        lines = [json.loads(x.split("seal.jobs: ", 1)[1]) for x in (tmp_path / "serve.log").read_text().splitlines()
+                 if "seal.jobs: " in x]  # one structured line per job transition
+        mine = [x["state"] for x in lines if x["job"] == job_id]
+        assert mine[0] == "queued" and "training" in mine and mine[-1] == "promoted", mine
     finally:
         for p in procs:
             if p.poll() is None:
