@@ -35,10 +35,11 @@ def create_app(agent: Agent, keys: dict[str, str]) -> FastAPI:
 
 
 def mount_docs(app: FastAPI) -> None:
-    """/docs from Swagger UI's assets in the swagger-ui-bundle package, so it renders without internet."""
-    from swagger_ui_bundle import swagger_ui_path
+    """/docs from Swagger UI's assets shipped in this package (api/docs_static: swagger-ui-dist 5, which reads
+    the OpenAPI 3.1 that FastAPI writes), so it renders without internet."""
+    from pathlib import Path
 
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount("/docs-assets", StaticFiles(directory=Path(__file__).parent / "docs_static"), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs():

@@ -545,3 +545,36 @@ def test_a_new_job_appears_without_a_reload(served, browser):
     assert drv.find_element(By.ID, "live").text.startswith("Live:")
     _shot(drv, "jobs-live")
     s.write.post(f"/v1/jobs/{job['id']}/cancel")  # no need to learn it: spare the CPU
+
+
+def test_api_docs_render_with_the_network_off(tiny_cfg, tmp_path):
+    """/docs in chromium with every non-loopback request sent to a dead proxy: Swagger UI must come from the
+    package, not a CDN (issue 29). Screenshot: results/docs/docs-offline.png."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        missing_service("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    s = Server(_config(tiny_cfg, tmp_path / "docs.yaml", tmp_path / "state"), tmp_path / "serve.log")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+              "--disable-gpu", "--proxy-server=http://127.0.0.1:9"):  # the internet: unreachable; loopback: direct
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        drv.set_page_load_timeout(60)
+        drv.get(s.url + "/docs")
+        _wait(drv, lambda d: _js(d, "return document.querySelectorAll('.opblock').length") > 10,
+              what="Swagger UI's operations")
+        title = _js(drv, "return document.querySelector('.info .title').textContent")
+        assert "seal-agent" in title
+        urls = _js(drv, "return performance.getEntriesByType('resource').map(e => e.name)")
+        assert urls and all(u.startswith(s.url) for u in urls), urls  # nothing fetched from elsewhere
+        out = ROOT / "results/docs"
+        out.mkdir(parents=True, exist_ok=True)
+        drv.save_screenshot(str(out / "docs-offline.png"))
+    finally:
+        drv.quit()
+        s.stop()
