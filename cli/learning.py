@@ -376,3 +376,43 @@ def remove_doc(doc_id: str = typer.Argument(..., help="Document id (see `seal ad
     for d, (b, a) in changes.items():
         console.print(f"  {d}{' (removed)' if d == doc_id else ''}: {b:.2f} -> {a:.2f}")
 
+
+
+@app.command("export")
+@guarded
+def export_cmd(version: str = typer.Argument("prod", help="student-vN, N, or an alias."),
+               out: Path = typer.Option(..., "--out", "-o", help="The bundle file to write (a tar)."),
+               config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Write one version, its adapters, documents and probes to a checksummed bundle (`seal import` reads it)."""
+    from agent.continual import has_state
+    from agent.transfer import export_version
+    from student.stack import StackError
+
+    cfg = read_config(config, set_)
+    if not has_state(cfg):
+        fail(f"no agent state at {cfg.continual.state_dir}")
+    try:
+        m, path = export_version(cfg, version, out)
+    except (StackError, KeyError) as e:
+        fail(str(e))
+    console.print(f"exported {m.name} ({len(m.adapters)} adapters, {len(m.doc_ids)} documents) to {path}")
+
+
+@app.command("import")
+@guarded
+def import_cmd(bundle: Path = typer.Argument(..., help="A bundle written by `seal export`."),
+               promote_it: bool = typer.Option(False, "--promote", help="Also point prod (and latest) at it."),
+               config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Add an exported version to this state as a new version (checksums and base model checked first)."""
+    from agent.transfer import BundleError, import_bundle
+    from student.stack import StackError
+
+    cfg = read_config(config, set_)
+    try:
+        r = import_bundle(cfg, bundle, promote=promote_it)
+    except (BundleError, StackError) as e:
+        fail(str(e))
+    what = "already imported as" if r.again else "imported as"
+    console.print(f"{bundle}: {what} {r.name} ({r.adapters} adapters, {r.documents} documents)"
+                  + ("; prod -> " + r.name if promote_it and not r.again else
+                     f"; serve it with model seal-student-v{r.version}, or `seal promote {r.name}`"))
