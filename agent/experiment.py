@@ -128,12 +128,20 @@ def load_extra_questions(path: Path, passages: list[Passage]) -> dict[str, list[
     return out
 
 
+def _overlap(recitation: str, context: str) -> float:
+    """Share of the passage's words that the recitation reproduces (bag of words): how much the weights held."""
+    from collections import Counter
+
+    want, got = Counter(context.lower().split()), Counter(recitation.lower().split())
+    return sum((want & got).values()) / max(1, sum(want.values()))
+
+
 class EvalRun:
     def __init__(self, rt: Runtime, conditions: list[Condition], out: Path,
                  log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None,
                  unrouted: bool = True, retain_all: bool = False, passages: list[Passage] | None = None,
                  extra_questions: dict[str, list[Asked]] | None = None, repeat_matches: str | None = None,
-                 measure_general: bool = True):
+                 measure_general: bool = True, recite: bool = False):
         self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
         # what passage-repeat is step-matched to: the named condition, else self-edit, learn or the first recipe
         trained = [c.name for c in conditions if c.name == "self-edit" or trains_like_learn(c.name)]
@@ -151,6 +159,8 @@ class EvalRun:
             self.router = build_routing({d: d for d in docs}, docs, self.cfg.continual.routing,
                                         self.cfg.continual.canary).router
         self.judge, self.progress = judge, progress
+        # also answer each trained condition by recite-then-read (`<condition>+recite` rows, same adapter)
+        self.recite = recite
         self.unrouted = unrouted  # with routing: also the canary had the adapter answered everything (one more pass)
         # every condition trains with the product's retention (train.retain), not `learn` alone: a comparison of
         # what each kind of training text teaches under the regime the product actually runs
@@ -332,8 +342,6 @@ class EvalRun:
         return served, oracle, routes
 
     def run_unit(self, idx: int, p: Passage, cond: Condition) -> dict:
-        from evaluation.closed_book import grade_answers
-
         t0 = time.perf_counter()
         texts, info = self._train_texts(idx, p, cond) if cond.name != "open-book" else (None, {})
         t_edit = time.perf_counter() - t0
@@ -345,14 +353,13 @@ class EvalRun:
         t1 = time.perf_counter()
         asked = self._asked(p)
         served, oracle, routes = self._answers(p, cond, adapter, asked)
-        graded: list[tuple[Asked, object, object, str]] = []
-        for set_name in dict.fromkeys(a.set for a in asked):
-            idxs = [i for i, a in enumerate(asked) if a.set == set_name]
-            qas = [QA(asked[i].question, asked[i].answer) for i in idxs]
-            g_served = grade_answers(qas, [served[i] for i in idxs], self.judge)
-            g_oracle = grade_answers(qas, [oracle[i] for i in idxs], None)
-            graded += [(asked[i], gs, go, routes[i]) for i, gs, go in zip(idxs, g_served, g_oracle)]
+        graded = self._grade(asked, served, oracle, routes)
         t_eval = time.perf_counter() - t1
+        recited = None
+        if self.recite and adapter is not None:
+            t2 = time.perf_counter()
+            r_served, r_oracle, recitation = self._recited(p, adapter, asked, served, routes)
+            recited = (self._grade(asked, r_served, r_oracle, routes), time.perf_counter() - t2, recitation)
         if self.measure_general and cond.name != "open-book":
             routing = None
             if adapter and self.cfg.continual.routing.enabled:
@@ -372,21 +379,56 @@ class EvalRun:
             self.rt.student.drop(adapter)
             own = [r for r in routes if r in ("own", "none", "other")]
             info["routed_share"] = sum(r == "own" for r in own) / max(1, len(own))
+        total = time.perf_counter() - t0
+        if recited is not None:  # written first: a unit on record means its rows are too
+            r_graded, r_secs, recitation = recited
+            self._write(idx, p, f"{cond.name}+recite", r_graded, train,
+                        {**info, "recitation": recitation, "recitation_overlap": _overlap(recitation, p.context)},
+                        {"self_edit": round(t_edit, 3), "eval": round(t_eval + r_secs, 3),
+                         "recite": round(r_secs, 3), "total": round(total, 3)})
+        return self._write(idx, p, cond.name, graded, train, info,
+                           {"self_edit": round(t_edit, 3), "eval": round(t_eval, 3),
+                            "total": round(total - (recited[1] if recited else 0.0), 3)})
+
+    def _grade(self, asked: list[Asked], served: list[str], oracle: list[str], routes: list[str]):
+        from evaluation.closed_book import grade_answers
+
+        graded: list[tuple[Asked, object, object, str]] = []
+        for set_name in dict.fromkeys(a.set for a in asked):
+            idxs = [i for i, a in enumerate(asked) if a.set == set_name]
+            qas = [QA(asked[i].question, asked[i].answer) for i in idxs]
+            g_served = grade_answers(qas, [served[i] for i in idxs], self.judge)
+            g_oracle = grade_answers(qas, [oracle[i] for i in idxs], None)
+            graded += [(asked[i], gs, go, routes[i]) for i, gs, go in zip(idxs, g_served, g_oracle)]
+        return graded
+
+    def _recited(self, p: Passage, adapter: str, asked: list[Asked], served: list[str], routes: list[str]):
+        """Recite-then-read with this passage's adapter: every question for the oracle; as served, the questions
+        the router sends to this adapter (the others keep what they got: the base's answer, or a miss)."""
+        from agent.training_data import passage_texts
+        from evaluation.closed_book import answer_recited
+
+        ev = self.cfg.eval
+        titles = [t.split("\n", 1)[0] for t in passage_texts(p)]
+        oracle, recitation = answer_recited(self.rt.student, adapter, titles, [a.question for a in asked],
+                                            ev.max_new_tokens, ev.batch_size)
+        out = [oracle[i] if r in ("own", "unrouted") else served[i] for i, r in enumerate(routes)]
+        return out, oracle, recitation
+
+    def _write(self, idx: int, p: Passage, name: str, graded, train, info: dict, seconds: dict) -> dict:
         n_by_set: dict[str, int] = {}
         for a, gs, go, route in graded:
             qi = n_by_set.get(a.set, 0)
             n_by_set[a.set] = qi + 1
             append_jsonl(self.records_path, {"passage": idx, "doc_id": p.doc_id, "title": p.title,
-                                             "condition": cond.name, "set": a.set, "q": qi, "route": route,
+                                             "condition": name, "set": a.set, "q": qi, "route": route,
                                              **gs.to_json(), "oracle_contains": go.contains, "oracle_f1": go.f1,
                                              "oracle_answer": go.answer})
         squad = [gs for a, gs, _, _ in graded if a.set == "squad"]
-        unit = {"passage": idx, "doc_id": p.doc_id, "condition": cond.name, "train": train, **info,
-                "seconds": {"self_edit": round(t_edit, 3), "eval": round(t_eval, 3),
-                            "total": round(time.perf_counter() - t0, 3)},
-                "contains": sum(g.contains for g in squad) / max(1, len(squad))}
+        unit = {"passage": idx, "doc_id": p.doc_id, "condition": name, "train": train, **info,
+                "seconds": seconds, "contains": sum(g.contains for g in squad) / max(1, len(squad))}
         append_jsonl(self.units_path, unit)
-        self.done[(p.doc_id, cond.name)] = unit
+        self.done[(p.doc_id, name)] = unit
         return unit
 
     def sample_edits(self, passages: list[Passage]) -> int:

@@ -154,6 +154,9 @@ def eval_cmd(
     repeat_matches: Optional[str] = typer.Option(None, help="The trained condition passage-repeat is step-matched "
                                                             "to (default: self-edit, else learn, else the first "
                                                             "recipe)."),
+    recite: bool = typer.Option(False, help="Also answer every trained condition by recite-then-read: the adapter "
+                                            "writes out the document from its title, the untouched model answers "
+                                            "from that (rows named CONDITION+recite, same adapter)."),
     canary: bool = typer.Option(True, help="Also measure the general-capability canary and drift after every "
                                            "adaptation (what each condition costs the model)."),
     unrouted_canary: bool = typer.Option(True, help="With routing, also measure the canary with the adapter "
@@ -219,7 +222,7 @@ def eval_cmd(
         runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
                          general=general, measure_general=canary, unrouted=unrouted_canary, passages=ps,
                          extra_questions=extra,
-                         repeat_matches=repeat_matches)
+                         repeat_matches=repeat_matches, recite=recite)
     except ValueError as e:
         fail(str(e))
     runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed), shard=(si, sn))

@@ -252,6 +252,10 @@ DEFAULT_RECIPES: dict[str, list[str]] = {
     "teacher-edit": [
         "continual.train_on=self-edit",
     ],
+    "recite": [
+        "continual.train_on=passage",
+        "train.epochs=30",
+    ],
     "masked": [
         "continual.train_on=masked+passage",
         "continual.passage_copies=1",

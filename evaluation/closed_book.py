@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from core.documents import Passage
 from evaluation.graders import Judge, contains, exact_match, f1, recites_other
 from student.adapters import Student
@@ -52,6 +54,38 @@ def answer_open_book(student: Student, context: str, questions: list[str], max_n
         outs = generate(model, student.tokenizer, [OPEN_BOOK.format(context=context, q=q) for q in questions],
                         params, batch_size=batch_size)
     return [o[0] for o in outs]
+
+
+@torch.inference_mode()
+def recite(student: Student, adapter, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy raw continuations (no chat template: the form raw-text training used) with `adapter` active: what
+    the adapter's weights hold of a passage, given the line that began it (its title)."""
+    tok = student.tokenizer
+    out = []
+    with student.use(adapter) as model:
+        was_training = model.training
+        model.eval()
+        try:
+            for p in prompts:
+                enc = tok([p], return_tensors="pt", add_special_tokens=False)
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+                                     eos_token_id=tok.eos_token_id, repetition_penalty=1.0)
+                out.append(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        finally:
+            if was_training:
+                model.train()
+    return out
+
+
+def answer_recited(student: Student, adapter, titles: list[str], questions: list[str], max_new_tokens: int,
+                   batch_size: int, recite_tokens: int = 320) -> tuple[list[str], str]:
+    """Recite, then read: the adapter writes out what it learned of the document from its title alone (the
+    document is not given), and the untouched model answers from that recitation as it would from the page.
+    The knowledge still comes only from the weights; the reading is the base model's. Returns the answers and
+    the recitation."""
+    recitation = "\n".join(recite(student, adapter, [f"{t}\n" for t in titles], recite_tokens))
+    return answer_open_book(student, recitation, questions, max_new_tokens, batch_size), recitation
 
 
 def answer_likelihood(student: Student, adapter, qas, batch_size: int = 16) -> list[float]:

@@ -380,3 +380,39 @@ def test_sentence_probes_are_grounded_answerable_and_never_trained_on(monkeypatc
     left = without_probes(units, got)
     assert len(left) < len(units)
     assert not any(q.question.lower().rstrip("?") in json.dumps(left).lower() for q in got)
+
+
+def test_recitation_comes_from_the_adapter_not_the_page(runtime):
+    """Recite-then-read: the adapter trained on a passage writes it out from its title; the untouched model cannot.
+    The passage text is never passed to answer_recited (only titles), so what it reads is what the weights hold."""
+    from agent.experiment import _overlap
+    from evaluation.closed_book import recite
+
+    st = runtime.student
+    title, text = "Zorblax", "The Zorblax river flows into the Quimby sea near Frell."
+    s = runtime.cfg.train.model_copy(update={"epochs": 60, "learning_rate": 3e-3,
+                                             "retain": runtime.cfg.train.retain.model_copy(update={"weight": 0.0})})
+    st.train_adapter([f"{title}\n{text}"], "memorized", seed=0, settings=s)
+    try:
+        learned, = recite(st, "memorized", [f"{title}\n"], 24)
+        untouched, = recite(st, None, [f"{title}\n"], 24)
+    finally:
+        st.drop("memorized")
+    assert _overlap(learned, text) > 0.5 and _overlap(untouched, text) < 0.2, (learned, untouched)
+
+
+def test_eval_recite_rows_use_the_same_adapter_for_trained_conditions_only(tiny_config_file, passages_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core.io import read_jsonl
+
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["eval", "-c", str(tiny_config_file), "--passages", str(passages_file), "--limit", "1",
+                                 "--conditions", "none,open-book,passage", "--recite", "--no-canary", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    units = {u["condition"]: u for u in read_jsonl(out / "units.jsonl")}
+    assert set(units) == {"none", "open-book", "passage", "passage+recite"}
+    assert units["passage+recite"]["train"] == units["passage"]["train"]  # one adapter, answered two ways
+    assert "recitation" in units["passage+recite"] and units["passage+recite"]["seconds"]["recite"] > 0
+    assert "condition=passage+recite set=squad" in r.output
