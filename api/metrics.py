@@ -33,6 +33,10 @@ class AgentCollector:
         yield GaugeMetricFamily("seal_generation_tokens_per_second", "Mean generation speed since start",
                                 value=st.tokens / st.seconds if st.seconds else 0.0)
         yield from batching_metrics(a.server)
+        yield GaugeMetricFamily("seal_adapter_cache_bytes", "Bytes of routed adapters loaded for queries",
+                                value=a.server.cache.bytes)
+        yield GaugeMetricFamily("seal_adapter_cache_adapters", "Routed adapters loaded for queries",
+                                value=len(a.server.cache))
         aliases = a.stack.aliases()
         yield GaugeMetricFamily("seal_prod_version", "The version behind the prod alias (0 = none)",
                                 value=aliases.get("prod", 0))

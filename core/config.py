@@ -185,7 +185,9 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(32, ge=1, le=256)  # sequences decoded together (1 = one request at a time)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)  # how long the first request waits for the batch to fill
     max_queue: int = Field(256, ge=1)  # requests waiting beyond this get 503 with Retry-After
-    max_loaded_versions: int = Field(8, ge=1)  # versions whose adapters stay in memory (least recently used go)
+    max_loaded_versions: int = Field(8, ge=1)  # unrouted: versions whose adapters stay in memory (LRU out)
+    adapter_cache_mib: int = Field(2048, ge=1)  # routed: only the adapters queries route to are loaded, LRU out
+    #                                              past this many MiB (a rank-32 SmolLM2 adapter is ~39 MiB)
     request_timeout_s: float | None = Field(300.0, gt=0)  # a query not answered by then gets 504 and leaves its batch
 
 

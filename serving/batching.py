@@ -11,6 +11,7 @@ per-request generator seeded by the request, so a seeded request gives the same 
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 import threading
 import time
@@ -29,6 +30,8 @@ class QueueFull(RuntimeError):
 class PromptTooLong(ValueError):
     """The prompt plus the tokens asked for do not fit the model's window: answer 400 before it reaches a batch."""
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Request:
@@ -303,6 +306,54 @@ def decode(model, tok, rows: list[Request]) -> list[tuple[str, int, str]]:
             model.train()
     return [(texts[i], len(out_ids[i]),
              "stop" if finish[i] == "cancelled" else finish[i]) for i, r in enumerate(rows)]
+
+
+class AdapterCache:
+    """Routed serving loads only the adapters that a batch's queries route to, and keeps them under a byte budget:
+    the least recently used are dropped first, never one the current batch needs (a batch that alone needs more
+    than the budget is served, and logged)."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._lru: OrderedDict[str, int] = OrderedDict()  # adapter id -> bytes
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._lru.values())
+
+    def ids(self) -> list[str]:
+        return list(self._lru)
+
+    def use(self, ids: list[str], live: set[str], size_of: Callable[[str], int], load: Callable[[str], None],
+            drop: Callable[[str], None]) -> None:
+        """Make every adapter in `ids` live, room made before each load; `live` is what the model holds now (an
+        adapter dropped by another path is loaded again)."""
+        for gone in [i for i in self._lru if i not in live]:
+            del self._lru[gone]
+        for i in ids:
+            if i in self._lru:
+                self._lru.move_to_end(i)
+        for i in ids:
+            if i in self._lru:
+                continue
+            size = size_of(i)
+            self._evict(self.budget - size, keep=set(ids), drop=drop)
+            load(i)
+            self._lru[i] = size
+        if self.bytes > self.budget:
+            log.warning("one batch needs %d adapters (%.0f MiB), over serving.adapter_cache_mib (%.0f MiB)",
+                        len(ids), self.bytes / 2**20, self.budget / 2**20)
+
+    def _evict(self, room: int, keep: set[str], drop: Callable[[str], None]) -> None:
+        for i in list(self._lru):
+            if self.bytes <= room:
+                return
+            if i not in keep:
+                del self._lru[i]
+                drop(i)
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
 
 class LoadedVersions:

@@ -56,7 +56,7 @@ class StudentServer:
                  vllm=None, routing=None, settings=None):
         """`vllm` (serving.vllm_adapters.VLLMAdapters) answers on a vLLM server; else in-process, batched."""
         from core.config import ServingSettings
-        from serving.batching import LoadedVersions
+        from serving.batching import AdapterCache, LoadedVersions
 
         self.student, self.stack, self.base_name = student, stack, base_name
         self.started = int(time.time())  # the base model's `created` in /v1/models
@@ -65,7 +65,8 @@ class StudentServer:
         self.settings = settings or ServingSettings()
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
-        self.loaded = LoadedVersions(self.settings.max_loaded_versions)
+        self.loaded = LoadedVersions(self.settings.max_loaded_versions)  # unrouted: whole versions
+        self.cache = AdapterCache(self.settings.adapter_cache_mib * 2**20)  # routed: the adapters queries meet
         self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
                         else BatchedGeneration(self))
 
@@ -153,13 +154,33 @@ class StudentServer:
             if self.student.merged:
                 self.student.restore_base()
             return [[] for _ in route_texts], False
-        names = self._load(manifest)
-        routing = self.routing.get(manifest, names) if self.routing is not None else None
-        if routing is not None:
-            return routing.names_for(route_texts), True
-        if self.routing is not None and names:
-            return self.routing_unavailable(manifest, len(route_texts)), True
-        return [names for _ in route_texts], False
+        if self.routing is None:
+            names = self._load(manifest)
+            return [names for _ in route_texts], False
+        ids = [a.id for a in manifest.adapters]
+        routing = self.routing.get(manifest, ids)
+        if routing is None:
+            return (self.routing_unavailable(manifest, len(route_texts)) if ids else [[] for _ in route_texts]), True
+        per = routing.names_for(route_texts)
+        self._ensure(manifest, sorted({n for names in per for n in names}))
+        return per, True
+
+    def _ensure(self, manifest, ids: list[str]) -> None:
+        """Routed: load only these adapters of the version (checksums verified on load), the least recently used
+        dropped past serving.adapter_cache_mib."""
+        if self.student.merged:
+            self.student.restore_base()
+        refs = {a.id: a for a in manifest.adapters}
+
+        def load(i: str) -> None:
+            self.stack.verify(type(manifest)(manifest.version, manifest.parent, (refs[i],), manifest.created_at,
+                                             manifest.note))
+            self.student.load(self.stack.adapter_dir(i), i)
+
+        def size_of(i: str) -> int:
+            return sum(f.stat().st_size for f in self.stack.adapter_dir(i).glob("*.safetensors"))
+
+        self.cache.use(ids, set(self.student.adapters()), size_of, load, self.student.drop)
 
     def routing_unavailable(self, manifest, n: int) -> list[list[str]]:
         """Routing is on but this version's routing cannot be built (its documents are not in memory): never stack

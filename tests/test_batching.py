@@ -262,3 +262,44 @@ def test_a_prompt_that_cannot_fit_the_window_is_refused_before_the_batch(two_ver
         assert srv.submit("base", "Hi", 4).future.result(timeout=120).text is not None  # the server still answers
     finally:
         srv.close()
+
+
+def test_routed_serving_loads_only_routed_adapters_within_the_cache_budget(runtime, tiny_cfg, tmp_path):
+    from core.config import CanarySettings, RoutingSettings
+    from core.documents import Passage
+    from memory.store import MemoryStore
+    from serving.routing import RoutingCache
+
+    st = runtime.student
+    docs = [Passage("Zorblax", DOCS[0], ()), Passage("Harbour", DOCS[1], ()),
+            Passage("Quartz", "Grey quartz crystals grow slowly in the caves of Ondra.", ())]
+    store, mem = StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "mem.sqlite")
+    hard = st.settings.model_copy(update={"epochs": 2})
+    with store.writer():
+        refs = []
+        for i, p in enumerate(docs):
+            mem.add_document(p, [])
+            st.train_adapter([p.context], f"live{i}", seed=i, settings=hard)
+            refs.append(store.add_adapter(st, f"live{i}", f"a{i + 1:05d}", [p.doc_id]))
+            st.drop(f"live{i}")
+        m = store.commit(refs, parent=None, move=("prod",))
+    srv = StudentServer(st, store, "tiny", settings=ServingSettings(max_wait_ms=0),
+                        routing=RoutingCache(mem, RoutingSettings(), CanarySettings()))
+    size = sum(f.stat().st_size for f in store.adapter_dir("a00001").glob("*.safetensors"))
+    srv.cache.budget = int(size * 1.5)  # room for one adapter, not two
+    try:
+        general = srv.generate("seal-student@prod", "Name a colour.", 2, route_text="Name a colour.")
+        assert general.adapters == () and not set(st.adapters()) & {r.id for r in refs}  # nothing loaded
+        seen = []
+        for q, want in [("Where does the Zorblax river flow?", "a00001"), ("Who painted the harbour of Kessel?",
+                        "a00002"), ("Where do grey quartz crystals grow?", "a00003"),
+                        ("Where does the Zorblax river flow?", "a00001")]:
+            g = srv.generate("seal-student@prod", q, 2, route_text=q)
+            assert g.adapters == (want,), (q, g.adapters)
+            live = set(st.adapters()) & {r.id for r in refs}
+            assert live == {want} and srv.cache.ids() == [want] and srv.cache.bytes <= srv.cache.budget
+            seen.append(want)
+        assert m.version == 1 and seen[-1] == "a00001"  # evicted, then loaded again (checksums verified on load)
+    finally:
+        srv.close()
+        mem.close()
