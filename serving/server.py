@@ -215,6 +215,13 @@ class StudentServer:
         return self.backend.submit(self.resolve(model), prompt, max_tokens, temperature, top_p, stop, seed,
                                    route_text, on_piece)
 
+    def warm_routing(self, model: str) -> None:
+        """Build (or find cached) the routing of the version behind `model` in the caller's thread, so the batcher
+        thread, which holds the model lock, never builds one; raises ModelNotFound like `submit`."""
+        m = self.resolve(model)
+        if m is not None and self.routing is not None and m.adapters:
+            self.routing.get(m, [a.id for a in m.adapters])
+
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in the served model's tokenizer (stream usage on the vLLM path)."""
         return len(self.student.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -303,3 +303,44 @@ def test_routed_serving_loads_only_routed_adapters_within_the_cache_budget(runti
     finally:
         srv.close()
         mem.close()
+
+
+def test_the_router_is_built_once_per_version_outside_the_batcher(runtime, tmp_path, monkeypatch):
+    """Warming in the request's thread builds a version's routing once; batches then only look it up (the
+    batcher thread, which holds the model lock, never builds one), whatever versions alternate."""
+    import serving.routing as routing_mod
+    from core.config import CanarySettings, RoutingSettings
+    from core.documents import Passage
+    from memory.store import MemoryStore
+    from serving.routing import RoutingCache
+
+    st = runtime.student
+    store, mem = StackStore(tmp_path / "stack"), MemoryStore(tmp_path / "mem.sqlite")
+    with store.writer():
+        refs = []
+        for i, text in enumerate(DOCS):
+            p = Passage(f"Doc {i}", text, ())
+            mem.add_document(p, [])
+            st.train_adapter([text], f"live{i}", seed=i, settings=st.settings.model_copy(update={"epochs": 1}))
+            refs.append(store.add_adapter(st, f"live{i}", f"a{i + 1:05d}", [p.doc_id]))
+            st.drop(f"live{i}")
+            store.commit(refs[:], parent=None)
+    builds, threads = [], []
+    real = routing_mod.build_routing
+
+    def counted(*a, **k):
+        builds.append(1)
+        threads.append(threading.current_thread().name)
+        return real(*a, **k)
+
+    monkeypatch.setattr(routing_mod, "build_routing", counted)
+    srv = StudentServer(st, store, "tiny", settings=ServingSettings(max_wait_ms=0),
+                        routing=RoutingCache(mem, RoutingSettings(), CanarySettings()))
+    try:
+        for model in ["seal-student-v1", "seal-student-v2"] * 3:
+            srv.warm_routing(model)
+            srv.generate(model, PROMPTS[0], 2, route_text=PROMPTS[0])
+        assert len(builds) == 2 and set(threads) == {threading.current_thread().name}
+    finally:
+        srv.close()
+        mem.close()

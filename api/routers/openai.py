@@ -72,11 +72,10 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         except ValueError as e:
             raise APIError(422, str(e), param="stop")
         in_process = agent.server.in_process
-        if not in_process:  # in-process, submit() resolves the name (once) and _submit answers 404
-            try:
-                agent.server.resolve(body.model)
-            except ModelNotFound as e:
-                raise APIError(404, str(e), param="model", code="model_not_found")
+        try:  # the name is resolved, and its routing built, here: never on the batcher's thread under the lock
+            await run_in_threadpool(agent.server.warm_routing, body.model)
+        except ModelNotFound as e:
+            raise APIError(404, str(e), param="model", code="model_not_found")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if kind == "chat" else "text_completion"
