@@ -12,10 +12,11 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
-# words of any script (letters, marks and digits; no underscore), and the scripts written without spaces, whose
-# runs are split into overlapping character pairs (the usual tf-idf unit for Chinese, Japanese, Thai, ...)
-_WORD = re.compile(r"[^\W_]+")
+# Unicode text is normalised and split into words by Hugging Face `tokenizers` (NFKC, lower case, whitespace and
+# Unicode punctuation); the scripts written without spaces are then split into overlapping character pairs (the
+# usual tf-idf unit for Chinese, Japanese, Thai, ...)
 _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
                        r"\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 STOPWORDS = frozenset("""
@@ -28,13 +29,34 @@ much name named called answer question short phrase
 """.split())
 
 
+@lru_cache(maxsize=1)
+def _splitter():
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    split = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="removed")])
+    return norm, split
+
+
+def words(text: str) -> list[str]:
+    """Words of any script: NFKC, lower case, split at whitespace and Unicode punctuation by `tokenizers`; a
+    symbol left inside a word (the pound in "£41", the degree in "90°") is dropped, as in the text's sense."""
+    norm, split = _splitter()
+    out = []
+    for w, _ in split.pre_tokenize_str(norm.normalize_str(text)):
+        if not w.isalnum():  # keep letters, marks (Thai vowels, Devanagari signs) and digits
+            w = "".join(c for c in w if unicodedata.category(c)[0] in "LMN")
+        if w:
+            out.append(w)
+    return out
+
+
 def terms(text: str) -> list[str]:
     """Index terms of any script: NFKC-normalised, case-folded words ("München" -> "münchen", "Москва" ->
     "москва"; non-ASCII words of 6+ letters also give their first five letters, so inflected forms meet); English
     stopwords and words under 3 letters dropped (digits kept); runs of unspaced scripts as character pairs."""
-    text = unicodedata.normalize("NFKC", text).casefold()
     out = []
-    for w in _WORD.findall(text):
+    for w in words(text):
         run = _UNSPACED.search(w)
         if run is None:
             if w not in STOPWORDS and (len(w) > 2 or w.isdigit()):
@@ -42,7 +64,7 @@ def terms(text: str) -> list[str]:
                 if len(w) > 5 and not w.isascii():  # inflected scripts: the stem's head too ("москву", "москва")
                     out.append(w[:5] + "~")
             continue
-        for part in _WORD.findall(_UNSPACED.sub(" ", w)):  # the spaced-script pieces around unspaced runs
+        for part in _UNSPACED.sub(" ", w).split():  # the spaced-script pieces around unspaced runs
             if len(part) > 2 or part.isdigit():
                 out.append(part)
         for r in _UNSPACED.findall(w):
