@@ -405,11 +405,11 @@ class EvalRun:
     def _recited(self, p: Passage, adapter: str, asked: list[Asked], served: list[str], routes: list[str]):
         """Recite-then-read with this passage's adapter: every question for the oracle; as served, the questions
         the router sends to this adapter (the others keep what they got: the base's answer, or a miss)."""
-        from agent.training_data import passage_texts
         from evaluation.closed_book import answer_recited
+        from teacher.passages import recitation_prompts
 
         ev = self.cfg.eval
-        titles = [t.split("\n", 1)[0] for t in passage_texts(p)]
+        titles = [t.rstrip("\n") for t in recitation_prompts(p)]
         oracle, recitation = answer_recited(self.rt.student, adapter, titles, [a.question for a in asked],
                                             ev.max_new_tokens, ev.batch_size)
         out = [oracle[i] if r in ("own", "unrouted") else served[i] for i, r in enumerate(routes)]

@@ -26,6 +26,7 @@ from evaluation.closed_book import OPEN_BOOK, question_prompt
 from student.generation import render_prompt
 from student.soft_targets import ReferenceItem, SoftTarget, reference_targets, token_ids
 from teacher.cloze import cloze_pairs
+from teacher.passages import passage_texts  # noqa: F401  (re-exported: agent.prepare and the tests use it here)
 
 QA_PREFIX = "\x1eqa:"
 MASK_PREFIX = "\x1emask:"
@@ -121,32 +122,6 @@ def qa_units(passage: Passage, max_pairs: int, seed: int, kinds: tuple[str, ...]
 def render_pair(tokenizer, qa: QA) -> tuple[str, str]:
     """(chat prompt, answer): the exact shape the closed-book path asks questions in."""
     return render_prompt(tokenizer, question_prompt(qa.question)), qa.answer
-
-
-def passage_texts(passage: Passage, max_words: int = 300) -> list[str]:
-    """The passage as raw training text: whole when it fits, else consecutive runs of whole sentences of at most
-    `max_words` words, each titled with its part (a sequence past the window would be cut and its tail never
-    learned). A SQuAD paragraph is one part, exactly `title + newline + context` as before."""
-    from teacher.cloze import sentences
-
-    if len(passage.context.split()) <= max_words:
-        return [f"{passage.title}\n{passage.context}"]
-    parts, cur = [], []
-    for sent in sentences(passage.context) or [passage.context]:
-        words = sent.split()
-        while len(words) > max_words:  # one sentence longer than a part: cut it between words
-            if cur:
-                parts.append(cur)
-                cur = []
-            parts.append(words[:max_words])
-            words = words[max_words:]
-        if cur and len(cur) + len(words) > max_words:
-            parts.append(cur)
-            cur = []
-        cur = cur + words
-    if cur:
-        parts.append(cur)
-    return [f"{passage.title} (part {i + 1} of {len(parts)})\n{' '.join(w)}" for i, w in enumerate(parts)]
 
 
 def document_units(passage: Passage, c, seed: int) -> list[str] | None:
