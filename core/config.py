@@ -189,6 +189,9 @@ class ServingSettings(BaseModel):
     adapter_cache_mib: int = Field(2048, ge=1)  # routed: only the adapters queries route to are loaded, LRU out
     #                                              past this many MiB (a rank-32 SmolLM2 adapter is ~39 MiB)
     request_timeout_s: float | None = Field(300.0, gt=0)  # a query not answered by then gets 504 and leaves its batch
+    # direct: the routed adapter answers the question; recite: it first writes out its document from the title
+    # alone, and the untouched model answers from that recitation (in-process serving; RESULTS.md, issue 26)
+    answer: Literal["direct", "recite"] = "direct"
 
 
 class VLLMSettings(BaseModel):

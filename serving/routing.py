@@ -76,6 +76,11 @@ class RoutingCache:
         self._entries: "OrderedDict[tuple, AdapterRouting | None]" = OrderedDict()
         self._texts = None  # the shipped general texts, read once per process
 
+    def document(self, doc_id: str):
+        """A routed document as stored (its title and text: what recite-then-read asks its adapter to write out,
+        part by part, and how long each part is)."""
+        return self.memory.document(doc_id)
+
     def get(self, manifest, names: list[str] | None) -> AdapterRouting | None:
         if manifest is None or not names:
             return None

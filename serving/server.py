@@ -43,6 +43,15 @@ class Generation:
     adapters: tuple[str, ...] | None = None  # with routing: the adapters this request met (() = base weights)
 
 
+@dataclass(frozen=True)
+class Recitation:
+    """What a routed adapter wrote out of its document (recite-then-read, serving.answer: recite)."""
+
+    adapter: str
+    text: str
+    version: str  # the version whose adapter recited (student-v17)
+
+
 @dataclass
 class GenerationStats:
     tokens: int = 0
@@ -67,6 +76,10 @@ class StudentServer:
         self._stats_lock = threading.Lock()
         self.loaded = LoadedVersions(self.settings.max_loaded_versions)  # unrouted: whole versions
         self.cache = AdapterCache(self.settings.adapter_cache_mib * 2**20)  # routed: the adapters queries meet
+        from collections import OrderedDict
+
+        self._recited: "OrderedDict[tuple[str, str], str]" = OrderedDict()  # (adapter, prompt) -> greedy text
+        self._recited_lock = threading.Lock()
         self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
                         else BatchedGeneration(self))
 
@@ -221,6 +234,46 @@ class StudentServer:
         m = self.resolve(model)
         if m is not None and self.routing is not None and m.adapters:
             self.routing.get(m, [a.id for a in m.adapters])
+
+    @property
+    def reciting(self) -> bool:
+        return self.settings.answer == "recite" and self.in_process and self.routing is not None
+
+    def recitation(self, model: str, question: str) -> Recitation | None:
+        """Recite-then-read, first half (blocking: call it from a worker thread). The adapter that `question`
+        routes to writes out its document from each part's title line alone, greedily; None when the question
+        routes to no adapter (it is answered as usual). Greedy output of fixed weights never changes, so it is
+        kept per (adapter, prompt): later questions about the same document only pay for the reading."""
+        if not self.reciting:
+            return None
+        from teacher.passages import passage_texts, recitation_prompts
+
+        m = self.resolve(model)
+        if m is None or not m.adapters:
+            return None
+        routing = self.routing.get(m, [a.id for a in m.adapters])
+        route = routing.router.route(question) if routing is not None else None
+        if route is None or route.doc_id not in routing.adapter_of:
+            return None
+        adapter = routing.adapter_of[route.doc_id]
+        doc = self.routing.document(route.doc_id)
+        parts = []
+        for prompt, text in zip(recitation_prompts(doc), passage_texts(doc)):
+            with self._recited_lock:
+                done = self._recited.get((adapter, prompt))
+            if done is None:
+                budget = self.count_tokens(text) + 16  # the part's length: a recitation never runs past it
+                req = self.backend.submit(m, prompt, budget, 0.0, 1.0, None, None, question)  # routes as the question
+                fin = req.future.result()
+                if fin.adapters != (adapter,):
+                    return None  # the routing moved under us: answer the usual way
+                done = fin.text
+                with self._recited_lock:
+                    self._recited[(adapter, prompt)] = done
+                    while len(self._recited) > 512:
+                        self._recited.popitem(last=False)
+            parts.append(done)
+        return Recitation(adapter, "\n".join(parts), m.name)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in the served model's tokenizer (stream usage on the vLLM path)."""

@@ -429,3 +429,39 @@ def test_readiness_names_a_database_that_does_not_answer(tiny_cfg, tmp_path):
         assert agent.readiness()["database"] is not None
     finally:
         agent.close()
+
+
+def test_recite_then_read_answers_routed_questions_from_the_adapters_recitation(tiny_cfg, tmp_path):
+    """serving.answer: recite — a question about a learned document is answered by the untouched model reading
+    what that document's adapter wrote out from its title; a general question is answered as usual; the
+    recitation is written once per adapter."""
+    from agent.service import Agent
+    from api.app import create_app
+    from evaluation.closed_book import OPEN_BOOK
+
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "train_on": "passage", "state_dir": str(tmp_path / "state"),
+                   "routing": {**tiny_cfg.continual.routing.model_dump(), "enabled": True}},
+        serving={**tiny_cfg.serving.model_dump(), "answer": "recite", "max_wait_ms": 0},
+        service={"api_keys": {READ: "read", WRITE: "write"}}, runtime={"threads": 1})
+    agent = Agent.open(cfg)
+    try:
+        with TestClient(create_app(agent, dict(cfg.service.api_keys))) as c:
+            assert c.post("/v1/documents", json={"documents": DOCS}, headers=W).status_code == 202
+            _wait(agent)
+            q = DOCS[0]["questions"][0]["question"]
+            ask = {"model": "seal-student@prod", "messages": [{"role": "user", "content": q}], "max_tokens": 6}
+            r = c.post("/v1/chat/completions", json=ask, headers=R).json()
+            assert r["seal_answer"] == "recite" and r["system_fingerprint"] == "student-v2", r
+            rec = agent.server.recitation("seal-student@prod", q)
+            assert rec is not None and r["seal_adapters"] == [rec.adapter] and rec.text
+            reading = agent.server.render_chat([{"role": "user", "content": OPEN_BOOK.format(context=rec.text, q=q)}])
+            assert r["choices"][0]["message"]["content"] == agent.server.generate("base", reading, 6).text
+            before = agent.server.stats.requests
+            again = c.post("/v1/chat/completions", json=ask, headers=R).json()
+            assert again["choices"] == r["choices"] and agent.server.stats.requests == before + 1  # no new recitation
+            general = c.post("/v1/chat/completions", headers=R, json={**ask, "messages": [
+                {"role": "user", "content": "Name a colour you like."}]}).json()
+            assert "seal_answer" not in general
+    finally:
+        agent.close()

@@ -14,6 +14,7 @@ from agent.service import Agent
 from api.auth import Auth
 from api.errors import APIError
 from api.schemas import ChatCompletionIn, CompletionIn, Unsupported
+from evaluation.closed_book import OPEN_BOOK
 from serving.batching import PromptTooLong, QueueFull
 from serving.server import ModelNotFound
 
@@ -64,7 +65,7 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         return n
 
     async def _run(body, prompt: str, max_tokens: int, kind: str, route_text: str | None = None,
-                   http: Request | None = None):
+                   http: Request | None = None, recited=None):
         """In-process, the request joins the batcher's queue and this handler awaits it on the event loop (no
         thread held while the model is busy); with a vLLM backend the blocking client runs in the thread pool."""
         try:
@@ -79,7 +80,10 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if kind == "chat" else "text_completion"
-        args = (body.model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed, route_text)
+        # recite-then-read: the untouched model reads what the routed adapter recited (the reply still names the
+        # version and the adapter that answered)
+        model = "base" if recited is not None else body.model
+        args = (model, prompt, max_tokens, body.temperature, body.top_p, stops, body.seed, route_text)
         loop = asyncio.get_running_loop()
         if body.stream:
             q: asyncio.Queue = asyncio.Queue()
@@ -143,7 +147,10 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
                   if kind == "chat" else {"index": 0, "text": g.text, "finish_reason": g.finish_reason,
                                           "logprobs": None})
         extra = {} if g.adapters is None else {"seal_adapters": list(g.adapters)}  # routed: which adapters answered
-        return {"id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": g.model,
+        fingerprint = g.model
+        if recited is not None:
+            extra, fingerprint = {"seal_adapters": [recited.adapter], "seal_answer": "recite"}, recited.version
+        return {"id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": fingerprint,
                 **extra,
                 "choices": [choice], "usage": {"prompt_tokens": g.prompt_tokens,
                                                "completion_tokens": g.completion_tokens,
@@ -168,9 +175,22 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         except Unsupported as e:
             raise APIError(400, str(e), param=e.param, code=e.code)
         n = _limit(body.max_completion_tokens or body.max_tokens, 128)
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        recited = None
+        if users and agent.server.reciting:
+            try:
+                recited = await run_in_threadpool(agent.server.recitation, body.model, messages[users[-1]]["content"])
+            except ModelNotFound as e:
+                raise APIError(404, str(e), param="model", code="model_not_found")
+        if recited is not None:
+            q = messages[users[-1]]["content"]
+            messages = [*messages[:users[-1]], {"role": "user", "content": OPEN_BOOK.format(context=recited.text, q=q)},
+                        *messages[users[-1] + 1:]]
         prompt = agent.server.render_chat(messages)
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        return await _run(body, prompt, n, "chat", users[-1] if users else prompt, http)  # routed by the question
+        route = messages[users[-1]]["content"] if users else prompt
+        if recited is not None:
+            return await _run(body, prompt, n, "chat", None, http, recited=recited)
+        return await _run(body, prompt, n, "chat", route, http)  # routed by the question
 
     @r.post("/v1/completions", tags=["openai"], dependencies=[read])
     async def completions(body: CompletionIn, http: Request):
