@@ -178,8 +178,8 @@ class ContinualLearner:
         """Probe accuracy for a committed version (or the base): answered by the vLLM server when one is
         configured (the monitor's replay is an update's heaviest generation), else in-process with `names`."""
         if self.vllm is None:
-            routing = self.routing(m, names)
-            return lambda doc: self.accuracy(routing or names, doc)
+            routing, memo = self.routing(m, names), {}  # recitations kept while this version is measured
+            return lambda doc: _score(self.graded(routing or names, doc, memo))
         served = self._served(m, names)
 
         def acc(doc: Passage) -> float:
@@ -192,8 +192,8 @@ class ContinualLearner:
         """As accuracy_of, but each call returns the version's graded replies (evaluation.closed_book.Graded rows), so
         the monitor can keep what the version answered beside the figure."""
         if self.vllm is None:
-            routing = self.routing(m, names)
-            return lambda doc: self.graded(routing or names, doc)
+            routing, memo = self.routing(m, names), {}
+            return lambda doc: self.graded(routing or names, doc, memo)
         served = self._served(m, names)
         return lambda doc: evaluate_passage(self.student, served, doc, self.cfg.eval.max_new_tokens,
                                             self.cfg.eval.batch_size, backend=self.generation)
@@ -215,8 +215,16 @@ class ContinualLearner:
     def accuracy(self, names, doc: Passage) -> float:
         return _score(self.graded(names, doc))
 
-    def graded(self, names, doc: Passage) -> list:
-        """The replies of the student with adapters `names` (or a routing) to the document's probes, graded."""
+    def graded(self, names, doc: Passage, memo: dict | None = None) -> list:
+        """The replies of the student with adapters `names` (or a routing) to the document's probes, graded; with
+        serving.answer: recite, routed probes are answered as served: recite, then read."""
+        if self.cfg.serving.answer == "recite" and hasattr(names, "adapter_of"):
+            from evaluation.closed_book import answer_routed_recite, grade
+
+            qs = [qa.question for qa in doc.questions]
+            answers = answer_routed_recite(self.student, names, qs, self.memory.document, self.cfg.eval.max_new_tokens,
+                                           self.cfg.eval.batch_size, memo)
+            return grade(doc, answers, None)
         return evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
                                 self.cfg.eval.batch_size)
 

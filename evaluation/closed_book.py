@@ -88,6 +88,35 @@ def answer_recited(student: Student, adapter, titles: list[str], questions: list
     return answer_open_book(student, recitation, questions, max_new_tokens, batch_size), recitation
 
 
+def answer_routed_recite(student: Student, routing, questions: list[str], document_of, max_new_tokens: int,
+                         batch_size: int, memo: dict | None = None) -> list[str]:
+    """As served with serving.answer: recite. A question routed to a document's adapter is answered by the
+    untouched model reading that adapter's recitation of its document (`document_of(doc_id)` gives the stored
+    passage, for its part titles and lengths); the others as `answer` answers them. `memo` keeps recitations
+    per (adapter, prompt) across calls."""
+    from teacher.passages import passage_texts, recitation_prompts
+
+    memo = {} if memo is None else memo
+    routes = routing.routes(questions)
+    out = answer(student, routing, questions, max_new_tokens, batch_size)  # the direct answers (base for none)
+    by_doc: dict[str, list[int]] = {}
+    for i, r in enumerate(routes):
+        if r.doc_id in routing.adapter_of:
+            by_doc.setdefault(r.doc_id, []).append(i)
+    for doc_id, idx in by_doc.items():
+        adapter, doc = routing.adapter_of[doc_id], document_of(doc_id)
+        parts = []
+        for prompt, text in zip(recitation_prompts(doc), passage_texts(doc)):
+            if (adapter, prompt) not in memo:
+                n = len(student.tokenizer(text, add_special_tokens=False)["input_ids"]) + 16
+                memo[(adapter, prompt)] = recite(student, adapter, [prompt], n)[0]
+            parts.append(memo[(adapter, prompt)])
+        read = answer_open_book(student, "\n".join(parts), [questions[i] for i in idx], max_new_tokens, batch_size)
+        for i, a in zip(idx, read):
+            out[i] = a
+    return out
+
+
 def answer_likelihood(student: Student, adapter, qas, batch_size: int = 16) -> list[float]:
     """Per question, the mean log-probability per token of its reference answer, asked as `answer` asks it
     (closed book, chat format): the dense counterpart of containment (student/likelihood.py)."""

@@ -179,3 +179,27 @@ def test_routing_cache_keeps_each_version_and_is_consistent_across_threads(tmp_p
     for t in ts:
         t.join()
     assert not bad
+
+
+def test_the_gate_measures_recite_then_read_when_serving_recites(runtime, tiny_cfg, tmp_path, tiny_canary):
+    """With serving.answer: recite the learner scores a version's routed probes as they will be served: the base
+    model reading the adapter's recitation, not the adapter answering directly."""
+    from evaluation.closed_book import OPEN_BOOK, recite
+    from student.generation import SamplingParams, generate
+    from teacher.passages import recitation_prompts
+
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"epochs": 3},
+                      gate={"enabled": False}, routing={"enabled": True, "quantile": 0.98, "min_score": 0.08})
+    lr.cfg = lr.cfg.with_overrides(serving={**lr.cfg.serving.model_dump(), "answer": "recite"})
+    res = lr.learn(DOC)
+    prod = lr.prod()
+    names = load_version(lr.stack, lr.student, prod)
+    routing = lr.routing(prod, names)
+    graded = lr.graded_of(prod, names)(DOC)
+    q = DOC.questions[0].question
+    assert routing.routes([q])[0].doc_id == DOC.doc_id, "the probe must route to its document for this test"
+    text = recite(lr.student, names[0], recitation_prompts(DOC), 64)[0]
+    with lr.student.use(None) as m:
+        want = generate(m, lr.student.tokenizer, [OPEN_BOOK.format(context=text, q=q)],
+                        SamplingParams(max_new_tokens=lr.cfg.eval.max_new_tokens))[0][0]
+    assert res.version == prod.version and graded[0].answer == want
