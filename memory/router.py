@@ -72,6 +72,13 @@ def terms(text: str) -> list[str]:
     return out
 
 
+def document_frequencies(texts: list[str]) -> Counter:
+    df: Counter = Counter()
+    for text in texts:
+        df.update(set(terms(text)))
+    return df
+
+
 @dataclass(frozen=True)
 class Route:
     doc_id: str | None  # None: about no learned document (the untouched model answers)
@@ -79,17 +86,40 @@ class Route:
 
 
 class DocumentRouter:
-    def __init__(self, docs: dict[str, str], background: list[str], threshold: float):
+    """tf-idf (sublinear tf, idf over the documents and a general background) cosine, on a scipy sparse matrix:
+    one sparse product scores a query against every document (thousands in well under a millisecond), where a
+    Python scan over documents grew linearly. `counts` (doc_id -> term counts) may be passed in from a cache, so a
+    new version re-tokenizes only its new documents."""
+
+    def __init__(self, docs: dict[str, str], background: list[str], threshold: float,
+                 counts: dict[str, Counter] | None = None, background_df: Counter | None = None):
+        import numpy as np
+        from scipy.sparse import csr_matrix
+
         if not 0 < threshold < 1:
             raise ValueError(f"routing threshold must be in (0, 1), got {threshold}")
         self.threshold = threshold
         self.ids = list(docs)
-        df: Counter = Counter()
-        for text in [*docs.values(), *background]:
-            df.update(set(terms(text)))
+        counts = counts if counts is not None else {}
+        tf = [counts[d] if d in counts else Counter(terms(docs[d])) for d in self.ids]
+        df = Counter(background_df) if background_df is not None else document_frequencies(background)
+        for c in tf:
+            df.update(c.keys())
         self.n = len(docs) + len(background)
         self.df = df
-        self.vecs = [self._vector(docs[d]) for d in self.ids]
+        self.vocab = {w: k for k, w in enumerate(df)}
+        self.idf = np.array([math.log((self.n + 1) / (df[w] + 1)) for w in self.vocab], dtype=np.float32)
+        rows, cols, vals = [], [], []
+        for r, c in enumerate(tf):
+            v = {self.vocab[w]: (1 + math.log(k)) * self.idf[self.vocab[w]] for w, k in c.items()}
+            norm = math.sqrt(sum(x * x for x in v.values()))
+            for col, x in v.items():
+                if norm:
+                    rows.append(r)
+                    cols.append(col)
+                    vals.append(x / norm)
+        self.matrix = csr_matrix((np.array(vals, dtype=np.float32), (rows, cols)),
+                                 shape=(len(self.ids), len(self.vocab))).tocsc()
 
     def _idf(self, w: str) -> float:
         return math.log((self.n + 1) / (self.df.get(w, 0) + 1))
@@ -100,22 +130,32 @@ class DocumentRouter:
         norm = math.sqrt(sum(x * x for x in v.values()))
         return {w: x / norm for w, x in v.items()} if norm else {}
 
+    def _scores(self, query: str):
+        import numpy as np
+
+        q = [(self.vocab[w], x) for w, x in self._vector(query).items() if w in self.vocab]
+        if not q or not self.ids:
+            return np.zeros(len(self.ids), dtype=np.float32)
+        cols, weights = zip(*q)
+        return np.asarray(self.matrix[:, list(cols)] @ np.array(weights, dtype=np.float32)).ravel()
+
     def scores(self, query: str) -> list[float]:
-        q = self._vector(query)
-        return [sum(x * d.get(w, 0.0) for w, x in q.items()) for d in self.vecs]
+        """Cosine with every document (a query word no document or background has still counts in its norm)."""
+        return [float(x) for x in self._scores(query)]
 
     def calibrate(self, general: list[str], quantile: float, floor: float) -> float:
         """Set the threshold so that about `1 - quantile` of general questions (about none of the documents)
         would be routed, but never below `floor`. More documents share more words with general questions by
         chance, so a fixed threshold would route more of them as documents pile up."""
-        best = sorted(max(self.scores(q), default=0.0) for q in general)
+        best = sorted(float(self._scores(q).max()) if self.ids else 0.0 for q in general)
         at = best[min(len(best) - 1, int(quantile * len(best)))] if best else 0.0
         self.threshold = min(max(floor, at + 1e-6), 0.999)
         return self.threshold
 
     def route(self, query: str) -> Route:
-        s = self.scores(query)
-        if not s:
+        if not self.ids:
             return Route(None, 0.0)
-        i = max(range(len(s)), key=s.__getitem__)
-        return Route(self.ids[i] if s[i] >= self.threshold else None, s[i])
+        s = self._scores(query)
+        i = int(s.argmax())
+        best = float(s[i])
+        return Route(self.ids[i] if best >= self.threshold else None, best)

@@ -50,14 +50,16 @@ def general_texts(canary_settings) -> tuple[list[str], list[str]]:
 
 
 def build_routing(adapter_of: dict[str, str], documents: dict[str, str], settings, canary_settings,
-                  texts: tuple[list[str], list[str]] | None = None) -> AdapterRouting | None:
+                  texts: tuple[list[str], list[str]] | None = None, counts: dict | None = None,
+                  background_df=None) -> AdapterRouting | None:
     """Routing from doc_id -> live adapter name (`documents`: doc_id -> text); None when there is nothing to
     route to (the base answers everything). `texts`: general_texts() already read (else read here)."""
     adapter_of = {d: a for d, a in adapter_of.items() if d in documents}
     if not adapter_of:
         return None
     background, calibration = texts or general_texts(canary_settings)
-    router = DocumentRouter({d: documents[d] for d in adapter_of}, background, settings.min_score)
+    router = DocumentRouter({d: documents[d] for d in adapter_of}, background, settings.min_score, counts=counts,
+                            background_df=background_df)
     router.calibrate(calibration, settings.quantile, settings.min_score)
     return AdapterRouting(router, adapter_of)
 
@@ -75,6 +77,8 @@ class RoutingCache:
         self._lock = threading.Lock()
         self._entries: "OrderedDict[tuple, AdapterRouting | None]" = OrderedDict()
         self._texts = None  # the shipped general texts, read once per process
+        self._background_df = None  # ... and their document frequencies
+        self._counts: dict = {}  # doc_id -> term counts: a new version tokenizes only its new documents
 
     def document(self, doc_id: str):
         """A routed document as stored (its title and text: what recite-then-read asks its adapter to write out,
@@ -92,10 +96,20 @@ class RoutingCache:
         adapter_of = {d: a.id for a in manifest.adapters if a.id in names for d in a.doc_ids}
         docs = {d: f"{p.title}\n{p.context}" for d in adapter_of
                 if self.memory.has_document(d) and (p := self.memory.document(d))}
+        from collections import Counter
+
+        from memory.router import document_frequencies, terms
+
         texts = self._texts or general_texts(self.cs)
-        value = build_routing(adapter_of, docs, self.s, self.cs, texts)  # built outside the lock
+        bg_df = self._background_df if self._background_df is not None else document_frequencies(texts[0])
         with self._lock:
-            self._texts = texts
+            known = {d: self._counts[d] for d in docs if d in self._counts}
+        new = {d: Counter(terms(t)) for d, t in docs.items() if d not in known}
+        value = build_routing(adapter_of, docs, self.s, self.cs, texts, counts={**known, **new},
+                              background_df=bg_df)  # built outside the lock
+        with self._lock:
+            self._texts, self._background_df = texts, bg_df
+            self._counts.update(new)
             self._entries[key] = value
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
