@@ -89,5 +89,16 @@ class SealClient:
     def status(self) -> dict:
         return self._call("GET", "/v1/status")
 
-    def jobs(self, limit: int = 20) -> list[dict]:
-        return self._call("GET", "/v1/jobs", params={"limit": limit})["jobs"]
+    def jobs(self, limit: int = 20, state: str | None = None) -> list[dict]:
+        params = {"limit": limit} | ({"state": state} if state else {})
+        return self._call("GET", "/v1/jobs", params=params)["jobs"]
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def rollback(self, to: str | None = None) -> dict:
+        return self._call("POST", "/v1/adapters/rollback", json={"to": to} if to else {})
+
+    def documents(self, limit: int = 50, offset: int = 0, q: str | None = None) -> dict:
+        params = {"limit": limit, "offset": offset} | ({"q": q} if q else {})
+        return self._call("GET", "/v1/documents", params=params)

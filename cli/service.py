@@ -467,3 +467,79 @@ def demo(
         server.should_exit = True
         th.join(timeout=10)
         agent.close()
+
+
+# -- what was HTTP-only: jobs, cancel, rollback, documents (against a running service) ------------------------------
+ServerOpt = typer.Option(None, "--url", help="The running `seal serve` (default: http://service.host:service.port).")
+
+
+def _remote(cfg: SealConfig, url: Optional[str], api_key: Optional[str]):
+    return _client(cfg, url or f"http://{cfg.service.host}:{cfg.service.port}", api_key)
+
+
+def _call(fn):
+    from agent.client import ApiError
+
+    try:
+        return fn()
+    except ApiError as e:
+        fail(str(e))
+
+
+@app.command()
+@guarded
+def jobs(state: Optional[str] = typer.Option(None, help="Only jobs in this state (queued, training, promoted, "
+                                                         "rejected, failed, cancelled, duplicate, ...)."),
+         limit: int = typer.Option(20, min=1, max=1000), url: Optional[str] = ServerOpt,
+         api_key: Optional[str] = KeyOpt, config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """List jobs, newest first (GET /v1/jobs)."""
+    cfg = read_config(config, set_)
+    rows = _call(lambda: _remote(cfg, url, api_key).jobs(limit, state))
+    t = Table(title=f"jobs{f' ({state})' if state else ''}")
+    for c in ("job", "state", "document", "title", "attempts", "updated"):
+        t.add_column(c, overflow="fold")
+    for j in rows:
+        t.add_row(j["id"], j["state"], j["doc_id"], j["title"][:40], str(j["attempts"]),
+                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["updated_at"])))
+    console.print(t)
+
+
+@app.command()
+@guarded
+def cancel(job_id: str = typer.Argument(..., help="A job id (see `seal jobs`)."), url: Optional[str] = ServerOpt,
+           api_key: Optional[str] = KeyOpt, config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Cancel a job: a queued one at once, a running one at its next stage boundary (POST /v1/jobs/ID/cancel)."""
+    cfg = read_config(config, set_)
+    j = _call(lambda: _remote(cfg, url, api_key).cancel(job_id))
+    console.print(f"{j['id']}: {j['state']}" + (" (cancel requested: it stops at the next stage)"
+                                                  if j["state"] not in ("cancelled",) else ""))
+
+
+@app.command()
+@guarded
+def rollback(to: Optional[str] = typer.Option(None, help="The version to put back in prod (default: the previous "
+                                                          "promoted one)."),
+             url: Optional[str] = ServerOpt, api_key: Optional[str] = KeyOpt, config: Optional[Path] = ConfigOpt,
+             set_: Optional[list[str]] = SetOpt):
+    """Move prod back (POST /v1/adapters/rollback)."""
+    cfg = read_config(config, set_)
+    r = _call(lambda: _remote(cfg, url, api_key).rollback(to))
+    console.print(f"prod -> {r['name']} ({r['documents']} documents)")
+
+
+@app.command()
+@guarded
+def documents(q: Optional[str] = typer.Option(None, help="Only titles containing this."),
+              limit: int = typer.Option(50, min=1, max=500), offset: int = typer.Option(0, min=0),
+              url: Optional[str] = ServerOpt, api_key: Optional[str] = KeyOpt, config: Optional[Path] = ConfigOpt,
+              set_: Optional[list[str]] = SetOpt):
+    """List the documents the agent has seen, with where each was learned (GET /v1/documents)."""
+    cfg = read_config(config, set_)
+    page = _call(lambda: _remote(cfg, url, api_key).documents(limit, offset, q))
+    t = Table(title=f"documents {offset + 1}-{offset + len(page['documents'])} of {page['total']}")
+    for c in ("document", "title", "learned in", "in prod"):
+        t.add_column(c, overflow="fold")
+    for d in page["documents"]:
+        t.add_row(d["id"], d["title"][:50], f"student-v{d['learned_in']}" if d.get("learned_in") else "",
+                  "yes" if d.get("in_prod") else "")
+    console.print(t)

@@ -172,3 +172,24 @@ def test_every_printed_name_is_accepted_by_chat_promote_and_rollback(server):
         assert r.status_code == 200 and r.json()["version"] == 1, (name, r.text)
         r = http.post("/v1/adapters/rollback", json={"to": name})
         assert r.status_code == 200 and r.json()["version"] == 1, (name, r.text)
+
+
+def test_cli_jobs_documents_cancel_and_rollback_against_the_server(server):
+    url, http, cfg_path = server
+    env = {**os.environ, "SEAL_API_KEYS": f"{WRITE}:write"}
+
+    def seal(*args):
+        return subprocess.run([SEAL, *args, "--url", url, "-c", str(cfg_path)], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    job = http.get("/v1/jobs").json()["jobs"][-1]
+    r = seal("jobs", "--state", "promoted")
+    assert r.returncode == 0 and job["id"] in r.stdout and "promoted" in r.stdout, r.stderr
+    r = seal("documents")
+    assert r.returncode == 0 and "Zorblax" in r.stdout and "student-v1" in r.stdout, r.stderr
+    r = seal("cancel", job["id"])  # finished: refused, one line
+    assert r.returncode == 2 and "409" in r.stderr and "already" in r.stderr
+    r = seal("rollback", "--to", "student-v1")
+    assert r.returncode == 0 and "prod -> student-v1" in r.stdout, r.stderr
+    r = seal("jobs", "--state", "bogus")
+    assert r.returncode == 2 and "422" in r.stderr
