@@ -401,7 +401,7 @@ def _version_row(v: int, m, u: dict, g: dict, aliases: dict, titles: dict) -> di
             "learn" if note.startswith("learn") else "other")
     d = u.get("doc_id")
     return {"version": v, "name": f"student-v{v}", "parent": m.parent if m else u.get("parent"),
-            "created_at": m.created_at if m else None, "note": note, "kind": kind, "status": status,
+            "created_at": m.created if m else None, "note": note, "kind": kind, "status": status,
             "reason": u.get("reason"), "gain": u.get("gain"), "forgetting": u.get("forgetting"),
             "document": {"id": d, "title": titles.get(d, d)} if d else None,
             "aliases": sorted(a for a, x in aliases.items() if x == v),

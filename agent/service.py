@@ -121,7 +121,7 @@ class Agent:
         for v in self.stack.versions():
             m = self.stack.manifest(v)
             u = ups.get(v, {})
-            rows.append({"name": m.name, "version": v, "parent": m.parent, "created_at": m.created_at,
+            rows.append({"name": m.name, "version": v, "parent": m.parent, "created_at": m.created,
                          "note": m.note, "aliases": [a for a, x in aliases.items() if x == v],
                          "adapters": [{"id": a.id, "rank": a.rank, "kind": a.kind, "merged": a.merged,
                                        "documents": list(a.doc_ids)} for a in m.adapters],

@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Iterator
 
 from serving.batching import cut_at_stop
@@ -122,7 +121,7 @@ class StudentServer:
     def _model(self, name: str, manifest, **extra) -> dict:
         created = 0
         if manifest is not None:
-            created = int(datetime.fromisoformat(manifest.created_at).timestamp())
+            created = int(manifest.created)
         elif self.started:
             created = self.started
         return {"id": name, "object": "model", "created": created, "owned_by": "seal-agent", **extra}

@@ -59,6 +59,11 @@ class Manifest:
         return f"student-v{self.version}"
 
     @property
+    def created(self) -> float:
+        """`created_at` as epoch seconds: the one time format of the API (jobs, events, models, versions)."""
+        return datetime.fromisoformat(self.created_at).timestamp()
+
+    @property
     def doc_ids(self) -> list[str]:
         return [d for a in self.adapters for d in a.doc_ids]
 

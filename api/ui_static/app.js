@@ -457,7 +457,7 @@
     box.hidden = false;
     const r = v.result || {};
     fill(box, h("h3", { text: `${v.name}: ${v.kind}${v.status ? ", " + v.status : ""}` }),
-      h("p", { text: `${v.note || ""}${v.parent ? ` · parent student-v${v.parent}` : ""} · created ${v.created_at || "–"}` }),
+      h("p", { text: `${v.note || ""}${v.parent ? ` · parent student-v${v.parent}` : ""} · created ${when(v.created_at)}` }),
       v.reason ? h("p", { text: "Gate: " + v.reason }) : null,
       r.before !== undefined ? h("p", { text: `Probe accuracy ${fmt(r.before)} → ${fmt(r.after)}, forgetting ${fmt(r.forgetting)}, canary ${pct(r.canary)} (untouched ${pct(r.canary_base)}), drift ${kl(r.drift)}` }) : null,
       r.attempts ? h("p", { text: "Earlier tries: " + r.attempts.map((a) => `student-v${a.version}: ${a.reason}`).join("; ") }) : null,
