@@ -121,7 +121,7 @@ class ContinualSettings(BaseModel):
     # agent/training_data.py
     # the named recipe (`recipes:`) a document is learned with: its overrides apply to the continual learner and
     # to `seal eval`'s learn condition; the plain `train` section stays the paper's raw-text regime (baselines)
-    recipe: str | None = "study-distill"
+    recipe: str | None = "recite"
     train_on: Literal["self-edit", "passage", "qa", "qa+passage", "masked+passage"] = "self-edit"
     qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
     # which questions teacher/cloze.py builds from the passage's sentences: cloze (a span asked for), complete
@@ -191,7 +191,7 @@ class ServingSettings(BaseModel):
     request_timeout_s: float | None = Field(300.0, gt=0)  # a query not answered by then gets 504 and leaves its batch
     # direct: the routed adapter answers the question; recite: it first writes out its document from the title
     # alone, and the untouched model answers from that recitation (in-process serving; RESULTS.md, issue 26)
-    answer: Literal["direct", "recite"] = "direct"
+    answer: Literal["direct", "recite"] = "recite"
 
 
 class VLLMSettings(BaseModel):
