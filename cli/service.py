@@ -413,6 +413,9 @@ def demo(
     from core.runs import new_run_dir
     from evaluation.closed_book import question_prompt
 
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not the demo's output
     cfg = read_config(config, set_)
     docs = _load_docs(documents, n)
     held_out = _load_held_out(held_out_file)
