@@ -173,6 +173,8 @@ class ServiceSettings(BaseModel):
     api_keys: dict[str, Literal["read", "write"]] = {}  # key -> scope; also SEAL_API_KEYS="key:scope,..."
     max_request_bytes: int = Field(2_000_000, ge=1024)
     max_documents_per_request: int = Field(64, ge=1)
+    max_document_words: int = Field(20_000, ge=1)  # a longer document is refused (413), never cut
+    max_document_parts: int = Field(64, ge=1)  # titled parts of ~300 words it is trained in (422 past this)
     max_new_tokens: int = Field(512, ge=1)  # the most a completion request may ask for
     serve_model: Literal["separate", "shared"] = "separate"  # embedded: own model copy for queries (no waiting
     #                                                          behind training) or share the worker's

@@ -465,3 +465,33 @@ def test_recite_then_read_answers_routed_questions_from_the_adapters_recitation(
             assert "seal_answer" not in general
     finally:
         agent.close()
+
+
+def test_a_document_past_the_configured_limits_is_refused_by_name_and_changes_nothing(tiny_cfg, tmp_path):
+    from agent.service import Agent
+    from api.app import create_app
+
+    cfg = tiny_cfg.with_overrides(
+        continual={**tiny_cfg.continual.model_dump(), "state_dir": str(tmp_path / "state")},
+        service={"api_keys": {READ: "read", WRITE: "write"}, "max_document_words": 50, "max_document_parts": 2},
+        runtime={"threads": 1})
+    agent = Agent.open(cfg)
+    try:
+        with TestClient(create_app(agent, dict(cfg.service.api_keys))) as c:
+            long = {"title": "Long", "context": "word " * 51}
+            r = c.post("/v1/documents", json={"documents": [DOCS[0], long]}, headers=W)
+            assert r.status_code == 413 and "max_document_words is 50" in r.json()["detail"], r.text
+            assert r.json()["error"]["param"] == "documents.1.context"
+            assert agent.jobs.counts()["queued"] == 0 and not agent.jobs.list()  # nothing accepted, nothing cut
+    finally:
+        agent.close()
+    cfg = cfg.with_overrides(service={**cfg.service.model_dump(), "max_document_words": 10_000})
+    agent = Agent.open(cfg)
+    try:
+        with TestClient(create_app(agent, dict(cfg.service.api_keys))) as c:
+            sentences = " ".join(f"Sentence number {i} says something about the river." for i in range(120))
+            r = c.post("/v1/documents", json={"title": "Many parts", "context": sentences}, headers=W)
+            assert r.status_code == 422 and "max_document_parts is 2" in r.json()["detail"], r.text
+            assert not agent.jobs.list()
+    finally:
+        agent.close()

@@ -10,8 +10,10 @@ from agent.audit import Audit
 from agent.service import Agent, LearnerBusy, RemoveRefused
 from agent.transport import TransportError
 from api.auth import Auth
+from api.errors import APIError
 from api.schemas import DocumentsIn, json_safe
 from core.states import STATES
+from teacher.passages import passage_texts
 from memory.jobs import IdempotencyConflict, JobError
 from student.stack import StackError
 
@@ -27,6 +29,16 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
         docs = body.items()
         if len(docs) > cfg.max_documents_per_request:
             raise HTTPException(413, f"at most {cfg.max_documents_per_request} documents per request")
+        for i, d in enumerate(docs):  # checked before anything is written: a long document is never cut silently
+            words = len(d.context.split())
+            if words > cfg.max_document_words:
+                raise APIError(413, f"document {i} ({d.title[:60]!r}) has {words} words; service.max_document_words "
+                               f"is {cfg.max_document_words}", param=f"documents.{i}.context", code="document_too_long")
+            parts = len(passage_texts(d.passage()))
+            if parts > cfg.max_document_parts:
+                raise APIError(422, f"document {i} ({d.title[:60]!r}) would train in {parts} parts; "
+                               f"service.max_document_parts is {cfg.max_document_parts}",
+                               param=f"documents.{i}.context", code="too_many_parts")
         key = body.idempotency_key or idempotency_key
         try:
             out = agent.submit([d.passage() for d in docs], key)
