@@ -133,8 +133,15 @@ def ask(
             from memory.store import MemoryStore
             from serving.routing import RoutingCache
 
-            name = RoutingCache(MemoryStore(memory_target(cfg)), cfg.continual.routing,
-                                cfg.continual.canary).get(m, name) or name
+            memory = MemoryStore(memory_target(cfg))
+            routing = RoutingCache(memory, cfg.continual.routing, cfg.continual.canary).get(m, name)
+            if routing is not None and cfg.serving.answer == "recite":  # as served: recite, then read
+                from evaluation.closed_book import answer_routed_recite
+
+                console.print(answer_routed_recite(rt.student, routing, [question], memory.document,
+                                                   max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
+                return
+            name = routing or name
     console.print(answer(rt.student, name, [question], max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
 
 
