@@ -222,8 +222,10 @@ class ContinualLearner:
             from evaluation.closed_book import answer_routed_recite, grade
 
             qs = [qa.question for qa in doc.questions]
-            answers = answer_routed_recite(self.student, names, qs, self.memory.document, self.cfg.eval.max_new_tokens,
-                                           self.cfg.eval.batch_size, memo)
+            from teacher.passages import recitation_parts
+
+            answers = answer_routed_recite(self.student, names, qs, lambda d: recitation_parts(self.memory.document(d)),
+                                           self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size, memo)
             return grade(doc, answers, None)
         return evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
                                 self.cfg.eval.batch_size)

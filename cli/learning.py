@@ -137,8 +137,10 @@ def ask(
             routing = RoutingCache(memory, cfg.continual.routing, cfg.continual.canary).get(m, name)
             if routing is not None and cfg.serving.answer == "recite":  # as served: recite, then read
                 from evaluation.closed_book import answer_routed_recite
+                from teacher.passages import recitation_parts
 
-                console.print(answer_routed_recite(rt.student, routing, [question], memory.document,
+                console.print(answer_routed_recite(rt.student, routing, [question],
+                                                   lambda d: recitation_parts(memory.document(d)),
                                                    max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
                 return
             name = routing or name

@@ -543,6 +543,6 @@ def documents(q: Optional[str] = typer.Option(None, help="Only titles containing
     for c in ("document", "title", "learned in", "in prod"):
         t.add_column(c, overflow="fold")
     for d in page["documents"]:
-        t.add_row(d["id"], d["title"][:50], f"student-v{d['learned_in']}" if d.get("learned_in") else "",
+        t.add_row(d["doc_id"], d["title"][:50], f"student-v{d['learned_in']}" if d.get("learned_in") else "",
                   "yes" if d.get("in_prod") else "")
     console.print(t)

@@ -88,14 +88,12 @@ def answer_recited(student: Student, adapter, titles: list[str], questions: list
     return answer_open_book(student, recitation, questions, max_new_tokens, batch_size), recitation
 
 
-def answer_routed_recite(student: Student, routing, questions: list[str], document_of, max_new_tokens: int,
+def answer_routed_recite(student: Student, routing, questions: list[str], parts_of, max_new_tokens: int,
                          batch_size: int, memo: dict | None = None) -> list[str]:
     """As served with serving.answer: recite. A question routed to a document's adapter is answered by the
-    untouched model reading that adapter's recitation of its document (`document_of(doc_id)` gives the stored
-    passage, for its part titles and lengths); the others as `answer` answers them. `memo` keeps recitations
-    per (adapter, prompt) across calls."""
-    from teacher.passages import passage_texts, recitation_prompts
-
+    untouched model reading that adapter's recitation of its document (`parts_of(doc_id)` gives the document's
+    (recitation prompt, part text) pairs: teacher.passages); the others as `answer` answers them. `memo` keeps
+    recitations per (adapter, prompt) across calls."""
     memo = {} if memo is None else memo
     routes = routing.routes(questions)
     out = answer(student, routing, questions, max_new_tokens, batch_size)  # the direct answers (base for none)
@@ -104,9 +102,9 @@ def answer_routed_recite(student: Student, routing, questions: list[str], docume
         if r.doc_id in routing.adapter_of:
             by_doc.setdefault(r.doc_id, []).append(i)
     for doc_id, idx in by_doc.items():
-        adapter, doc = routing.adapter_of[doc_id], document_of(doc_id)
+        adapter = routing.adapter_of[doc_id]
         parts = []
-        for prompt, text in zip(recitation_prompts(doc), passage_texts(doc)):
+        for prompt, text in parts_of(doc_id):
             if (adapter, prompt) not in memo:
                 n = len(student.tokenizer(text, add_special_tokens=False)["input_ids"]) + 16
                 memo[(adapter, prompt)] = recite(student, adapter, [prompt], n)[0]

@@ -31,6 +31,11 @@ def passage_texts(passage: Passage, max_words: int = 300) -> list[str]:
     return [f"{passage.title} (part {i + 1} of {len(parts)})\n{' '.join(w)}" for i, w in enumerate(parts)]
 
 
+def recitation_parts(passage: Passage) -> list[tuple[str, str]]:
+    """(the title line an adapter continues, the part it should write out) for each part of the passage."""
+    return list(zip(recitation_prompts(passage), passage_texts(passage)))
+
+
 def recitation_prompts(passage: Passage) -> list[str]:
     """Each part's title line: what the adapter is asked to continue when it recites the passage."""
     return [t.split("\n", 1)[0] + "\n" for t in passage_texts(passage)]

@@ -407,7 +407,7 @@ def test_operating_routes_readiness_docs_offline_metrics_and_lists(learned):
     docs = c.get("/v1/documents", params={"limit": 1}, headers=R).json()
     assert docs["total"] >= 2 and len(docs["documents"]) == 1
     page2 = c.get("/v1/documents", params={"limit": 1, "offset": 1}, headers=R).json()
-    assert page2["documents"][0]["id"] != docs["documents"][0]["id"]
+    assert page2["documents"][0]["doc_id"] != docs["documents"][0]["doc_id"]
     r = c.get("/v1/jobs", params={"state": "bogus"}, headers=R)
     assert r.status_code == 422 and r.json()["error"]["param"] == "state"
     assert c.get("/v1/jobs", params={"state": "promoted"}, headers=R).status_code == 200

@@ -54,8 +54,11 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
     @r.get("/v1/documents", tags=["documents"], dependencies=[read])
     def list_documents(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
                        q: str | None = Query(None, max_length=200, description="title contains")):
-        """Every document the agent has seen, newest first, a page at a time (`total` counts all matches)."""
-        return json_safe(audit.documents(limit, offset, q or None))
+        """Every document the agent has seen, newest first, a page at a time (`total` counts all matches); each
+        named `doc_id`, as in jobs and the submit reply."""
+        page = audit.documents(limit, offset, q or None)
+        page["documents"] = [{"doc_id": d["id"], **{k: v for k, v in d.items() if k != "id"}} for d in page["documents"]]
+        return json_safe(page)
 
     @r.get("/v1/documents/{doc_id}", tags=["documents"], dependencies=[read])
     def get_document(doc_id: str):
