@@ -317,13 +317,17 @@ def status(
                   + (", ".join(f"{a} -> student-v{v}" for a, v in st["aliases"].items()) or "none")
                   + f"; jobs: {counts or 'none'}"
                   + (f"; queue depth {st['queue_depth']}" if st.get("queue_depth") is not None else ""))
-    t = Table(title="recent jobs")
+    console.print(_jobs_table("recent jobs", jobs, "%H:%M:%S"))
+
+
+def _jobs_table(title: str, jobs: list[dict], when: str) -> Table:
+    t = Table(title=title)
     for c in ("job", "state", "document", "title", "attempts", "updated"):
         t.add_column(c, overflow="fold")
     for j in jobs:
         t.add_row(j["id"], j["state"], j["doc_id"], j["title"][:40], str(j["attempts"]),
-                  time.strftime("%H:%M:%S", time.localtime(j["updated_at"])))
-    console.print(t)
+                  time.strftime(when, time.localtime(j["updated_at"])))
+    return t
 
 
 def _free_port(host: str) -> int:
@@ -498,13 +502,7 @@ def jobs(state: Optional[str] = typer.Option(None, help="Only jobs in this state
     """List jobs, newest first (GET /v1/jobs)."""
     cfg = read_config(config, set_)
     rows = _call(lambda: _remote(cfg, url, api_key).jobs(limit, state))
-    t = Table(title=f"jobs{f' ({state})' if state else ''}")
-    for c in ("job", "state", "document", "title", "attempts", "updated"):
-        t.add_column(c, overflow="fold")
-    for j in rows:
-        t.add_row(j["id"], j["state"], j["doc_id"], j["title"][:40], str(j["attempts"]),
-                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["updated_at"])))
-    console.print(t)
+    console.print(_jobs_table(f"jobs{f' ({state})' if state else ''}", rows, "%Y-%m-%d %H:%M:%S"))
 
 
 @app.command()

@@ -77,7 +77,7 @@ class StudentServer:
         self.cache = AdapterCache(self.settings.adapter_cache_mib * 2**20)  # routed: the adapters queries meet
         from collections import OrderedDict
 
-        self._recited: "OrderedDict[tuple[str, str], str]" = OrderedDict()  # (adapter, prompt) -> greedy text
+        self._recited: "OrderedDict[str, str]" = OrderedDict()  # stack adapter id (immutable) -> its recitation
         self._recited_lock = threading.Lock()
         self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
                         else BatchedGeneration(self))
@@ -242,10 +242,11 @@ class StudentServer:
         """Recite-then-read, first half (blocking: call it from a worker thread). The adapter that `question`
         routes to writes out its document from each part's title line alone, greedily; None when the question
         routes to no adapter (it is answered as usual). Greedy output of fixed weights never changes, so it is
-        kept per (adapter, prompt): later questions about the same document only pay for the reading."""
+        kept per adapter (a stack adapter never changes): later questions about its document only pay for the
+        reading, with no database read."""
         if not self.reciting:
             return None
-        from teacher.passages import passage_texts, recitation_prompts
+        from teacher.passages import recitation_parts
 
         m = self.resolve(model)
         if m is None or not m.adapters:
@@ -255,24 +256,23 @@ class StudentServer:
         if route is None or route.doc_id not in routing.adapter_of:
             return None
         adapter = routing.adapter_of[route.doc_id]
-        doc = self.routing.document(route.doc_id)
-        parts = []
-        for prompt, text in zip(recitation_prompts(doc), passage_texts(doc)):
-            with self._recited_lock:
-                done = self._recited.get((adapter, prompt))
-            if done is None:
-                budget = self.count_tokens(text) + 16  # the part's length: a recitation never runs past it
+        with self._recited_lock:
+            text = self._recited.get(adapter)
+        if text is None:
+            parts = []
+            for prompt, part in recitation_parts(self.routing.document(route.doc_id)):
+                budget = self.count_tokens(part) + 16  # the part's length: a recitation never runs past it
                 req = self.backend.submit(m, prompt, budget, 0.0, 1.0, None, None, question)  # routes as the question
                 fin = req.future.result()
                 if fin.adapters != (adapter,):
                     return None  # the routing moved under us: answer the usual way
-                done = fin.text
-                with self._recited_lock:
-                    self._recited[(adapter, prompt)] = done
-                    while len(self._recited) > 512:
-                        self._recited.popitem(last=False)
-            parts.append(done)
-        return Recitation(adapter, "\n".join(parts), m.name)
+                parts.append(fin.text)
+            text = "\n".join(parts)
+            with self._recited_lock:
+                self._recited[adapter] = text
+                while len(self._recited) > 512:
+                    self._recited.popitem(last=False)
+        return Recitation(adapter, text, m.name)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in the served model's tokenizer (stream usage on the vLLM path)."""
