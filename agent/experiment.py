@@ -409,8 +409,7 @@ class EvalRun:
         from teacher.passages import recitation_prompts
 
         ev = self.cfg.eval
-        titles = [t.rstrip("\n") for t in recitation_prompts(p)]
-        oracle, recitation = answer_recited(self.rt.student, adapter, titles, [a.question for a in asked],
+        oracle, recitation = answer_recited(self.rt.student, adapter, recitation_prompts(p), [a.question for a in asked],
                                             ev.max_new_tokens, ev.batch_size)
         out = [oracle[i] if r in ("own", "unrouted") else served[i] for i, r in enumerate(routes)]
         return out, oracle, recitation

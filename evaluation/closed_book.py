@@ -78,13 +78,13 @@ def recite(student: Student, adapter, prompts: list[str], max_new_tokens: int) -
     return out
 
 
-def answer_recited(student: Student, adapter, titles: list[str], questions: list[str], max_new_tokens: int,
+def answer_recited(student: Student, adapter, prompts: list[str], questions: list[str], max_new_tokens: int,
                    batch_size: int, recite_tokens: int = 320) -> tuple[list[str], str]:
     """Recite, then read: the adapter writes out what it learned of the document from its title alone (the
     document is not given), and the untouched model answers from that recitation as it would from the page.
     The knowledge still comes only from the weights; the reading is the base model's. Returns the answers and
     the recitation."""
-    recitation = "\n".join(recite(student, adapter, [f"{t}\n" for t in titles], recite_tokens))
+    recitation = "\n".join(recite(student, adapter, prompts, recite_tokens))
     return answer_open_book(student, recitation, questions, max_new_tokens, batch_size), recitation
 
 
