@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", default="1,8,32,128")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--quantile", type=float, default=0.98)
-    ap.add_argument("--min-score", type=float, default=0.08)
+    ap.add_argument("--min-score", type=float, default=None, help="floor (default: the scorer's)")
+    ap.add_argument("--scorer", choices=("bm25", "cosine"), default="bm25")
     ap.add_argument("--dense", action="store_true")
     a = ap.parse_args(argv)
 
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
 
     pool = [p for p in load_passages(a.passages) if p.questions]
     canary = [c.question for c in load_canary()]
-    rs = RoutingSettings(quantile=a.quantile, min_score=a.min_score)
+    rs = RoutingSettings(quantile=a.quantile, min_score=a.min_score, scorer=a.scorer)
     rows = []
     for n in map(int, a.docs.split(",")):
         hits, top1, false, thr = [], [], [], []
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     dense = _dense(pool, canary, a) if a.dense else None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"quantile": a.quantile, "min_score": a.min_score, "rows": rows,
+    (out / "summary.json").write_text(json.dumps({"quantile": a.quantile, "min_score": a.min_score, "scorer": a.scorer, "rows": rows,
                                                   "dense_top1_own": dense}, indent=2))
     print("\n| documents learned | threshold | top-1 own document | routed to own document | canary routed |")
     print("|---|---|---|---|---|")

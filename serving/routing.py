@@ -58,9 +58,9 @@ def build_routing(adapter_of: dict[str, str], documents: dict[str, str], setting
     if not adapter_of:
         return None
     background, calibration = texts or general_texts(canary_settings)
-    router = DocumentRouter({d: documents[d] for d in adapter_of}, background, settings.min_score, counts=counts,
-                            background_df=background_df)
-    router.calibrate(calibration, settings.quantile, settings.min_score)
+    router = DocumentRouter({d: documents[d] for d in adapter_of}, background, settings.floor, counts=counts,
+                            background_df=background_df, scorer=settings.scorer, k1=settings.k1, b=settings.b)
+    router.calibrate(calibration, settings.quantile, settings.floor)
     return AdapterRouting(router, adapter_of)
 
 

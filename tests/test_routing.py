@@ -16,13 +16,18 @@ DOCS = {
 }
 
 
-def router(threshold=0.1):
+def router(threshold=None, scorer="bm25", docs=None):
     background, _ = general_texts(CanarySettings())
-    return DocumentRouter(DOCS, background, threshold)
+    floor = RoutingSettings(scorer=scorer).floor
+    return DocumentRouter(docs or DOCS, background, floor if threshold is None else threshold, scorer=scorer)
 
 
-def test_questions_route_to_their_document_and_general_ones_to_none():
-    r = router()
+SCORERS = pytest.mark.parametrize("scorer", ["bm25", "cosine"])
+
+
+@SCORERS
+def test_questions_route_to_their_document_and_general_ones_to_none(scorer):
+    r = router(scorer=scorer)
     assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
     assert r.route("Who painted the harbour of Kessel?").doc_id == "harbour"
     assert r.route("What does lactase split lactose into?").doc_id == "enzyme"
@@ -32,14 +37,16 @@ def test_questions_route_to_their_document_and_general_ones_to_none():
         assert route.doc_id is None, (q, route)
 
 
-def test_calibration_keeps_most_general_questions_unrouted():
+@SCORERS
+def test_calibration_keeps_most_general_questions_unrouted(scorer):
     """Calibrated on one half of the general questions, checked on the other half (and on the canary, which the
     router never sees): a threshold that only memorised its calibration set would fail here."""
-    r = router(0.5)
+    floor = RoutingSettings(scorer=scorer).floor
+    r = router(scorer=scorer)
     _, general = general_texts(CanarySettings())
     calib, held = general[0::2], general[1::2]
-    t = r.calibrate(calib, 0.98, 0.05)
-    assert 0.05 <= t < 0.5
+    t = r.calibrate(calib, 0.98, floor / 2)
+    assert t >= floor / 2
     assert sum(r.route(q).doc_id is not None for q in held) <= 0.05 * len(held)
     from evaluation.canary import load_canary
 
@@ -48,10 +55,45 @@ def test_calibration_keeps_most_general_questions_unrouted():
     assert r.route("Where does the Zorblax river flow?").doc_id == "zorblax"
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.0, -0.2])
-def test_router_refuses_a_threshold_outside_0_1(bad):
+@pytest.mark.parametrize("scorer,bad", [("cosine", 0.0), ("cosine", 1.0), ("cosine", -0.2), ("bm25", 0.0),
+                                        ("bm25", -1.0)])
+def test_router_refuses_a_threshold_its_scorer_cannot_reach(scorer, bad):
     with pytest.raises(ValueError, match="threshold"):
-        router(bad)
+        router(bad, scorer=scorer)
+
+
+def test_router_and_config_refuse_an_unknown_scorer():
+    with pytest.raises(ValueError, match="scorer"):
+        router(1.0, scorer="dense")
+    with pytest.raises(ValueError):
+        RoutingSettings(scorer="dense")
+    with pytest.raises(ValueError, match="cosine"):
+        RoutingSettings(scorer="cosine", min_score=4.0)
+
+
+def test_bm25_keeps_routing_own_questions_where_cosine_loses_them_among_many_documents():
+    """The reason BM25 is the default: among many documents, general questions meet some document's common
+    words, which raises a cosine threshold above the own questions' scores; BM25 does not reward a short query
+    for being fully covered by common words. 60 synthetic documents that share a vocabulary of common words, each
+    with two rare words of its own."""
+    import random
+
+    rng = random.Random(0)
+    common = ("year month river city water people music house school power music light game world history "
+              "church island country market").split()
+    docs, own = {}, []
+    for i in range(60):
+        rare = [f"zq{i}alpha", f"vx{i}omega"]
+        body = " ".join(rng.choice(common) for _ in range(40))
+        docs[f"d{i}"] = f"Doc {i}\nThe {rare[0]} of {rare[1]} {body}."
+        own.append((f"Which {rng.choice(common)} is the {rare[0]} in {rare[1]}?", f"d{i}"))
+    general = [f"What {a} has the most {b}?" for a in common for b in common if a != b][:240]
+    got = {}
+    for scorer in ("bm25", "cosine"):
+        r = router(scorer=scorer, docs=docs)
+        r.calibrate(general, 0.98, RoutingSettings(scorer=scorer).floor)
+        got[scorer] = sum(r.route(q).doc_id == d for q, d in own) / len(own)
+    assert got["bm25"] >= 0.9 and got["bm25"] > got["cosine"], got
 
 
 def test_config_refuses_routing_where_it_cannot_route(tiny_cfg):
@@ -126,7 +168,8 @@ def test_routed_canary_reuses_base_replies_only_where_it_meets_the_base(runtime,
     assert lr.student.base_key not in (key, untouched)
 
 
-def test_documents_in_any_script_are_routed():
+@SCORERS
+def test_documents_in_any_script_are_routed(scorer):
     """Cyrillic, Japanese and accented Latin documents get index terms of their own (the old [a-z0-9] router kept
     only their digits), so a question in the same script reaches its document and the others stay apart."""
     docs = {**DOCS,
@@ -135,7 +178,7 @@ def test_documents_in_any_script_are_routed():
             "munich": "München\nMünchen ist die Hauptstadt Bayerns und liegt an der Isar.",
             "kyiv": "Київ\nКиїв — столиця України, місто на річці Дніпро."}
     background, _ = general_texts(CanarySettings())
-    r = DocumentRouter(docs, background, 0.1)
+    r = DocumentRouter(docs, background, RoutingSettings(scorer=scorer).floor, scorer=scorer)
     assert r.route("Кто основал Москву?").doc_id == "moscow"
     assert r.route("東京はどこの首都ですか？").doc_id == "tokyo"
     assert r.route("An welchem Fluss liegt München?").doc_id == "munich"
