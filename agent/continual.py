@@ -225,7 +225,8 @@ class ContinualLearner:
             from teacher.passages import recitation_parts
 
             answers = answer_routed_recite(self.student, names, qs, lambda d: recitation_parts(self.memory.document(d)),
-                                           self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size, memo)
+                                           self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size, memo,
+                                           self.cfg.serving.recite_parts)
             return grade(doc, answers, None)
         return evaluate_passage(self.student, names or None, doc, self.cfg.eval.max_new_tokens,
                                 self.cfg.eval.batch_size)

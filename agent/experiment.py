@@ -406,11 +406,11 @@ class EvalRun:
         """Recite-then-read with this passage's adapter: every question for the oracle; as served, the questions
         the router sends to this adapter (the others keep what they got: the base's answer, or a miss)."""
         from evaluation.closed_book import answer_recited
-        from teacher.passages import recitation_prompts
+        from teacher.passages import recitation_parts
 
         ev = self.cfg.eval
-        oracle, recitation = answer_recited(self.rt.student, adapter, recitation_prompts(p), [a.question for a in asked],
-                                            ev.max_new_tokens, ev.batch_size)
+        oracle, recitation = answer_recited(self.rt.student, adapter, recitation_parts(p), [a.question for a in asked],
+                                            ev.max_new_tokens, ev.batch_size, self.cfg.serving.recite_parts)
         out = [oracle[i] if r in ("own", "unrouted") else served[i] for i, r in enumerate(routes)]
         return out, oracle, recitation
 

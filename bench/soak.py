@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
@@ -96,7 +96,8 @@ class Recorder:
         self.f.write(json.dumps(row) + "\n")
 
 
-async def timed(rec: Recorder, route: str, coro, **extra):
+async def timed(rec: Recorder, route: str, coro, served=None, **extra):
+    """`served(response)` -> what answered it (the chat's system_fingerprint), written with the row."""
     t = time.monotonic()
     try:
         r = await coro
@@ -106,6 +107,11 @@ async def timed(rec: Recorder, route: str, coro, **extra):
     except httpx.HTTPError as e:
         rec.add(route, -1, time.monotonic() - t, error=f"{type(e).__name__}: {e}"[:200], **extra)
         return None
+    if served is not None and r.status_code == 200:
+        try:
+            extra["served_by"] = served(r)
+        except ValueError:
+            extra["served_by"] = "unreadable"
     rec.add(route, r.status_code, time.monotonic() - t, **extra)
     return r
 
@@ -122,9 +128,8 @@ async def chat_client(i: int, http: httpx.AsyncClient, rec: Recorder, end: float
                 "max_tokens": max_tokens}
         kind = rng.random()
         if kind < 0.5:
-            r = await timed(rec, "chat", http.post("/v1/chat/completions", json=body))
-            if r is not None and r.status_code == 200:
-                rec.rows[-1]["served_by"] = r.json().get("system_fingerprint")
+            await timed(rec, "chat", http.post("/v1/chat/completions", json=body),
+                        served=lambda r: r.json().get("system_fingerprint"))
         else:
             leave = kind > 0.85  # a client that goes away after the first piece
             t = time.monotonic()
@@ -133,12 +138,14 @@ async def chat_client(i: int, http: httpx.AsyncClient, rec: Recorder, end: float
                 async with http.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as r:
                     status = r.status_code
                     async for line in r.aiter_lines():
+                        if line.startswith("data: {"):  # the last chunk names the version that answered
+                            served = json.loads(line[6:]).get("system_fingerprint") or served
                         if leave and line.startswith("data: {"):
                             break
-                rec.add("chat-stream-left" if leave else "chat-stream", status, time.monotonic() - t)
+                extra = {"served_by": served} if served else {}
+                rec.add("chat-stream-left" if leave else "chat-stream", status, time.monotonic() - t, **extra)
             except httpx.HTTPError as e:
                 rec.add("chat-stream", -1, time.monotonic() - t, error=f"{type(e).__name__}"[:200])
-            del served
         await asyncio.sleep(rng.uniform(0.0, 0.5))
 
 
@@ -205,13 +212,15 @@ async def health_poller(http: httpx.AsyncClient, rec: Recorder, end: float) -> N
 
 
 async def operator(http: httpx.AsyncClient, rec: Recorder, t0: float, minutes: float, events: list[dict]) -> None:
-    """A promote at a third of the run and a rollback at two thirds (when there is something to move)."""
+    """At a third of the run an operator promotes an older vetted version (prod moves back under live traffic); at
+    two thirds, a rollback (prod moves to the version before: the one the promote replaced)."""
     for frac, action in ((1 / 3, "promote"), (2 / 3, "rollback")):
         await asyncio.sleep(max(0.0, t0 + frac * minutes * 60 - time.monotonic()))
         listing = (await http.get("/v1/adapters")).json()
         vetted = [v for v in listing["versions"] if v.get("status") in ("promoted", "consolidated", "removed")]
         if action == "promote" and vetted:
-            r = await timed(rec, "promote", http.post(f"/v1/adapters/{vetted[-1]['name']}/promote"))
+            older = vetted[0] if len(vetted) > 1 else vetted[-1]
+            r = await timed(rec, "promote", http.post(f"/v1/adapters/{older['name']}/promote"))
         elif action == "rollback":
             r = await timed(rec, "rollback", http.post("/v1/adapters/rollback"))
         else:
@@ -241,6 +250,27 @@ def windows(rows: list[dict], mem: list[tuple[float, int]], window_s: float) -> 
     return out
 
 
+async def warm_up(http: httpx.AsyncClient, docs: list[dict], minutes: float) -> None:
+    """Before the clock starts: learn a few documents (not among the soak's), so that prod and latest exist and
+    there are versions for the operator to move between; a soak from an empty stack mostly measures 404s."""
+    if not docs:
+        return
+    jobs = []
+    for i, d in enumerate(docs):
+        r = await http.post("/v1/documents", json={"title": d["title"], "context": d["context"]},
+                            headers={"Idempotency-Key": f"soak-warm-{i}"})
+        r.raise_for_status()
+        jobs += [j["id"] for j in r.json()["jobs"]]
+    end = time.monotonic() + minutes * 60
+    while time.monotonic() < end:
+        states = [(await http.get(f"/v1/jobs/{j}", params={"events": False})).json().get("state") for j in jobs]
+        if all(s in ("promoted", "rejected", "failed", "cancelled", "duplicate") for s in states):
+            print(f"warm-up: {len(jobs)} document(s) learned: {states}", flush=True)
+            return
+        await asyncio.sleep(5.0)
+    print(f"warm-up: not finished within {minutes} min; soaking anyway", flush=True)
+
+
 async def soak(args, out: Path) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -267,7 +297,10 @@ async def soak(args, out: Path) -> dict:
             if time.monotonic() - start > 900:
                 raise SystemExit("seal serve was not ready within 15 minutes")
             await asyncio.sleep(1.0)
-        print(f"server ready in {time.monotonic() - start:.0f}s; soaking for {args.minutes} min", flush=True)
+        print(f"server ready in {time.monotonic() - start:.0f}s", flush=True)
+        all_docs = json.loads(Path(args.documents).read_text())
+        await warm_up(http, all_docs[-args.warm_docs:] if args.warm_docs else [], args.warm_minutes)
+        print(f"soaking for {args.minutes} min", flush=True)
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
         rec = Recorder(out / "responses.jsonl", t0)
@@ -342,7 +375,8 @@ def summarize(args, rows, mem, events, accepted, final, listing, out: Path) -> d
               "designed_503_504": designed, "bad_requests_not_4xx": len(bad_not_4xx), "jobs_accepted": len(accepted),
               "jobs_finished": len(accepted) - len(lost) - len(unfinished), "lost_jobs": len(lost),
               "unfinished_jobs": len(unfinished), "duplicate_jobs": duplicates,
-              "unvetted": unvetted, "mem_growth": round(mem_growth, 4),
+              "unvetted": unvetted, "answered_by": dict(sorted(Counter(served).items())),
+              "mem_growth": round(mem_growth, 4),
               "healthz_p95_ms": percentile(health, 0.95), "healthz_max_ms": max(health) if health else None,
               "job_states": dict(sorted(defaultdict(int, {s: sum(1 for f in final.values() if f.get("state") == s)
                                                         for s in {f.get("state") for f in final.values()}}).items())),
@@ -373,6 +407,7 @@ def print_table(res: dict) -> None:
     for r, st in res["status_by_route"].items():
         s.add_row(r, ", ".join(f"{k}: {v}" for k, v in sorted(st.items(), key=lambda kv: int(kv[0]))))
     c.print(s)
+    c.print(f"chat answered by: {res['answered_by']}")
     c.print(f"jobs accepted {res['jobs_accepted']}: {res['job_states']} (unfinished when the drain ended: "
             f"{res['unfinished_jobs']}); operator: {[(e['action'], e['status']) for e in res['operator']]}")
 
@@ -388,6 +423,9 @@ def main() -> None:
     ap.add_argument("--max-documents", type=int, default=40)
     ap.add_argument("--doc-every-s", type=float, default=240.0, help="a document every N s (a SmolLM2 update takes "
                     "minutes on 2 cores: faster would only grow the queue)")
+    ap.add_argument("--warm-docs", type=int, default=2, help="documents learned before the clock starts (taken from "
+                    "the end of --documents, never sent during the soak)")
+    ap.add_argument("--warm-minutes", type=float, default=30.0, help="how long the warm-up may take")
     ap.add_argument("--audit-every-s", type=float, default=3.0)
     ap.add_argument("--window-s", type=float, default=300.0)
     ap.add_argument("--drain-minutes", type=float, default=20.0, help="how long to wait for accepted jobs to end")

@@ -141,7 +141,8 @@ def ask(
 
                 console.print(answer_routed_recite(rt.student, routing, [question],
                                                    lambda d: recitation_parts(memory.document(d)),
-                                                   max_new_tokens or cfg.eval.max_new_tokens, 1)[0])
+                                                   max_new_tokens or cfg.eval.max_new_tokens, 1,
+                                                   k=cfg.serving.recite_parts)[0])
                 return
             name = routing or name
     console.print(answer(rt.student, name, [question], max_new_tokens or cfg.eval.max_new_tokens, 1)[0])

@@ -211,6 +211,9 @@ class ServingSettings(BaseModel):
     # direct: the routed adapter answers the question; recite: it first writes out its document from the title
     # alone, and the untouched model answers from that recitation (in-process serving; RESULTS.md, issue 26)
     answer: Literal["direct", "recite"] = "recite"
+    # recite: how many parts of a long document are recited and read per question (its nearest by BM25); the
+    # reader's window holds a few parts, and reciting one part costs what decoding it costs
+    recite_parts: int = Field(2, ge=1, le=16)
 
 
 class VLLMSettings(BaseModel):

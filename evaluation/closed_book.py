@@ -78,22 +78,56 @@ def recite(student: Student, adapter, prompts: list[str], max_new_tokens: int) -
     return out
 
 
-def answer_recited(student: Student, adapter, prompts: list[str], questions: list[str], max_new_tokens: int,
-                   batch_size: int, recite_tokens: int = 320) -> tuple[list[str], str]:
-    """Recite, then read: the adapter writes out what it learned of the document from its title alone (the
-    document is not given), and the untouched model answers from that recitation as it would from the page.
-    The knowledge still comes only from the weights; the reading is the base model's. Returns the answers and
-    the recitation."""
-    recitation = "\n".join(recite(student, adapter, prompts, recite_tokens))
-    return answer_open_book(student, recitation, questions, max_new_tokens, batch_size), recitation
+def recite_parts(student: Student, adapter, parts: list[tuple[str, str]], memo: dict | None = None) -> list[str]:
+    """The adapter's recitation of each (title line, part text) pair: greedy, at most the part's own length (+16
+    tokens), kept in `memo` per (adapter, title line) since fixed weights always write the same."""
+    memo = {} if memo is None else memo
+    out = []
+    for prompt, text in parts:
+        if (adapter, prompt) not in memo:
+            n = len(student.tokenizer(text, add_special_tokens=False)["input_ids"]) + 16
+            memo[(adapter, prompt)] = recite(student, adapter, [prompt], n)[0]
+        out.append(memo[(adapter, prompt)])
+    return out
+
+
+def read_recited(student: Student, adapter, parts: list[tuple[str, str]], questions: list[str],
+                 max_new_tokens: int, batch_size: int, k: int = 2, memo: dict | None = None) -> list[str]:
+    """Recite, then read: each question's nearest `k` parts of the document (memory.router.nearest_parts, by the
+    part texts) are written out by the adapter from their title lines alone, and the untouched model answers
+    from that recitation as it would from the page. The knowledge still comes only from the weights; the reading
+    is the base model's. A one-part document is recited whole."""
+    from memory.router import nearest_parts
+
+    memo = {} if memo is None else memo
+    texts = [t for _, t in parts]
+    by_parts: dict[tuple[int, ...], list[int]] = {}
+    for i, q in enumerate(questions):
+        by_parts.setdefault(tuple(nearest_parts(q, texts, k)), []).append(i)
+    out = [""] * len(questions)
+    for chosen, idx in by_parts.items():
+        recitation = "\n".join(recite_parts(student, adapter, [parts[j] for j in chosen], memo))
+        for i, a in zip(idx, answer_open_book(student, recitation, [questions[i] for i in idx], max_new_tokens,
+                                              batch_size)):
+            out[i] = a
+    return out
+
+
+def answer_recited(student: Student, adapter, parts: list[tuple[str, str]], questions: list[str],
+                   max_new_tokens: int, batch_size: int, k: int = 2) -> tuple[list[str], str]:
+    """Recite-then-read with one adapter for every question (the oracle: no router): the answers, and the
+    adapter's recitation of the whole document (what `seal eval` keeps)."""
+    memo: dict = {}
+    answers = read_recited(student, adapter, parts, questions, max_new_tokens, batch_size, k, memo)
+    return answers, "\n".join(recite_parts(student, adapter, parts, memo))
 
 
 def answer_routed_recite(student: Student, routing, questions: list[str], parts_of, max_new_tokens: int,
-                         batch_size: int, memo: dict | None = None) -> list[str]:
+                         batch_size: int, memo: dict | None = None, k: int = 2) -> list[str]:
     """As served with serving.answer: recite. A question routed to a document's adapter is answered by the
-    untouched model reading that adapter's recitation of its document (`parts_of(doc_id)` gives the document's
-    (recitation prompt, part text) pairs: teacher.passages); the others as `answer` answers them. `memo` keeps
-    recitations per (adapter, prompt) across calls."""
+    untouched model reading that adapter's recitation of the question's nearest `k` parts of its document
+    (`parts_of(doc_id)` gives the document's (recitation prompt, part text) pairs: teacher.passages); the others
+    as `answer` answers them. `memo` keeps recitations per (adapter, prompt) across calls."""
     memo = {} if memo is None else memo
     routes = routing.routes(questions)
     out = answer(student, routing, questions, max_new_tokens, batch_size)  # the direct answers (base for none)
@@ -102,14 +136,8 @@ def answer_routed_recite(student: Student, routing, questions: list[str], parts_
         if r.doc_id in routing.adapter_of:
             by_doc.setdefault(r.doc_id, []).append(i)
     for doc_id, idx in by_doc.items():
-        adapter = routing.adapter_of[doc_id]
-        parts = []
-        for prompt, text in parts_of(doc_id):
-            if (adapter, prompt) not in memo:
-                n = len(student.tokenizer(text, add_special_tokens=False)["input_ids"]) + 16
-                memo[(adapter, prompt)] = recite(student, adapter, [prompt], n)[0]
-            parts.append(memo[(adapter, prompt)])
-        read = answer_open_book(student, "\n".join(parts), [questions[i] for i in idx], max_new_tokens, batch_size)
+        read = read_recited(student, routing.adapter_of[doc_id], parts_of(doc_id), [questions[i] for i in idx],
+                            max_new_tokens, batch_size, k, memo)
         for i, a in zip(idx, read):
             out[i] = a
     return out

@@ -19,7 +19,7 @@ from functools import lru_cache
 # Unicode text is normalised and split into words by Hugging Face `tokenizers` (NFKC, lower case, whitespace and
 # Unicode punctuation); the scripts written without spaces are then split into overlapping character pairs (the
 # usual tf-idf unit for Chinese, Japanese, Thai, ...)
-_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
+UNSPACED = re.compile(r"[\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
                        r"\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below between both
@@ -59,17 +59,17 @@ def terms(text: str) -> list[str]:
     stopwords and words under 3 letters dropped (digits kept); runs of unspaced scripts as character pairs."""
     out = []
     for w in words(text):
-        run = _UNSPACED.search(w)
+        run = UNSPACED.search(w)
         if run is None:
             if w not in STOPWORDS and (len(w) > 2 or w.isdigit()):
                 out.append(w)
                 if len(w) > 5 and not w.isascii():  # inflected scripts: the stem's head too ("москву", "москва")
                     out.append(w[:5] + "~")
             continue
-        for part in _UNSPACED.sub(" ", w).split():  # the spaced-script pieces around unspaced runs
+        for part in UNSPACED.sub(" ", w).split():  # the spaced-script pieces around unspaced runs
             if len(part) > 2 or part.isdigit():
                 out.append(part)
-        for r in _UNSPACED.findall(w):
+        for r in UNSPACED.findall(w):
             out += [r] if len(r) == 1 else [r[i:i + 2] for i in range(len(r) - 1)]
     return out
 
@@ -184,3 +184,17 @@ class DocumentRouter:
         i = int(s.argmax())
         best = float(s[i])
         return Route(self.ids[i] if best >= self.threshold else None, best)
+
+
+def nearest_parts(question: str, parts: list[str], k: int) -> list[int]:
+    """The indices, in document order, of the `k` parts of one document that `question` is most about (BM25 over
+    the document's parts): a long document's recitation is read part by part, and the reader's window holds a
+    few parts, not fifty. A question that shares no word with any part gets the first `k`."""
+    if len(parts) <= k:
+        return list(range(len(parts)))
+    router = DocumentRouter({str(i): p for i, p in enumerate(parts)}, [], 1e-9, scorer="bm25")
+    scores = router.scores(question)
+    if max(scores) <= 0:
+        return list(range(k))
+    best = sorted(range(len(parts)), key=lambda i: (-scores[i], i))[:k]
+    return sorted(best)

@@ -77,7 +77,9 @@ class StudentServer:
         self.cache = AdapterCache(self.settings.adapter_cache_mib * 2**20)  # routed: the adapters queries meet
         from collections import OrderedDict
 
-        self._recited: "OrderedDict[str, str]" = OrderedDict()  # stack adapter id (immutable) -> its recitation
+        # (stack adapter id (immutable), part title line) -> the adapter's recitation of that part
+        self._recited: "OrderedDict[tuple[str, str], str]" = OrderedDict()
+        self._parts: "OrderedDict[str, list]" = OrderedDict()  # doc_id -> its (title line, part) pairs
         self._recited_lock = threading.Lock()
         self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
                         else BatchedGeneration(self))
@@ -240,10 +242,10 @@ class StudentServer:
 
     def recitation(self, model: str, question: str) -> Recitation | None:
         """Recite-then-read, first half (blocking: call it from a worker thread). The adapter that `question`
-        routes to writes out its document from each part's title line alone, greedily; None when the question
-        routes to no adapter (it is answered as usual). Greedy output of fixed weights never changes, so it is
-        kept per adapter (a stack adapter never changes): later questions about its document only pay for the
-        reading, with no database read."""
+        routes to writes out the question's nearest `serving.recite_parts` parts of its document, each from its
+        title line alone, greedily; None when the question routes to no adapter (it is answered as usual). Greedy
+        output of fixed weights never changes, so each part is kept per adapter (a stack adapter never changes):
+        later questions about the same parts only pay for the reading."""
         if not self.reciting:
             return None
         from teacher.passages import recitation_parts
@@ -256,22 +258,34 @@ class StudentServer:
         if route is None or route.doc_id not in routing.adapter_of:
             return None
         adapter = routing.adapter_of[route.doc_id]
+        from memory.router import nearest_parts
+
         with self._recited_lock:
-            text = self._recited.get(adapter)
-        if text is None:
-            parts = []
-            for prompt, part in recitation_parts(self.routing.document(route.doc_id)):
+            parts = self._parts.get(route.doc_id)
+        if parts is None:  # a document is immutable (its id is its content's hash): split it once
+            parts = recitation_parts(self.routing.document(route.doc_id))
+            with self._recited_lock:
+                self._parts[route.doc_id] = parts
+                while len(self._parts) > 1024:
+                    self._parts.popitem(last=False)
+        recited = []
+        for j in nearest_parts(question, [t for _, t in parts], self.settings.recite_parts):
+            prompt, part = parts[j]
+            with self._recited_lock:
+                text = self._recited.get((adapter, prompt))
+            if text is None:
                 budget = self.count_tokens(part) + 16  # the part's length: a recitation never runs past it
                 req = self.backend.submit(m, prompt, budget, 0.0, 1.0, None, None, question)  # routes as the question
                 fin = req.future.result()
                 if fin.adapters != (adapter,):
                     return None  # the routing moved under us: answer the usual way
-                parts.append(fin.text)
-            text = "\n".join(parts)
-            with self._recited_lock:
-                self._recited[adapter] = text
-                while len(self._recited) > 512:
-                    self._recited.popitem(last=False)
+                text = fin.text
+                with self._recited_lock:
+                    self._recited[(adapter, prompt)] = text
+                    while len(self._recited) > 4096:
+                        self._recited.popitem(last=False)
+            recited.append(text)
+        text = "\n".join(recited)
         return Recitation(adapter, text, m.name)
 
     def count_tokens(self, text: str) -> int:

@@ -12,15 +12,18 @@ log = logging.getLogger(__name__)
 
 
 def tokenize_sequences(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
-    """Raw text (no chat template, as in the paper's SFT), eos appended so the model learns where facts end."""
+    """Raw text (no chat template, as in the paper's SFT), eos appended so the model learns where facts end. A
+    text longer than the window is trained as consecutive windows, never cut: every token is learned (callers
+    split documents into titled parts first, teacher.passages; this catches a part whose script the split
+    under-counted)."""
     eos = tokenizer.eos_token_id
     out = []
     for t in texts:
-        ids = tokenizer(t, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_len - 1:
-            log.warning("a training sequence of %d tokens was cut to train.max_seq_len %d (its tail is not "
-                        "learned): split long documents before training", len(ids), max_len)
-        out.append(ids[: max_len - 1] + [eos])
+        ids = tokenizer(t, add_special_tokens=False)["input_ids"] + [eos]
+        if len(ids) > max_len:
+            log.warning("a training sequence of %d tokens is longer than train.max_seq_len %d: trained as %d "
+                        "consecutive windows", len(ids), max_len, -(-len(ids) // max_len))
+        out += [ids[i:i + max_len] for i in range(0, len(ids), max_len)]
     return out
 
 

@@ -140,6 +140,7 @@ def test_openai_compatible_queries_and_streaming(learned):
     streamed = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
     assert streamed.strip() == text.strip()  # greedy: the stream says what the plain call said
     assert chunks[-1]["choices"][0]["finish_reason"] == out["choices"][0]["finish_reason"]  # the real reason
+    assert chunks[-1]["system_fingerprint"] == "student-v2"  # the stream names the version that answered
     r = c.post("/v1/completions", json={"model": "seal-student-v1", "prompt": "The Zorblax river", "max_tokens": 4},
                headers=R)
     assert r.status_code == 200 and r.json()["object"] == "text_completion"

@@ -342,6 +342,23 @@ def test_a_long_document_is_trained_whole_in_titled_parts(tiny_cfg):
     assert units == passage_texts(long)
 
 
+@pytest.mark.parametrize("sentence", [
+    "東京は日本の首都であり、江戸幕府が置かれた都市です。",  # no spaces: was one "word", one part, cut at the window
+    "Москва — столица России, основана князем Юрием Долгоруким в 1147 году на реке Москве. ",
+    "Kurz. Das Oktoberfest in München ist das größte Volksfest der Welt und findet jedes Jahr statt. "])
+def test_a_long_document_in_any_script_is_split_into_parts_that_keep_every_character(sentence):
+    """Parts are sized in tokens' worth, not in spaced words: a Japanese document has no spaces, and a Cyrillic
+    word costs several tokens. Short sentences are kept too (the cloze splitter dropped sentences under 5 words)."""
+    from agent.training_data import passage_texts
+
+    doc = passage_from_dict({"title": "T", "context": sentence * 60})
+    parts = passage_texts(doc, max_words=100)
+    assert len(parts) > 3
+    assert "".join(p.split("\n", 1)[1] for p in parts).replace(" ", "") == doc.context.replace(" ", "")
+    lengths = [len(p.split("\n", 1)[1]) for p in parts[:-1]]
+    assert max(lengths) < 2 * min(lengths)  # even parts, not one giant and crumbs
+
+
 def test_demo_asks_questions_it_never_sent_and_says_what_its_probe_accuracy_is_on(tiny_config_file, tmp_path):
     import subprocess
 

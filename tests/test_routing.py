@@ -246,3 +246,58 @@ def test_the_gate_measures_recite_then_read_when_serving_recites(runtime, tiny_c
         want = generate(m, lr.student.tokenizer, [OPEN_BOOK.format(context=text, q=q)],
                         SamplingParams(max_new_tokens=lr.cfg.eval.max_new_tokens))[0][0]
     assert res.version == prod.version and graded[0].answer == want
+
+
+def test_documents_in_other_scripts_are_learned_and_their_questions_reach_their_adapters(runtime, tiny_cfg, tmp_path,
+                                                                                         tiny_canary):
+    """End to end on the tiny model: Cyrillic, Japanese and accented Latin documents are each trained into an
+    adapter of their own (the tokenizer keeps their text: no unknown-token collapse), and a question in the
+    document's script is routed, as served, to that document's adapter and to no other."""
+    docs = [passage_from_dict({"title": t, "context": c}) for t, c in [
+        ("Москва", "Москва — столица России, основана князем Юрием Долгоруким в 1147 году на реке Москве."),
+        ("東京", "東京は日本の首都であり、江戸幕府が置かれた都市です。人口は約千四百万人です。"),
+        ("München", "München ist die Hauptstadt Bayerns und liegt an der Isar; das Oktoberfest findet dort statt.")]]
+    questions = {"Москва": "Кто основал Москву и в каком году?", "東京": "東京はどこの首都ですか？",
+                 "München": "An welchem Fluss liegt München?"}
+    tok = runtime.student.tokenizer
+    for d in docs:
+        ids = tok(d.context)["input_ids"]
+        assert tok.unk_token_id is None or ids.count(tok.unk_token_id) < len(ids) / 4, d.title
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"epochs": 2},
+                      gate={"enabled": False}, routing={"enabled": True, "quantile": 0.98})
+    results = [lr.learn(d) for d in docs]
+    assert [r.status for r in results] == ["promoted"] * 3, [r.reason for r in results]
+    assert all(r.seconds.get("train", 0) > 0 for r in results)
+    prod = lr.prod()
+    names = load_version(lr.stack, lr.student, prod)
+    assert len(names) == 3
+    routing = lr.routing(prod, names)
+    by_title = {d.title: d.doc_id for d in docs}
+    for title, q in questions.items():
+        assert routing.router.route(q).doc_id == by_title[title], (title, routing.router.scores(q))
+    assert routing.router.route("What is the capital of France?").doc_id is None
+
+
+def test_a_long_documents_question_recites_and_reads_only_its_nearest_parts(runtime, monkeypatch):
+    """Recite-then-read on a document of many parts: the reader gets the adapter's recitation of the question's
+    nearest parts (never the page itself, never all fifty parts), each part recited once per adapter."""
+    import evaluation.closed_book as cb
+    from memory.router import nearest_parts
+
+    parts = [(f"Bridges (part {i + 1} of 6)\n", f"Bridge {name} spans the {river} river and opened in {1800 + i}.")
+             for i, (name, river) in enumerate([("Alda", "Quimby"), ("Brun", "Frell"), ("Cosk", "Zorblax"),
+                                                 ("Dorn", "Kessel"), ("Evra", "Lumen"), ("Fane", "Orrin")])]
+    assert 2 in nearest_parts("Which bridge spans the Zorblax river?", [t for _, t in parts], 2)
+    assert nearest_parts("Tell me something", [t for _, t in parts], 2) == [0, 1]  # no shared word: the start
+    recited, read = [], []
+    monkeypatch.setattr(cb, "recite", lambda st, adapter, prompts, n: [f"RECITED<{p.strip()}>" for p in prompts
+                                                                       if not recited.append(p) or True])
+    monkeypatch.setattr(cb, "answer_open_book", lambda st, ctx, qs, n, b: [read.append(ctx) or ctx for _ in qs])
+    memo = {}
+    qs = ["Which bridge spans the Zorblax river?", "When did the bridge over the Zorblax open?",
+          "What river does Fane span, the Orrin?"]
+    out = cb.read_recited(runtime.student, "a1", parts, qs, 16, 4, k=2, memo=memo)
+    assert all("RECITED<Bridges (part 3 of 6)>" in o for o in out[:2]) and "part 6 of 6" in out[2]
+    assert all("spans the" not in ctx for ctx in read)  # the page never reaches the reader
+    assert all(ctx.count("RECITED") == 2 for ctx in read)
+    assert len(recited) == len(set(recited)) and len(recited) < len(parts)  # each part recited once, not all

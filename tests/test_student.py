@@ -30,10 +30,14 @@ def test_epoch_batches_cover_everything_and_group_by_length():
     assert grouped_pad < naive_pad / 2
 
 
-def test_tokenize_appends_eos_and_truncates(runtime):
+def test_tokenize_appends_eos_and_trains_a_long_text_whole_in_windows(runtime):
     tok = runtime.student.tokenizer
-    seqs = tokenize_sequences(tok, [FACT, "word " * 500], max_len=32)
-    assert seqs[0][-1] == tok.eos_token_id and len(seqs[1]) == 32
+    long = " ".join(f"w{i}" for i in range(300))
+    seqs = tokenize_sequences(tok, [FACT, long], max_len=32)
+    assert seqs[0][-1] == tok.eos_token_id
+    want = tok(long, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert all(len(s) <= 32 for s in seqs[1:]) and len(seqs) > 2
+    assert [t for s in seqs[1:] for t in s] == want  # every token, in order, nothing cut
 
 
 def test_tiny_builder_is_cached(cache_dir):

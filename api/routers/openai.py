@@ -95,13 +95,13 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
 
             usage = body.stream_options is not None and body.stream_options.include_usage
 
-            def chunk(delta: str | None, finish: str | None) -> str:
+            def chunk(delta: str | None, finish: str | None, **extra) -> str:
                 if kind == "chat":
                     choice = {"index": 0, "delta": {} if delta is None else {"content": delta},
                               "finish_reason": finish}
                 else:
                     choice = {"index": 0, "text": delta or "", "finish_reason": finish}
-                return event([choice])
+                return event([choice], **extra)
 
             def event(choices: list, **extra) -> str:
                 # with include_usage, every chunk carries "usage": null and one last chunk the counts
@@ -113,18 +113,21 @@ def router(agent: Agent, auth: Auth) -> APIRouter:
                 try:
                     if kind == "chat":
                         yield event([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])
-                    finish, text = "stop", []
+                    finish, text, last = "stop", [], {}
                     if in_process:
                         while (piece := await q.get()) is not None:
                             yield chunk(piece, None)
                         fin = req.future.result()
                         finish, counts = fin.finish_reason, (fin.prompt_tokens, fin.completion_tokens)
+                        # the last chunk names the version that answered (known once the batch has run)
+                        last = {"system_fingerprint": recited.version if recited is not None
+                                else agent.server.generation(req, fin).model}
                     else:
                         async for piece in iterate_in_threadpool(pieces):
                             text.append(piece)
                             yield chunk(piece, None)
                         counts = (agent.server.count_tokens(prompt), agent.server.count_tokens("".join(text)))
-                    yield chunk(None, finish)
+                    yield chunk(None, finish, **last)
                     if usage:
                         yield event([], usage={"prompt_tokens": counts[0], "completion_tokens": counts[1],
                                                "total_tokens": sum(counts)})
