@@ -58,4 +58,21 @@ def run_job(ctx: WorkerContext, job_id: str) -> Job | None:
             state = "duplicate"  # another job learned it: this one changed nothing (not a second promotion)
             msg = f"duplicate: {res.reason}"
         ctx.jobs.finish(job_id, state, result=result, message=msg)
+    finally:
+        release_freed_memory()
     return ctx.jobs.get(job_id)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that a training step freed back to the OS (glibc keeps it otherwise: a long-running server
+    whose embedded worker trains grew from 2.9 to 4.3 GB resident in a 30-minute soak). No-op off glibc."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
