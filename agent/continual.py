@@ -158,6 +158,9 @@ class ContinualLearner:
 
             self._routings = RoutingCache(memory, self.c.routing, self.c.canary)
         self._retain = None  # the untouched model's answers to neutral prompts (retention targets), built once
+        # recitations for the canary as served, per (adapter id, part title): a stack adapter never changes, so
+        # they hold across versions
+        self._recited: dict = {}
         if self.c.canary.enabled:
             from evaluation.canary import GeneralMonitor
 
@@ -617,8 +620,21 @@ class ContinualLearner:
         if self.general is None:
             return None
         served = self._served(m, names) if self.vllm is not None else None
-        g = self.general.measure(self.student, names, served=served, backend=self.generation,
-                                 routing=self.routing(m, names))
+        routing = self.routing(m, names)
+        reader = None
+        if self.cfg.serving.answer == "recite" and routing is not None and self.vllm is None:
+            from evaluation.closed_book import answer_routed_recite
+            from teacher.passages import recitation_parts
+
+            if len(self._recited) > 4096:
+                self._recited.clear()
+
+            def reader(rt, qs):  # as served: a general question routed to a document reads its recitation
+                return answer_routed_recite(self.student, rt, qs, lambda d: recitation_parts(self.memory.document(d)),
+                                            self.general.s.max_new_tokens, self.general.s.batch_size,
+                                            self._recited, self.cfg.serving.recite_parts)
+        g = self.general.measure(self.student, names, served=served, backend=self.generation, routing=routing,
+                                 reader=reader)
         self.memory.record_general(m.version, g.canary.correct, g.canary.total, g.drift, g.to_json())
         return g
 

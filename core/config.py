@@ -138,7 +138,7 @@ class ContinualSettings(BaseModel):
     # agent/training_data.py
     # the named recipe (`recipes:`) a document is learned with: its overrides apply to the continual learner and
     # to `seal eval`'s learn condition; the plain `train` section stays the paper's raw-text regime (baselines)
-    recipe: str | None = "recite"
+    recipe: str | None = "recite-lean"
     train_on: Literal["self-edit", "passage", "qa", "qa+passage", "masked+passage"] = "self-edit"
     qa_pairs: int = Field(24, ge=1, le=256)  # QA pairs built per document for the qa regimes
     # which questions teacher/cloze.py builds from the passage's sentences: cloze (a span asked for), complete
@@ -282,6 +282,11 @@ DEFAULT_RECIPES: dict[str, list[str]] = {
     "recite": [
         "continual.train_on=passage",
         "train.epochs=30",
+    ],
+    "recite-lean": [
+        "continual.train_on=passage",
+        "train.epochs=30",
+        "train.retain.weight=0.0",
     ],
     "masked": [
         "continual.train_on=masked+passage",

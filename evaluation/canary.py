@@ -200,10 +200,11 @@ class GeneralMonitor:
             self._retain = self._targets(student, "retain", retain_prompts(self.s, self.rs), self.rs.max_new_tokens,
                                          self.rs.topk)
 
-    def _replies(self, student, routing) -> list[str]:
+    def _replies(self, student, routing, reader=None) -> list[str]:
         """Canary replies with routing, reusing the untouched model's reply for every question routed to no
         adapter: the weights those questions meet are the base's, so generating again would repeat the work
-        (most of the canary routes nowhere, so this is most of a routed version's canary cost)."""
+        (most of the canary routes nowhere, so this is most of a routed version's canary cost). `reader(routing,
+        questions)` answers the routed ones as served (recite-then-read); default: the adapter answers."""
         qs = [c.question for c in self.items]
         memo = self._base_replies.setdefault(student.base_key, {})
         missing = [q for q in qs if q not in memo]
@@ -212,7 +213,8 @@ class GeneralMonitor:
         out = [memo[q] for q in qs]
         routed = [i for i, names in enumerate(routing.names_for(qs) if routing is not None else []) if names]
         if routed:
-            sub = answer(student, routing, [qs[i] for i in routed], self.s.max_new_tokens, self.s.batch_size)
+            sub = (reader(routing, [qs[i] for i in routed]) if reader is not None else
+                   answer(student, routing, [qs[i] for i in routed], self.s.max_new_tokens, self.s.batch_size))
             for i, a in zip(routed, sub):
                 out[i] = a
         return out
@@ -240,17 +242,19 @@ class GeneralMonitor:
             return grade_canary(self.items, self._replies(student, None))
         return score_canary(student, names, self.items, self.s.max_new_tokens, self.s.batch_size)
 
-    def measure(self, student, names: list[str] | None, served=None, backend=None, routing=None) -> GeneralScore:
+    def measure(self, student, names: list[str] | None, served=None, backend=None, routing=None,
+                reader=None) -> GeneralScore:
         """Canary through the closed-book path (on the vLLM server when `backend` is given, as `served`; routed
-        per question when `routing` is given, as it is served) and drift in-process with all of `names` active
-        (the weights' distance from the base, whatever the routing)."""
+        per question when `routing` is given, as it is served, and read by `reader` where the service recites)
+        and drift in-process with all of `names` active (the weights' distance from the base, whatever the
+        routing)."""
         from student.soft_targets import mean_kl
 
         if self._drift is None:
             raise RuntimeError("GeneralMonitor.prepare() must run on the untouched model first")
         adapter = served if backend is not None else (routing or names or None)
         if backend is None and (routing is not None or not names):
-            can = grade_canary(self.items, self._replies(student, routing))
+            can = grade_canary(self.items, self._replies(student, routing, reader))
         else:
             can = score_canary(student, adapter, self.items, self.s.max_new_tokens, self.s.batch_size, backend)
         with student.use(names or None) as m:

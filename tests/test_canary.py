@@ -204,3 +204,32 @@ def test_the_retention_objective_pulls_a_drifted_student_back(runtime, tiny_cfg,
     finally:
         st.drop("drifted")
     assert before > 1e-4 and after < 0.5 * before, (before, after)
+
+
+def test_the_canary_reads_routed_general_questions_as_served(runtime, tiny_cfg, tmp_path, tiny_canary, monkeypatch):
+    """With serving.answer: recite, a general question routed to a document is served by the untouched model
+    reading that document's recitation, so the canary scores it that way (through `reader`), not by the adapter
+    answering directly; questions routed nowhere keep the base's replies."""
+    cfg = tiny_cfg
+    mon = GeneralMonitor(cfg.continual.canary.model_copy(update={"file": str(tiny_canary), "max_new_tokens": 12}),
+                         cfg.train.retain, cfg.model.cache_dir)
+    st = runtime.student
+    mon.prepare(st, retain=False)
+    items = load_canary(tiny_canary)
+
+    class OneRouted:  # routes the first canary question to an adapter, the rest nowhere
+        def names_for(self, qs):
+            return [["a1"] if q == items[0].question else [] for q in qs]
+
+    asked = []
+    score = mon.measure(st, None, routing=OneRouted(), reader=lambda rt, qs: asked.extend(qs) or ["WRONG"] * len(qs))
+    assert asked == [items[0].question]
+    assert score.canary.correct == len(items) - 1 and score.canary.wrong == [(items[0].question, "WRONG")]
+    # the learner hands the monitor a recite-then-read reader when the service recites
+    seen = {}
+    monkeypatch.setattr(GeneralMonitor, "measure", lambda self, *a, **kw: seen.update(kw) or score)
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"epochs": 1}, gate={"enabled": False},
+                      routing={"enabled": True, "quantile": 0.98})
+    lr.cfg = lr.cfg.with_overrides(serving={**lr.cfg.serving.model_dump(), "answer": "recite"})
+    lr.learn(DOC)
+    assert callable(seen.get("reader"))
