@@ -251,6 +251,11 @@ class EvalRun:
                 n = rc.train.epochs * -(-len(self._learn_units(idx, p, rc)) // rc.train.batch_size)
             if ref_name != "self-edit":  # step-matched: one passage copy per step of the matched condition
                 n = max(1, round(n / s.epochs))
+            # a passage longer than the window trains as several windows (student.sequences): match those
+            from student.sequences import tokenize_sequences
+
+            windows = len(tokenize_sequences(self.rt.student.tokenizer, [passage_seq], s.max_seq_len))
+            n = max(1, round(n / windows))
             return [passage_seq] * n, {"matched_to": ref_name}
         if trains_like_learn(cond.name):
             c = self._cfg_for(cond.name)

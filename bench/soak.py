@@ -212,15 +212,16 @@ async def health_poller(http: httpx.AsyncClient, rec: Recorder, end: float) -> N
 
 
 async def operator(http: httpx.AsyncClient, rec: Recorder, t0: float, minutes: float, events: list[dict]) -> None:
-    """At a third of the run an operator promotes an older vetted version (prod moves back under live traffic); at
-    two thirds, a rollback (prod moves to the version before: the one the promote replaced)."""
-    for frac, action in ((1 / 3, "promote"), (2 / 3, "rollback")):
+    """At a third of the run an operator rolls prod back (to the promoted version before it); at two thirds, promotes
+    the newest vetted version again. Both move prod under live traffic. (Rollback goes to an *earlier* version:
+    run the other way round, a promote of the oldest version leaves nothing to roll back to, and the rollback is
+    rightly refused with 409.)"""
+    for frac, action in ((1 / 3, "rollback"), (2 / 3, "promote")):
         await asyncio.sleep(max(0.0, t0 + frac * minutes * 60 - time.monotonic()))
         listing = (await http.get("/v1/adapters")).json()
         vetted = [v for v in listing["versions"] if v.get("status") in ("promoted", "consolidated", "removed")]
         if action == "promote" and vetted:
-            older = vetted[0] if len(vetted) > 1 else vetted[-1]
-            r = await timed(rec, "promote", http.post(f"/v1/adapters/{older['name']}/promote"))
+            r = await timed(rec, "promote", http.post(f"/v1/adapters/{vetted[-1]['name']}/promote"))
         elif action == "rollback":
             r = await timed(rec, "rollback", http.post("/v1/adapters/rollback"))
         else:
@@ -356,8 +357,12 @@ def summarize(args, rows, mem, events, accepted, final, listing, out: Path) -> d
     for f in final.values():
         if f.get("state") == "promoted" and not (f.get("result") or {}).get("replayed"):
             promoted_by_doc[f.get("doc_id")] += 1
+    # learned twice: a document under two different adapters among the versions that were ever served (a
+    # document the gate refused may be sent again and learned then: its refused version's adapter is not served)
     adapters_by_doc: dict[str, set] = defaultdict(set)
     for v in listing["versions"]:
+        if v.get("status") not in ("promoted", "consolidated", "removed"):
+            continue
         for a in v.get("adapters", []):
             for d in a.get("documents", []):
                 adapters_by_doc[d].add(a.get("id"))

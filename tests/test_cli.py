@@ -47,7 +47,8 @@ def test_eval_external_condition(tiny_config_file, tmp_path):
     assert r.exit_code == 0, r.output
     units = read_jsonl(out / "units.jsonl")
     ext = [u for u in units if u["condition"].startswith("external:")][0]
-    assert ext["units"] >= 5 and ext["train"]["sequences"] == ext["units"] + 1
+    # every unit, plus the passage (longer than the tiny model's 256-token window: trained as several windows)
+    assert ext["units"] >= 5 and ext["units"] + 1 <= ext["train"]["sequences"] <= ext["units"] + 4
 
 
 def test_eval_bad_input_exits_2_and_writes_nothing(tiny_config_file, passages_file, tmp_path):
