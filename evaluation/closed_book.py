@@ -93,17 +93,17 @@ def recite_parts(student: Student, adapter, parts: list[tuple[str, str]], memo: 
 
 def read_recited(student: Student, adapter, parts: list[tuple[str, str]], questions: list[str],
                  max_new_tokens: int, batch_size: int, k: int = 2, memo: dict | None = None) -> list[str]:
-    """Recite, then read: each question's nearest `k` parts of the document (memory.router.nearest_parts, by the
+    """Recite, then read: each question's nearest `k` parts of the document (memory.router.PartIndex, by the
     part texts) are written out by the adapter from their title lines alone, and the untouched model answers
     from that recitation as it would from the page. The knowledge still comes only from the weights; the reading
     is the base model's. A one-part document is recited whole."""
-    from memory.router import nearest_parts
+    from memory.router import PartIndex
 
     memo = {} if memo is None else memo
-    texts = [t for _, t in parts]
+    index = PartIndex([t for _, t in parts])  # the parts tokenized once, not once per question
     by_parts: dict[tuple[int, ...], list[int]] = {}
     for i, q in enumerate(questions):
-        by_parts.setdefault(tuple(nearest_parts(q, texts, k)), []).append(i)
+        by_parts.setdefault(tuple(index.nearest(q, k)), []).append(i)
     out = [""] * len(questions)
     for chosen, idx in by_parts.items():
         recitation = "\n".join(recite_parts(student, adapter, [parts[j] for j in chosen], memo))

@@ -186,15 +186,25 @@ class DocumentRouter:
         return Route(self.ids[i] if best >= self.threshold else None, best)
 
 
+class PartIndex:
+    """BM25 over the parts of one document, built once per document: which parts a question is most about (a long
+    document's recitation is read part by part, and the reader's window holds a few parts, not fifty)."""
+
+    def __init__(self, parts: list[str]):
+        self.n = len(parts)
+        self.router = DocumentRouter({str(i): p for i, p in enumerate(parts)}, [], 1e-9) if self.n > 1 else None
+
+    def nearest(self, question: str, k: int) -> list[int]:
+        """The indices, in document order, of the `k` parts nearest `question`; the first `k` when it shares no
+        word with any part."""
+        if self.n <= k:
+            return list(range(self.n))
+        scores = self.router.scores(question)
+        if max(scores) <= 0:
+            return list(range(k))
+        return sorted(sorted(range(self.n), key=lambda i: (-scores[i], i))[:k])
+
+
 def nearest_parts(question: str, parts: list[str], k: int) -> list[int]:
-    """The indices, in document order, of the `k` parts of one document that `question` is most about (BM25 over
-    the document's parts): a long document's recitation is read part by part, and the reader's window holds a
-    few parts, not fifty. A question that shares no word with any part gets the first `k`."""
-    if len(parts) <= k:
-        return list(range(len(parts)))
-    router = DocumentRouter({str(i): p for i, p in enumerate(parts)}, [], 1e-9, scorer="bm25")
-    scores = router.scores(question)
-    if max(scores) <= 0:
-        return list(range(k))
-    best = sorted(range(len(parts)), key=lambda i: (-scores[i], i))[:k]
-    return sorted(best)
+    """`PartIndex(parts).nearest(question, k)`, for a single question."""
+    return PartIndex(parts).nearest(question, k)

@@ -79,7 +79,7 @@ class StudentServer:
 
         # (stack adapter id (immutable), part title line) -> the adapter's recitation of that part
         self._recited: "OrderedDict[tuple[str, str], str]" = OrderedDict()
-        self._parts: "OrderedDict[str, list]" = OrderedDict()  # doc_id -> its (title line, part) pairs
+        self._parts: "OrderedDict[str, tuple]" = OrderedDict()  # doc_id -> ((title line, part) pairs, PartIndex)
         self._recited_lock = threading.Lock()
         self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
                         else BatchedGeneration(self))
@@ -258,18 +258,20 @@ class StudentServer:
         if route is None or route.doc_id not in routing.adapter_of:
             return None
         adapter = routing.adapter_of[route.doc_id]
-        from memory.router import nearest_parts
+        from memory.router import PartIndex
 
         with self._recited_lock:
-            parts = self._parts.get(route.doc_id)
-        if parts is None:  # a document is immutable (its id is its content's hash): split it once
+            cached = self._parts.get(route.doc_id)
+        if cached is None:  # a document is immutable (its id is its content's hash): split and index it once
             parts = recitation_parts(self.routing.document(route.doc_id))
+            cached = (parts, PartIndex([t for _, t in parts]))
             with self._recited_lock:
-                self._parts[route.doc_id] = parts
+                self._parts[route.doc_id] = cached
                 while len(self._parts) > 1024:
                     self._parts.popitem(last=False)
+        parts, index = cached
         recited = []
-        for j in nearest_parts(question, [t for _, t in parts], self.settings.recite_parts):
+        for j in index.nearest(question, self.settings.recite_parts):
             prompt, part = parts[j]
             with self._recited_lock:
                 text = self._recited.get((adapter, prompt))
