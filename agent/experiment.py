@@ -141,13 +141,16 @@ class EvalRun:
                  log: Callable[[str], None] = print, judge=None, progress: bool = True, general=None,
                  unrouted: bool = True, retain_all: bool = False, passages: list[Passage] | None = None,
                  extra_questions: dict[str, list[Asked]] | None = None, repeat_matches: str | None = None,
-                 measure_general: bool = True, recite: bool = False):
+                 measure_general: bool = True, recite: bool = False,
+                 recite_only: list[str] | None = None):
         self.rt, self.cfg, self.conditions, self.out, self.log = rt, rt.cfg, conditions, out, log
         # what passage-repeat is step-matched to: the named condition, else self-edit, learn or the first recipe
         trained = [c.name for c in conditions if c.name == "self-edit" or trains_like_learn(c.name)]
-        if repeat_matches is not None and repeat_matches not in trained:
-            raise ValueError(f"--repeat-matches {repeat_matches!r} is not a trained condition of this run "
-                             f"({', '.join(trained) or 'none'})")
+        # a recipe of the config may be matched without training it in this run (its steps follow from its config)
+        known_recipe = (repeat_matches or "").startswith("recipe:") and repeat_matches[7:] in rt.cfg.recipes
+        if repeat_matches is not None and repeat_matches not in trained and not known_recipe:
+            raise ValueError(f"--repeat-matches {repeat_matches!r} is neither a trained condition of this run "
+                             f"({', '.join(trained) or 'none'}) nor a recipe of the config")
         self.repeat_ref = repeat_matches or (trained[0] if trained else None)
         self.extra = extra_questions or {}
         # as served: one router over every passage of the run (built once; every shard builds the same one)
@@ -161,6 +164,12 @@ class EvalRun:
         self.judge, self.progress = judge, progress
         # also answer each trained condition by recite-then-read (`<condition>+recite` rows, same adapter)
         self.recite = recite
+        names = {c.name for c in conditions}
+        unknown = sorted(set(recite_only or ()) - names)
+        if unknown:
+            raise ValueError(f"--recite-only names conditions this run does not have: {', '.join(unknown)}")
+        # None: every trained condition is also answered by recite-then-read; else only these
+        self.recite_only = set(recite_only) if recite_only else None
         self.unrouted = unrouted  # with routing: also the canary had the adapter answered everything (one more pass)
         # every condition trains with the product's retention (train.retain), not `learn` alone: a comparison of
         # what each kind of training text teaches under the regime the product actually runs
@@ -360,8 +369,9 @@ class EvalRun:
         served, oracle, routes = self._answers(p, cond, adapter, asked)
         graded = self._grade(asked, served, oracle, routes)
         t_eval = time.perf_counter() - t1
-        recited = None
-        if self.recite and adapter is not None:
+        recited, recite_info = None, {}
+        recites = self.recite and adapter is not None and (self.recite_only is None or cond.name in self.recite_only)
+        if recites:
             t2 = time.perf_counter()
             r_served, r_oracle, recitation = self._recited(p, adapter, asked, served, routes)
             recited = (self._grade(asked, r_served, r_oracle, routes), time.perf_counter() - t2, recitation)
@@ -376,6 +386,15 @@ class EvalRun:
             g = self.general.measure(self.rt.student, [adapter] if adapter else None, routing=routing)
             info = info | {"canary": g.canary.accuracy, "canary_drop": self.canary_base - g.canary.accuracy,
                            "drift": g.drift}
+            if recited is not None and routing is not None:  # the +recite row's canary as that row serves it
+                from evaluation.closed_book import answer_routed_recite
+                from teacher.passages import recitation_parts
+
+                cs = self.general.s
+                c = self.general.routed_canary(self.rt.student, routing, lambda rt, qs: answer_routed_recite(
+                    self.rt.student, rt, qs, lambda _d: recitation_parts(p), cs.max_new_tokens, cs.batch_size,
+                    None, self.cfg.serving.recite_parts))
+                recite_info = {"canary": c.accuracy, "canary_drop": self.canary_base - c.accuracy}
             if routing is not None and self.unrouted:  # and the adapter's own cost, had it answered everything
                 u = self.general.measure(self.rt.student, [adapter])
                 info = info | {"canary_unrouted": u.canary.accuracy,
@@ -388,7 +407,8 @@ class EvalRun:
         if recited is not None:  # written first: a unit on record means its rows are too
             r_graded, r_secs, recitation = recited
             self._write(idx, p, f"{cond.name}+recite", r_graded, train,
-                        {**info, "recitation": recitation, "recitation_overlap": _overlap(recitation, p.context)},
+                        {**info, **recite_info, "recitation": recitation,
+                         "recitation_overlap": _overlap(recitation, p.context)},
                         {"self_edit": round(t_edit, 3), "eval": round(t_eval + r_secs, 3),
                          "recite": round(r_secs, 3), "total": round(total, 3)})
         return self._write(idx, p, cond.name, graded, train, info,

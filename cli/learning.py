@@ -162,11 +162,14 @@ def eval_cmd(
                                                         "reworded_dev_other.json: {set?, questions: [{doc_id, "
                                                         "question, answer}]})."),
     repeat_matches: Optional[str] = typer.Option(None, help="The trained condition passage-repeat is step-matched "
-                                                            "to (default: self-edit, else learn, else the first "
+                                                            "to, or recipe:NAME of the config without training it "
+                                                            "(default: self-edit, else learn, else the first "
                                                             "recipe)."),
     recite: bool = typer.Option(False, help="Also answer every trained condition by recite-then-read: the adapter "
                                             "writes out the document from its title, the untouched model answers "
                                             "from that (rows named CONDITION+recite, same adapter)."),
+    recite_only: Optional[str] = typer.Option(None, help="With --recite: comma list of the trained conditions "
+                                                         "to also answer by recite-then-read (default: all)."),
     canary: bool = typer.Option(True, help="Also measure the general-capability canary and drift after every "
                                            "adaptation (what each condition costs the model)."),
     unrouted_canary: bool = typer.Option(True, help="With routing, also measure the canary with the adapter "
@@ -232,7 +235,8 @@ def eval_cmd(
         runner = EvalRun(rt, conds, run, log=lambda m: err.print(m), judge=judge, progress=sys.stderr.isatty(),
                          general=general, measure_general=canary, unrouted=unrouted_canary, passages=ps,
                          extra_questions=extra,
-                         repeat_matches=repeat_matches, recite=recite)
+                         repeat_matches=repeat_matches, recite=recite or bool(recite_only),
+                         recite_only=[c.strip() for c in recite_only.split(",") if c.strip()] if recite_only else None)
     except ValueError as e:
         fail(str(e))
     runner.run(ps, on_passage=lambda i: write_report(run, cfg.seed), shard=(si, sn))

@@ -242,6 +242,11 @@ class GeneralMonitor:
             return grade_canary(self.items, self._replies(student, None))
         return score_canary(student, names, self.items, self.s.max_new_tokens, self.s.batch_size)
 
+    def routed_canary(self, student, routing, reader=None) -> CanaryScore:
+        """The canary alone, routed per question as served (no drift): a second reading of the same adapter,
+        e.g. by recite-then-read, costs only the routed questions."""
+        return grade_canary(self.items, self._replies(student, routing, reader))
+
     def measure(self, student, names: list[str] | None, served=None, backend=None, routing=None,
                 reader=None) -> GeneralScore:
         """Canary through the closed-book path (on the vLLM server when `backend` is given, as `served`; routed

@@ -433,3 +433,30 @@ def test_eval_recite_rows_use_the_same_adapter_for_trained_conditions_only(tiny_
     assert units["passage+recite"]["train"] == units["passage"]["train"]  # one adapter, answered two ways
     assert "recitation" in units["passage+recite"] and units["passage+recite"]["seconds"]["recite"] > 0
     assert "condition=passage+recite set=squad" in r.output
+
+
+def test_recite_only_and_repeat_matched_to_an_untrained_recipe(tiny_config_file, passages_file, tmp_path):
+    """`--recite-only` answers only the named conditions by recite-then-read, and passage-repeat can be
+    step-matched to a recipe the run does not train (its steps follow from the recipe's config); the +recite
+    row carries its own canary, read as it serves."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core.config import load_config, recipe_config
+    from core.io import read_jsonl
+
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["eval", "-c", str(tiny_config_file), "--passages", str(passages_file), "--limit", "1",
+                                 "--conditions", "none,passage,passage-repeat", "--repeat-matches",
+                                 "recipe:recite-lean", "--recite-only", "passage-repeat", "--no-unrouted-canary",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    units = {u["condition"]: u for u in read_jsonl(out / "units.jsonl")}
+    assert set(units) == {"none", "passage", "passage-repeat", "passage-repeat+recite"}
+    rc = recipe_config(load_config(tiny_config_file), "recite-lean")
+    assert units["passage-repeat"]["train"]["steps"] == rc.train.epochs  # one passage, batch 1: 30 steps
+    assert "canary" in units["passage-repeat+recite"] and "canary" in units["passage-repeat"]
+    bad = CliRunner().invoke(app, ["eval", "-c", str(tiny_config_file), "--passages", str(passages_file),
+                                   "--limit", "1", "--conditions", "none,passage", "--recite-only", "learn",
+                                   "--out", str(tmp_path / "ev2")])
+    assert bad.exit_code == 2 and "learn" in bad.output
