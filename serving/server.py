@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from serving.batching import cut_at_stop
+from student.adapters import adapter_memory_bytes
 from student.stack import StackError, StackStore
 
 PREFIX = "seal-student"
@@ -192,7 +193,7 @@ class StudentServer:
             self.student.load(self.stack.adapter_dir(i), i)
 
         def size_of(i: str) -> int:
-            return sum(f.stat().st_size for f in self.stack.adapter_dir(i).glob("*.safetensors"))
+            return adapter_memory_bytes(self.stack.adapter_dir(i))
 
         self.cache.use(ids, set(self.student.adapters()), size_of, load, self.student.drop)
 

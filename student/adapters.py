@@ -3,6 +3,7 @@ is the adapter registry and persistence; the training loop is student/train.py, 
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +20,32 @@ def lora_config(s: TrainSettings) -> LoraConfig:
         r=s.rank, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
         bias="none", task_type="CAUSAL_LM",
     )
+
+
+def store_as(path: Path, dtype: str) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in `dtype` (storage only: loading upcasts)."""
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    weights = {k: (v.to(target) if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    save_file(weights, str(path), metadata={"format": "pt"})
+
+
+def adapter_memory_bytes(folder: Path) -> int:
+    """Bytes an adapter folder takes once loaded: peft upcasts half-precision adapters to float32, so a
+    bfloat16 file's size is half of what it costs in memory."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in Path(folder).glob("*.safetensors"):
+        with safe_open(str(f), framework="pt") as h:
+            for k in h.keys():
+                sl = h.get_slice(k)
+                total += math.prod(sl.get_shape()) * _LOADED_BYTES.get(sl.get_dtype(), 4)
+    return total
+
+
+_LOADED_BYTES = {"F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}  # floats: 4 (float32)
 
 
 class Student:
@@ -138,6 +165,9 @@ class Student:
         dest = Path(path)
         with atomic_dir(dest, root=lambda tmp: tmp / name if (tmp / name).is_dir() else tmp) as tmp:
             self.peft.save_pretrained(tmp, selected_adapters=[name])
+            if self.settings.adapter_dtype != "float32":
+                for f in tmp.rglob("*.safetensors"):
+                    store_as(f, self.settings.adapter_dtype)
         return dest
 
     def load(self, path: str | Path, name: str) -> None:

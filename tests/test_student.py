@@ -116,6 +116,37 @@ def test_save_and_load_round_trip(runtime, tmp_path):
         st.drop("reloaded")
 
 
+def test_a_bfloat16_stored_adapter_is_half_the_file_and_loads_as_the_rounded_float32_weights(runtime, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from student.adapters import adapter_memory_bytes
+
+    st = runtime.student
+    st.train_adapter([FACT], "full", seed=0, settings=st.settings.model_copy(update={"epochs": 5}))
+    p32 = st.save("full", tmp_path / "f32")
+    st.settings = st.settings.model_copy(update={"adapter_dtype": "bfloat16"})
+    try:
+        p16 = st.save("full", tmp_path / "bf16")
+    finally:
+        st.settings = st.settings.model_copy(update={"adapter_dtype": "float32"})
+    st.drop("full")
+    (f32,), (f16,) = list(p32.glob("*.safetensors")), list(p16.glob("*.safetensors"))
+    w32, w16 = load_file(str(f32)), load_file(str(f16))
+    assert {v.dtype for v in w16.values()} == {torch.bfloat16} and f16.stat().st_size < 0.55 * f32.stat().st_size
+    assert adapter_memory_bytes(p16) == adapter_memory_bytes(p32) == sum(v.numel() * 4 for v in w32.values())
+    st.load(p16, "lowp")
+    try:
+        live = {n: q for n, q in st.peft.named_parameters() if ".lowp." in n}
+        assert live and all(q.dtype == torch.float32 for q in live.values())  # upcast on load
+        rounded = {k: v.to(torch.bfloat16).float() for k, v in w32.items()}
+        for n, q in live.items():
+            key = next(k for k in rounded if k.replace(".weight", "") in n.replace(".lowp", ""))
+            assert torch.equal(q.detach(), rounded[key])
+    finally:
+        st.drop("lowp")
+
+
 def test_batched_training_pads_only_what_it_must(runtime):
     st = runtime.student
     texts = ["short one here.", FACT, "A much longer sentence " * 6, "tiny", "another medium sized line of text."]

@@ -63,6 +63,9 @@ class TrainSettings(_Strict):
     # temperature of the distillation KL (both distributions softened; prompt distillation found 2 better than 1)
     distill_temperature: float = Field(1.0, gt=0, le=10)
     retain: RetainSettings = RetainSettings()
+    # how a saved adapter's weights are stored on disk (loaded back as float32 either way: peft upcasts them);
+    # bfloat16 halves every adapter file and the bytes hashed at a cold start (bench/adapter_dtype.py)
+    adapter_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     @field_validator("target_modules")
     @classmethod
