@@ -12,14 +12,22 @@ questions, serving's quantile and floor).
 Writes results/scale/summary.json (incrementally, one row per size) and ends with one line per size:
 RESULT docs=N build_s=... route_p50_ms=... route_p95_ms=... router_mib=... routed_own=...
 Each size is measured with BM25 (the default, reported in the RESULT lines) and tf-idf cosine (the baseline) on
-the same documents and questions. The serving half of the issue's bench (resident memory with N adapters, query latency against a one-document
-service) is not measured here yet.
+the same documents and questions. 
+The serving half (--serving, on by default): a StudentServer in this process on the configured model, with N
+documents in memory and one version holding N rank-`train.rank` adapters (synthetic: random deltas, `--distinct`
+distinct files hard-linked under N ids, so 10,000 adapters fit on disk; each is still checksummed and loaded on its
+own when routed). `--serve-queries` gold questions of the asked passages are answered closed-book through the
+router and the LRU adapter cache (serving.adapter_cache_mib); the same prompts are answered by a one-document
+service whose one adapter every prompt meets (the baseline, in the same run). Reported: resident memory above the
+base model (mem_gib), query p50/p95 and their ratio to the baseline, adapter loads. Answers are direct (the
+routed adapter answers); recite-then-read adds one recitation per (adapter, part) on top, cached.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -94,6 +102,93 @@ def measure(n: int, queries: int, seed: int, scorer: str, corpus_: tuple | None 
             "threshold": round(router.threshold, 4), "general_routed_held_out": round(sum(general) / len(general), 4)}
 
 
+def rss_gib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def build_service(rt, docs: dict[str, str], state: Path, distinct: int, seed: int):
+    """A memory store with `docs` and a stack whose prod version has one adapter per document: `distinct` random
+    adapters saved once, hard-linked under every other id (same bytes, same checksum, loaded separately)."""
+    import hashlib
+    import os
+    import shutil
+
+    import torch
+
+    from core.documents import Passage
+    from memory.store import MemoryStore
+    from student.stack import AdapterRef, StackStore
+
+    shutil.rmtree(state, ignore_errors=True)
+    mem, store = MemoryStore(state / "memory.sqlite"), StackStore(state / "stack")
+    st = rt.student
+    templates = []
+    for j in range(min(distinct, len(docs))):
+        name = f"synthetic{j}"
+        st.add_adapter(name, seed=seed + j)
+        g = torch.Generator().manual_seed(seed + j)
+        with torch.no_grad():
+            for n, prm in st.peft.named_parameters():
+                if f".{name}." in n and "lora_B" in n:  # LoRA starts with B = 0 (no delta): give it one
+                    prm.copy_(torch.randn(prm.shape, generator=g) * 1e-3)
+        folder = st.save(name, state / "templates" / name)
+        st.drop(name)
+        files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir()) if f.is_file()}
+        templates.append((folder, files))
+    own, refs = {}, []
+    with store.writer():
+        for i, (key, text) in enumerate(docs.items()):
+            title, _, context = text.partition("\n")
+            p = Passage(title, context or title)
+            mem.add_document(p, [])
+            own[key] = p.doc_id
+            folder, files = templates[i % len(templates)]
+            dest = store.adapter_dir(f"a{i + 1:06d}")
+            dest.mkdir(parents=True)
+            for f in folder.iterdir():
+                os.link(f, dest / f.name)
+            refs.append(AdapterRef(f"a{i + 1:06d}", (p.doc_id,), st.settings.rank, "lora", files))
+        store.commit(refs, parent=None, move=("prod",))
+    return mem, store, own
+
+
+def serve_queries(rt, cfg, docs: dict[str, str], prompts: list[tuple[str, str]], state: Path, distinct: int,
+                  max_tokens: int, seed: int) -> dict:
+    """Answer `prompts` ((question, text routed by)) through a StudentServer over `docs`: latencies, loads."""
+    from evaluation.closed_book import question_prompt
+    from serving.routing import RoutingCache
+    from serving.server import StudentServer
+
+    mem, store, _ = build_service(rt, docs, state, distinct, seed)
+    settings = cfg.serving.model_copy(update={"max_wait_ms": 0.0})
+    srv = StudentServer(rt.student, store, "base", settings=settings,
+                        routing=RoutingCache(mem, cfg.continual.routing, cfg.continual.canary))
+    tok = rt.student.tokenizer
+    lat, routed = [], 0
+    try:
+        srv.warm_routing("seal-student@prod")
+        for q, route_by in prompts:
+            prompt = tok.apply_chat_template([{"role": "user", "content": question_prompt(q)}],
+                                             add_generation_prompt=True, tokenize=False)
+            t = time.perf_counter()
+            g = srv.generate("seal-student@prod", prompt, max_tokens, route_text=route_by)
+            lat.append(1000 * (time.perf_counter() - t))
+            routed += bool(g.adapters)
+        loaded = len(srv.cache.ids())
+    finally:
+        srv.close()
+        for a in list(rt.student.adapters()):
+            rt.student.drop(a)
+        mem.close()
+    lat.sort()
+    return {"query_p50_ms": round(statistics.median(lat), 1), "query_p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 1),
+            "routed_share": round(routed / max(1, len(prompts)), 3), "adapters_loaded_at_end": loaded}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, nargs="+", default=[100, 1000, 10000])
@@ -102,16 +197,58 @@ def main(argv=None) -> int:
     ap.add_argument("--scorers", nargs="+", default=["bm25", "cosine"],
                     help="the first is reported in RESULT lines; the others are baselines in the same run")
     ap.add_argument("--out", type=Path, default=ROOT / "results/scale")
+    ap.add_argument("--serving", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the serving half (memory and query latency with N adapters)")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs/default.yaml", help="the config the serving half loads (default: defaults)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE")
+    ap.add_argument("--serve-queries", type=int, default=100, help="questions answered per size (and by the baseline)")
+    ap.add_argument("--distinct", type=int, default=16, help="distinct synthetic adapter files (hard-linked to N ids)")
+    ap.add_argument("--max-tokens", type=int, default=16)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    rt = cfg = None
+    serving_rows: dict[int, dict] = {}
+    if args.serving:
+        import tempfile
+
+        from agent.worker import release_freed_memory
+        from core.config import apply_sets, load_config
+        from student.runtime import open_runtime
+
+        cfg = apply_sets(load_config(args.config), args.sets)
+        rt = open_runtime(cfg)
+        tmp = Path(tempfile.mkdtemp(prefix="scale-serving-", dir=args.out))
+        base_rss = rss_gib()
+        dev = corpus(1, args.seed)
+        one_doc = next(iter(dev[0].values()))
+        _, qs_all = corpus(min(args.docs), args.seed)  # questions whose passages every size holds
+        rng = random.Random(args.seed + 1)
+        asked = rng.sample(qs_all, min(args.serve_queries, len(qs_all)))
+        # the baseline: a one-document service whose adapter every prompt meets (routed by its document's text)
+        baseline = serve_queries(rt, cfg, dev[0], [(q, one_doc) for q, _ in asked], tmp / "n1", 1,
+                                 args.max_tokens, args.seed)
+        release_freed_memory()
+        baseline["mem_gib"] = round(rss_gib() - base_rss, 3)
+        print(json.dumps({"baseline": baseline}), flush=True)
     rows = []
     for n in args.docs:
         c = corpus(n, args.seed)
         for scorer in args.scorers:
             row = measure(n, args.queries, args.seed, scorer, c)
+            if args.serving and scorer == args.scorers[0]:
+                sv = serve_queries(rt, cfg, c[0], [(q, q) for q, _ in asked], tmp / f"n{n}", args.distinct,
+                                   args.max_tokens, args.seed)
+                release_freed_memory()
+                sv["mem_gib"] = round(rss_gib() - base_rss, 3)
+                sv["query_p95_ratio"] = round(sv["query_p95_ms"] / baseline["query_p95_ms"], 3)
+                sv["query_p50_ratio"] = round(sv["query_p50_ms"] / baseline["query_p50_ms"], 3)
+                row |= {"serving": sv, "baseline": baseline}
+                shutil.rmtree(tmp / f"n{n}", ignore_errors=True)
             rows.append(row)
             (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
             print(json.dumps(row), flush=True)
+    if args.serving:
+        shutil.rmtree(tmp, ignore_errors=True)
     print("\nRouted to own: the asked passages' gold questions that reach their own passage (top-1 own: before the "
           "threshold). General routed: the canary's general questions (held out from calibration) sent to an "
           "adapter.")
@@ -121,14 +258,30 @@ def main(argv=None) -> int:
         print(f"| {r['docs']} | {r['scorer']} | {r['build_s']} | {r['router_mib']} | {r['route_p50_ms']} | "
               f"{r['route_p95_ms']} | {100 * r['routed_own']:.1f}% | {100 * r['top1_own']:.1f}% | "
               f"{100 * r['routed_none']:.1f}% | {100 * r['general_routed_held_out']:.1f}% |")
+    if args.serving:
+        b = baseline
+        print(f"\nServing (one version with N synthetic rank-{cfg.train.rank} adapters, cache "
+              f"{cfg.serving.adapter_cache_mib} MiB, {len(asked)} questions, {args.max_tokens} tokens, direct answers); "
+              f"baseline one-document service: p50 {b['query_p50_ms']} ms, p95 {b['query_p95_ms']} ms\n")
+        print("| docs | mem GiB above base | query p50 ms | query p95 ms | p95 ratio | routed | adapters loaded |\n"
+              "|---|---|---|---|---|---|---|")
+        for r in rows:
+            if "serving" in r:
+                v = r["serving"]
+                print(f"| {r['docs']} | {v['mem_gib']} | {v['query_p50_ms']} | {v['query_p95_ms']} | "
+                      f"{v['query_p95_ratio']} | {100 * v['routed_share']:.0f}% | {v['adapters_loaded_at_end']} |")
     main_scorer = args.scorers[0]
     for r in rows:
         if r["scorer"] != main_scorer:
             continue
         base = {x["scorer"]: x for x in rows if x["docs"] == r["docs"] and x["scorer"] != main_scorer}
         vs = " ".join(f"routed_own_vs_{k}={r['routed_own'] / max(v['routed_own'], 1e-9):.2f}" for k, v in base.items())
-        print(f"RESULT docs={r['docs']} scorer={main_scorer} build_s={r['build_s']} route_p50_ms={r['route_p50_ms']} "
-              f"route_p95_ms={r['route_p95_ms']} router_mib={r['router_mib']} routed_own={r['routed_own']} {vs}".rstrip())
+        sv = r.get("serving")
+        mem = f"mem_gib={sv['mem_gib']} " if sv else ""
+        ratio = f" query_p95_ratio={sv['query_p95_ratio']}" if sv else ""
+        print(f"RESULT docs={r['docs']} scorer={main_scorer} {mem}build_s={r['build_s']} route_p50_ms={r['route_p50_ms']} "
+              f"route_p95_ms={r['route_p95_ms']}{ratio} router_mib={r['router_mib']} routed_own={r['routed_own']} "
+              f"{vs}".rstrip())
     return 0
 
 
