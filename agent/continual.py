@@ -181,7 +181,7 @@ class ContinualLearner:
         """Probe accuracy for a committed version (or the base): answered by the vLLM server when one is
         configured (the monitor's replay is an update's heaviest generation), else in-process with `names`."""
         if self.vllm is None:
-            routing, memo = self.routing(m, names), {}  # recitations kept while this version is measured
+            routing, memo = self.routing(m, names), self.recitations()
             return lambda doc: _score(self.graded(routing or names, doc, memo))
         served = self._served(m, names)
 
@@ -195,7 +195,7 @@ class ContinualLearner:
         """As accuracy_of, but each call returns the version's graded replies (evaluation.closed_book.Graded rows), so
         the monitor can keep what the version answered beside the figure."""
         if self.vllm is None:
-            routing, memo = self.routing(m, names), {}
+            routing, memo = self.routing(m, names), self.recitations()
             return lambda doc: self.graded(routing or names, doc, memo)
         served = self._served(m, names)
         return lambda doc: evaluate_passage(self.student, served, doc, self.cfg.eval.max_new_tokens,
@@ -210,6 +210,15 @@ class ContinualLearner:
         from serving.routing import ServedRouting
 
         return ServedRouting(routing, lambda adapter_id: self.vllm.ensure_adapter(m, adapter_id))
+
+    def recitations(self) -> dict:
+        """Recitations kept per (stack adapter id, part title line) across versions: a stack adapter never changes
+        and greedy decoding of fixed weights always writes the same, so the monitor's replay of past documents
+        reads their recitations again instead of writing them again (an update's cost no longer grows with every
+        document learned before it)."""
+        if len(self._recited) > 4096:
+            self._recited.clear()
+        return self._recited
 
     def routing(self, m: Manifest | None, names: list[str]):
         """How a version answers in routed mode (serving/routing.py); None when not routed or nothing to route."""
@@ -626,13 +635,12 @@ class ContinualLearner:
             from evaluation.closed_book import answer_routed_recite
             from teacher.passages import recitation_parts
 
-            if len(self._recited) > 4096:
-                self._recited.clear()
+            memo = self.recitations()
 
             def reader(rt, qs):  # as served: a general question routed to a document reads its recitation
                 return answer_routed_recite(self.student, rt, qs, lambda d: recitation_parts(self.memory.document(d)),
                                             self.general.s.max_new_tokens, self.general.s.batch_size,
-                                            self._recited, self.cfg.serving.recite_parts)
+                                            memo, self.cfg.serving.recite_parts)
         g = self.general.measure(self.student, names, served=served, backend=self.generation, routing=routing,
                                  reader=reader)
         self.memory.record_general(m.version, g.canary.correct, g.canary.total, g.drift, g.to_json())

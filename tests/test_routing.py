@@ -248,6 +248,36 @@ def test_the_gate_measures_recite_then_read_when_serving_recites(runtime, tiny_c
     assert res.version == prod.version and graded[0].answer == want
 
 
+def test_the_monitor_reads_past_documents_recitations_again_instead_of_writing_them_again(runtime, tiny_cfg,
+                                                                                           tmp_path, tiny_canary,
+                                                                                           monkeypatch):
+    """An earlier document's adapter never changes, so the replay of its probes on later versions reuses its
+    recitation: each (adapter, part) is recited once across all updates, not once per update."""
+    import evaluation.closed_book as cb
+
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"epochs": 2},
+                      gate={"enabled": False}, routing={"enabled": True, "quantile": 0.98, "min_score": 0.08})
+    lr.cfg = lr.cfg.with_overrides(serving={**lr.cfg.serving.model_dump(), "answer": "recite"})
+    written: list[tuple] = []
+    real = cb.recite
+
+    def counting(student, adapter, prompts, max_new_tokens):
+        written.extend((adapter, p) for p in prompts)
+        return real(student, adapter, prompts, max_new_tokens)
+
+    monkeypatch.setattr(cb, "recite", counting)
+    other = passage_from_dict({"title": "Quartz", "context": "Grey quartz crystals grow slowly in the caves of "
+                               "Ondra, where miners count them each spring.",
+                               "questions": [{"question": "Where do grey quartz crystals grow?", "answer": "Ondra"}]})
+    third = passage_from_dict({"title": "Harbour", "context": "The harbour of Kessel was painted by Mira Tolven "
+                               "in 1871, from the lighthouse steps.",
+                               "questions": [{"question": "Who painted the harbour of Kessel?", "answer": "Tolven"}]})
+    for d in (DOC, other, third):
+        lr.learn(d)
+    assert written, "the probes must be answered by recite-then-read for this test"
+    assert len(written) == len(set(written)), "a past document's recitation was written again"
+
+
 def test_documents_in_other_scripts_are_learned_and_their_questions_reach_their_adapters(runtime, tiny_cfg, tmp_path,
                                                                                          tiny_canary):
     """End to end on the tiny model: Cyrillic, Japanese and accented Latin documents are each trained into an
