@@ -168,6 +168,13 @@ class Student:
             if self.settings.adapter_dtype != "float32":
                 for f in tmp.rglob("*.safetensors"):
                     store_as(f, self.settings.adapter_dtype)
+        if self.settings.adapter_dtype != "float32":
+            # the live copy becomes what was stored, so what the gate measures now is what is served after a reload
+            target = getattr(torch, self.settings.adapter_dtype)
+            with torch.no_grad():
+                for n, prm in self.peft.named_parameters():
+                    if f".{name}." in n:
+                        prm.copy_(prm.to(target).float())
         return dest
 
     def load(self, path: str | Path, name: str) -> None:

@@ -124,12 +124,14 @@ def test_a_bfloat16_stored_adapter_is_half_the_file_and_loads_as_the_rounded_flo
 
     st = runtime.student
     st.train_adapter([FACT], "full", seed=0, settings=st.settings.model_copy(update={"epochs": 5}))
-    p32 = st.save("full", tmp_path / "f32")
-    st.settings = st.settings.model_copy(update={"adapter_dtype": "bfloat16"})
+    stored = st.settings.adapter_dtype
     try:
+        st.settings = st.settings.model_copy(update={"adapter_dtype": "float32"})
+        p32 = st.save("full", tmp_path / "f32")
+        st.settings = st.settings.model_copy(update={"adapter_dtype": "bfloat16"})
         p16 = st.save("full", tmp_path / "bf16")
     finally:
-        st.settings = st.settings.model_copy(update={"adapter_dtype": "float32"})
+        st.settings = st.settings.model_copy(update={"adapter_dtype": stored})
     st.drop("full")
     (f32,), (f16,) = list(p32.glob("*.safetensors")), list(p16.glob("*.safetensors"))
     w32, w16 = load_file(str(f32)), load_file(str(f16))

@@ -64,8 +64,9 @@ class TrainSettings(_Strict):
     distill_temperature: float = Field(1.0, gt=0, le=10)
     retain: RetainSettings = RetainSettings()
     # how a saved adapter's weights are stored on disk (loaded back as float32 either way: peft upcasts them);
-    # bfloat16 halves every adapter file and the bytes hashed at a cold start (bench/adapter_dtype.py)
-    adapter_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # bfloat16 halves every adapter file and the bytes hashed at a cold start, and on SmolLM2 its adapters wrote
+    # the same recitations and answers as float32 (bench/adapter_dtype.py, RESULTS.md)
+    adapter_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
     @field_validator("target_modules")
     @classmethod
