@@ -373,7 +373,8 @@ class EvalRun:
         recites = self.recite and adapter is not None and (self.recite_only is None or cond.name in self.recite_only)
         if recites:
             t2 = time.perf_counter()
-            r_served, r_oracle, recitation = self._recited(p, adapter, asked, served, routes)
+            memo: dict = {}  # this adapter's recitations, read again by the +recite row's canary below
+            r_served, r_oracle, recitation = self._recited(p, adapter, asked, served, routes, memo)
             recited = (self._grade(asked, r_served, r_oracle, routes), time.perf_counter() - t2, recitation)
         if self.measure_general and cond.name != "open-book":
             routing = None
@@ -393,7 +394,7 @@ class EvalRun:
                 cs = self.general.s
                 c = self.general.routed_canary(self.rt.student, routing, lambda rt, qs: answer_routed_recite(
                     self.rt.student, rt, qs, lambda _d: recitation_parts(p), cs.max_new_tokens, cs.batch_size,
-                    None, self.cfg.serving.recite_parts))
+                    memo, self.cfg.serving.recite_parts))
                 recite_info = {"canary": c.accuracy, "canary_drop": self.canary_base - c.accuracy}
             if routing is not None and self.unrouted:  # and the adapter's own cost, had it answered everything
                 u = self.general.measure(self.rt.student, [adapter])
@@ -427,7 +428,8 @@ class EvalRun:
             graded += [(asked[i], gs, go, routes[i]) for i, gs, go in zip(idxs, g_served, g_oracle)]
         return graded
 
-    def _recited(self, p: Passage, adapter: str, asked: list[Asked], served: list[str], routes: list[str]):
+    def _recited(self, p: Passage, adapter: str, asked: list[Asked], served: list[str], routes: list[str],
+                 memo: dict | None = None):
         """Recite-then-read with this passage's adapter: every question for the oracle; as served, the questions
         the router sends to this adapter (the others keep what they got: the base's answer, or a miss)."""
         from evaluation.closed_book import answer_recited
@@ -435,7 +437,7 @@ class EvalRun:
 
         ev = self.cfg.eval
         oracle, recitation = answer_recited(self.rt.student, adapter, recitation_parts(p), [a.question for a in asked],
-                                            ev.max_new_tokens, ev.batch_size, self.cfg.serving.recite_parts)
+                                            ev.max_new_tokens, ev.batch_size, self.cfg.serving.recite_parts, memo)
         out = [oracle[i] if r in ("own", "unrouted") else served[i] for i, r in enumerate(routes)]
         return out, oracle, recitation
 

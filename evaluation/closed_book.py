@@ -114,10 +114,11 @@ def read_recited(student: Student, adapter, parts: list[tuple[str, str]], questi
 
 
 def answer_recited(student: Student, adapter, parts: list[tuple[str, str]], questions: list[str],
-                   max_new_tokens: int, batch_size: int, k: int = 2) -> tuple[list[str], str]:
+                   max_new_tokens: int, batch_size: int, k: int = 2, memo: dict | None = None
+                   ) -> tuple[list[str], str]:
     """Recite-then-read with one adapter for every question (the oracle: no router): the answers, and the
-    adapter's recitation of the whole document (what `seal eval` keeps)."""
-    memo: dict = {}
+    adapter's recitation of the whole document (what `seal eval` keeps). `memo` as in `read_recited`."""
+    memo = {} if memo is None else memo
     answers = read_recited(student, adapter, parts, questions, max_new_tokens, batch_size, k, memo)
     return answers, "\n".join(recite_parts(student, adapter, parts, memo))
 
