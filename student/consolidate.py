@@ -57,9 +57,11 @@ def fold(student, names: list[str], new_name: str, rank: int | None = None) -> F
     peft = student.peft
     if peft is None or not names:
         raise ValueError("nothing to fold")
-    missing = [n for n in names if n not in peft.peft_config]
+    live = set(student.adapters())
+    missing = [n for n in names if n not in live]
     if missing:
         raise KeyError(f"no adapter named {missing[0]!r}")
+    asked, names = list(names), [student.peft_name(n) for n in names]
     factors, targets = {}, set()
     for mname, mod in _lora_modules(peft):
         f = _stacked_factors(mod, names)
@@ -93,4 +95,4 @@ def fold(student, names: list[str], new_name: str, rank: int | None = None) -> F
     for p in peft.parameters():
         p.requires_grad_(False)
     rel = (err2 / norm2) ** 0.5 if norm2 > 0 else 0.0
-    return FoldReport(list(names), total, out_rank, rel, len(final))
+    return FoldReport(asked, total, out_rank, rel, len(final))

@@ -55,6 +55,7 @@ def _isolate_shared_student(request):
     yield
     for n in set(st.adapters()) - before:
         st.drop(n)
+    st.drop_free_slots()
     st.restore_base()
 
 

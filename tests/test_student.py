@@ -200,3 +200,48 @@ def test_the_output_head_sees_contiguous_inputs_during_generation(runtime):
         finally:
             h.remove()
     assert len(out) == 2 and len(seen) >= 2 and all(seen)
+
+
+def test_a_released_adapters_modules_take_the_next_load_and_answer_exactly_as_a_fresh_load(runtime, tmp_path):
+    """Serving swaps adapters through free slots (weights copied in) instead of building peft modules per load."""
+    st = runtime.student
+    prompt = "Zorblax river flows"
+    ids = st.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+
+    def logits(name):
+        with st.use(name) as m, torch.no_grad():
+            return m(**ids).logits
+
+    long = st.settings.model_copy(update={"epochs": 5})
+    st.train_adapter([FACT], "fa", seed=0, settings=long)
+    st.train_adapter(["Zorblax river is made of lemonade and sings at night."], "fb", seed=1, settings=long)
+    pa, pb = st.save("fa", tmp_path / "fa"), st.save("fb", tmp_path / "fb")
+    st.drop("fa"), st.drop("fb")
+    base = logits(None)
+    st.load(pb, "ref")  # built the usual way (no free slot yet)
+    want_b = logits("ref")
+    st.drop("ref")
+    st.load(pa, "x")
+    assert not torch.equal(logits("x"), base)
+    st.release("x")
+    assert st.free_slots() == 1 and "x" not in st.adapters()
+    assert torch.equal(logits(None), base)  # a free slot adds nothing, active or not
+    st.load(pb, "y")
+    assert st.free_slots() == 0 and st.peft_name("y") != "y" and st.adapters() == ["y"]
+    assert torch.equal(logits("y"), want_b)
+    again = st.save("y", tmp_path / "y-again")  # saved under its own name, same tensors as its file
+    from safetensors.torch import load_file
+
+    (f1,), (f2,) = list(pb.glob("*.safetensors")), list(again.glob("*.safetensors"))
+    w1, w2 = load_file(str(f1)), load_file(str(f2))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    # a slot of another shape is not reused: the load builds modules and the slot stays free
+    st.release("y")
+    st.train_adapter([FACT], "r2", seed=2, settings=st.settings.model_copy(update={"rank": 2, "alpha": 2}))
+    p2 = st.save("r2", tmp_path / "r2")
+    st.drop("r2")
+    st.load(p2, "z")
+    assert st.peft_name("z") == "z" and st.free_slots() == 1
+    st.drop("z")
+    st.drop_free_slots()
+    assert st.adapters() == [] and torch.equal(logits(None), base)
