@@ -654,23 +654,16 @@ class ContinualLearner:
         res.canary_base = base["canary"] if base else None
 
     def _gate(self, before: float, after: float, forgetting: float, general, has_probes: bool) -> tuple[str, str]:
-        g = self.c.gate
-        if not g.enabled or self.c.merge_each_update:
+        if not self.c.gate.enabled or self.c.merge_each_update:
             return "promoted", ""
-        if has_probes and after - before < g.min_gain:
-            return "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
-        if forgetting > g.max_forgetting:
-            return "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
+        canary_drop = canary = canary_base = drift = None
         if general is not None:
             base = self.memory.general().get(0)
-            drop = (base["canary"] - general.canary.accuracy) if base else 0.0
-            if g.max_canary_drop is not None and drop > g.max_canary_drop + 1e-9:
-                return "rejected", (f"canary drop {100 * drop:.1f} points > budget {100 * g.max_canary_drop:.1f} "
-                                    f"(canary {100 * general.canary.accuracy:.1f}% vs untouched "
-                                    f"{100 * base['canary']:.1f}%)")
-            if g.max_drift is not None and general.drift > g.max_drift:
-                return "rejected", f"drift {general.drift:.4f} > budget {g.max_drift:.4f} nats/token"
-        return "promoted", ""
+            canary, drift = general.canary.accuracy, general.drift
+            canary_base = base["canary"] if base else None
+            canary_drop = (canary_base - canary) if base else 0.0
+        return gate_decision(self.c.gate, before, after, forgetting, has_probes, canary_drop, drift, canary,
+                             canary_base)
 
     def _gentler(self, s):
         g, r = self.c.gate, s.retain
@@ -897,3 +890,27 @@ def _remove_document(lr: ContinualLearner, doc_id: str) -> tuple[Manifest, dict[
         changes[p.doc_id] = (before[p.doc_id], after)
     lr.memory.record_update(new.version, doc_id, prod.version, "removed", f"removed {doc_id}")
     return new, changes
+
+
+def gate_decision(g, before: float, after: float, forgetting: float, has_probes: bool,
+                  canary_drop: float | None = None, drift: float | None = None, canary: float | None = None,
+                  canary_base: float | None = None) -> tuple[str, str]:
+    """Promote or refuse one candidate (settings `g`: continual.gate). A probe set the untouched model already
+    answers in full cannot show a gain, so it does not refuse for one: such a document is promoted when the
+    probes stay answered and the keep checks (forgetting, canary, drift) pass, and the reason says so."""
+    saturated = has_probes and before >= 1.0 - 1e-9
+    if saturated and after < before:
+        return "rejected", f"probes already answered before learning, {after:.2f} after"
+    if has_probes and not saturated and after - before < g.min_gain:
+        return "rejected", f"gain {after - before:+.2f} < {g.min_gain:+.2f}"
+    if forgetting > g.max_forgetting:
+        return "rejected", f"forgetting {forgetting:.2f} > {g.max_forgetting:.2f}"
+    if canary_drop is not None:
+        if g.max_canary_drop is not None and canary_drop > g.max_canary_drop + 1e-9:
+            return "rejected", (f"canary drop {100 * canary_drop:.1f} points > budget {100 * g.max_canary_drop:.1f} "
+                                f"(canary {100 * (canary or 0):.1f}% vs untouched {100 * (canary_base or 0):.1f}%)")
+        if g.max_drift is not None and drift is not None and drift > g.max_drift:
+            return "rejected", f"drift {drift:.4f} > budget {g.max_drift:.4f} nats/token"
+    if saturated:
+        return "promoted", "probes already answered before learning: no gain to measure, kept on the keep checks"
+    return "promoted", ""

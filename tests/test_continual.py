@@ -187,3 +187,23 @@ def test_a_rollback_made_during_an_update_is_not_undone_by_it(learner):
     assert lr.memory.updates()[-1]["status"] == "rejected"
     again = lr.learn(DOCS[2])  # submitted again: learned on the operator's prod
     assert again.status == "promoted" and lr.stack.manifest(again.version).parent == 1
+
+
+def test_a_document_whose_probes_the_untouched_model_already_answers_is_kept_not_refused_for_no_gain():
+    """Self-written probes the untouched model answers in full leave no room to show a gain: refusing such a
+    document for 'gain +0.00' threw away what it teaches beyond them (2 of the 3 refusals of the 4x8 protocol)."""
+    from agent.continual import gate_decision
+    from core.config import GateSettings
+
+    g = GateSettings(enabled=True, min_gain=0.01, max_forgetting=0.05, max_canary_drop=0.02)
+    status, reason = gate_decision(g, before=1.0, after=1.0, forgetting=0.0, has_probes=True, canary_drop=0.0,
+                                   drift=0.0)
+    assert status == "promoted" and "already answered" in reason
+    # the keep checks still apply, and the probes must stay answered
+    assert gate_decision(g, 1.0, 0.8, 0.0, True, 0.0, 0.0)[0] == "rejected"
+    assert gate_decision(g, 1.0, 1.0, 0.0, True, 0.05, 0.0)[1].startswith("canary drop")
+    assert gate_decision(g, 1.0, 1.0, 0.2, True, 0.0, 0.0)[1].startswith("forgetting")
+    # below saturation nothing changed: no gain is still refused
+    status, reason = gate_decision(g, before=0.8, after=0.8, forgetting=0.0, has_probes=True)
+    assert status == "rejected" and reason.startswith("gain +0.00")
+    assert gate_decision(g, 0.2, 0.6, 0.0, True) == ("promoted", "")
