@@ -157,8 +157,10 @@ def build_service(rt, docs: dict[str, str], state: Path, distinct: int, seed: in
 
 
 def serve_queries(rt, cfg, docs: dict[str, str], prompts: list[tuple[str, str]], state: Path, distinct: int,
-                  max_tokens: int, seed: int) -> dict:
-    """Answer `prompts` ((question, text routed by)) through a StudentServer over `docs`: latencies, loads."""
+                  max_tokens: int, seed: int, warmup: list[tuple[str, str]] = ()) -> dict:
+    """Answer `prompts` ((question, text routed by)) through a StudentServer over `docs`: latencies, loads. The
+    `warmup` prompts are answered first and not timed: a long-running service is measured in its steady state
+    (adapter slots built), not while it builds its first ones."""
     from evaluation.closed_book import question_prompt
     from serving.routing import RoutingCache
     from serving.server import StudentServer
@@ -171,14 +173,19 @@ def serve_queries(rt, cfg, docs: dict[str, str], prompts: list[tuple[str, str]],
     lat, routed = [], 0
     try:
         srv.warm_routing("seal-student@prod")
-        for q, route_by in prompts:
-            prompt = tok.apply_chat_template([{"role": "user", "content": question_prompt(q)}],
-                                             add_generation_prompt=True, tokenize=False)
-            t = time.perf_counter()
-            g = srv.generate("seal-student@prod", prompt, max_tokens, route_text=route_by)
-            lat.append(1000 * (time.perf_counter() - t))
-            routed += bool(g.adapters)
+        for timed, batch in ((False, warmup), (True, prompts)):
+            if timed:
+                counts = dict(rt.student.load_counts)
+            for q, route_by in batch:
+                prompt = tok.apply_chat_template([{"role": "user", "content": question_prompt(q)}],
+                                                 add_generation_prompt=True, tokenize=False)
+                t = time.perf_counter()
+                g = srv.generate("seal-student@prod", prompt, max_tokens, route_text=route_by)
+                if timed:
+                    lat.append(1000 * (time.perf_counter() - t))
+                    routed += bool(g.adapters)
         loaded = len(srv.cache.ids())
+        loads = {k: v - counts[k] for k, v in rt.student.load_counts.items()}
     finally:
         srv.close()
         for a in list(rt.student.adapters()):
@@ -186,7 +193,8 @@ def serve_queries(rt, cfg, docs: dict[str, str], prompts: list[tuple[str, str]],
         mem.close()
     lat.sort()
     return {"query_p50_ms": round(statistics.median(lat), 1), "query_p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 1),
-            "routed_share": round(routed / max(1, len(prompts)), 3), "adapters_loaded_at_end": loaded}
+            "routed_share": round(routed / max(1, len(prompts)), 3), "adapters_loaded_at_end": loaded,
+            "loads_built": loads["built"], "loads_filled": loads["filled"], "warmup": len(warmup)}
 
 
 def main(argv=None) -> int:
@@ -202,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "configs/default.yaml", help="the config the serving half loads (default: defaults)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE")
     ap.add_argument("--serve-queries", type=int, default=100, help="questions answered per size (and by the baseline)")
+    ap.add_argument("--warmup", type=int, default=40, help="untimed questions answered first (other passages' "
+                    "questions): the steady state of a long-running service, its adapter slots built")
     ap.add_argument("--distinct", type=int, default=16, help="distinct synthetic adapter files (hard-linked to N ids)")
     ap.add_argument("--max-tokens", type=int, default=16)
     args = ap.parse_args(argv)
@@ -223,10 +233,11 @@ def main(argv=None) -> int:
         one_doc = next(iter(dev[0].values()))
         _, qs_all = corpus(min(args.docs), args.seed)  # questions whose passages every size holds
         rng = random.Random(args.seed + 1)
-        asked = rng.sample(qs_all, min(args.serve_queries, len(qs_all)))
+        picked = rng.sample(qs_all, min(args.serve_queries + args.warmup, len(qs_all)))
+        asked, warm = picked[:args.serve_queries], picked[args.serve_queries:]
         # the baseline: a one-document service whose adapter every prompt meets (routed by its document's text)
         baseline = serve_queries(rt, cfg, dev[0], [(q, one_doc) for q, _ in asked], tmp / "n1", 1,
-                                 args.max_tokens, args.seed)
+                                 args.max_tokens, args.seed, warmup=[(q, one_doc) for q, _ in warm])
         release_freed_memory()
         baseline["mem_gib"] = round(rss_gib() - base_rss, 3)
         print(json.dumps({"baseline": baseline}), flush=True)
@@ -237,7 +248,7 @@ def main(argv=None) -> int:
             row = measure(n, args.queries, args.seed, scorer, c)
             if args.serving and scorer == args.scorers[0]:
                 sv = serve_queries(rt, cfg, c[0], [(q, q) for q, _ in asked], tmp / f"n{n}", args.distinct,
-                                   args.max_tokens, args.seed)
+                                   args.max_tokens, args.seed, warmup=[(q, q) for q, _ in warm])
                 release_freed_memory()
                 sv["mem_gib"] = round(rss_gib() - base_rss, 3)
                 sv["query_p95_ratio"] = round(sv["query_p95_ms"] / baseline["query_p95_ms"], 3)
@@ -261,15 +272,17 @@ def main(argv=None) -> int:
     if args.serving:
         b = baseline
         print(f"\nServing (one version with N synthetic rank-{cfg.train.rank} adapters, cache "
-              f"{cfg.serving.adapter_cache_mib} MiB, {len(asked)} questions, {args.max_tokens} tokens, direct answers); "
+              f"{cfg.serving.adapter_cache_mib} MiB, {cfg.serving.adapter_slots} slots, {len(asked)} questions after "
+              f"{len(warm)} untimed, {args.max_tokens} tokens, direct answers); "
               f"baseline one-document service: p50 {b['query_p50_ms']} ms, p95 {b['query_p95_ms']} ms\n")
-        print("| docs | mem GiB above base | query p50 ms | query p95 ms | p95 ratio | routed | adapters loaded |\n"
-              "|---|---|---|---|---|---|---|")
+        print("| docs | mem GiB above base | query p50 ms | query p95 ms | p95 ratio | routed | adapters loaded | "
+              "loads built / slot-filled |\n|---|---|---|---|---|---|---|---|")
         for r in rows:
             if "serving" in r:
                 v = r["serving"]
                 print(f"| {r['docs']} | {v['mem_gib']} | {v['query_p50_ms']} | {v['query_p95_ms']} | "
-                      f"{v['query_p95_ratio']} | {100 * v['routed_share']:.0f}% | {v['adapters_loaded_at_end']} |")
+                      f"{v['query_p95_ratio']} | {100 * v['routed_share']:.0f}% | {v['adapters_loaded_at_end']} | "
+                      f"{v['loads_built']} / {v['loads_filled']} |")
     main_scorer = args.scorers[0]
     for r in rows:
         if r["scorer"] != main_scorer:

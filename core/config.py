@@ -207,6 +207,9 @@ class ServingSettings(BaseModel):
     max_loaded_versions: int = Field(8, ge=1)  # unrouted: versions whose adapters stay in memory (LRU out)
     adapter_cache_mib: int = Field(2048, ge=1)  # routed: only the adapters queries route to are loaded, LRU out
     #                                              past this many MiB (a rank-32 SmolLM2 adapter is ~39 MiB)
+    # routed: at most this many adapters live at once; an evicted adapter's LoRA modules stay as a slot that the
+    # next load fills by copying weights (~0.1 s) instead of building peft modules again (~1-3 s)
+    adapter_slots: int = Field(32, ge=1)
     request_timeout_s: float | None = Field(300.0, gt=0)  # a query not answered by then gets 504 and leaves its batch
     # direct: the routed adapter answers the question; recite: it first writes out its document from the title
     # alone, and the untouched model answers from that recitation (in-process serving; RESULTS.md, issue 26)

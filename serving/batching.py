@@ -311,10 +311,11 @@ def decode(model, tok, rows: list[Request]) -> list[tuple[str, int, str]]:
 class AdapterCache:
     """Routed serving loads only the adapters that a batch's queries route to, and keeps them under a byte budget:
     the least recently used are dropped first, never one the current batch needs (a batch that alone needs more
-    than the budget is served, and logged)."""
+    than the budget is served, and logged). `max_count` bounds how many are live, whatever their bytes."""
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, max_count: int | None = None):
         self.budget = budget_bytes
+        self.max_count = max_count
         self._lru: OrderedDict[str, int] = OrderedDict()  # adapter id -> bytes
 
     @property
@@ -337,16 +338,17 @@ class AdapterCache:
             if i in self._lru:
                 continue
             size = size_of(i)
-            self._evict(self.budget - size, keep=set(ids), drop=drop)
+            self._evict(self.budget - size, keep=set(ids), drop=drop,
+                        count=None if self.max_count is None else self.max_count - 1)
             load(i)
             self._lru[i] = size
         if self.bytes > self.budget:
             log.warning("one batch needs %d adapters (%.0f MiB), over serving.adapter_cache_mib (%.0f MiB)",
                         len(ids), self.bytes / 2**20, self.budget / 2**20)
 
-    def _evict(self, room: int, keep: set[str], drop: Callable[[str], None]) -> None:
+    def _evict(self, room: int, keep: set[str], drop: Callable[[str], None], count: int | None = None) -> None:
         for i in list(self._lru):
-            if self.bytes <= room:
+            if self.bytes <= room and (count is None or len(self._lru) <= count):
                 return
             if i not in keep:
                 del self._lru[i]

@@ -75,7 +75,9 @@ class StudentServer:
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
         self.loaded = LoadedVersions(self.settings.max_loaded_versions)  # unrouted: whole versions
-        self.cache = AdapterCache(self.settings.adapter_cache_mib * 2**20)  # routed: the adapters queries meet
+        # routed: the adapters queries meet; evicted ones stay as free slots the next load fills
+        self.cache = AdapterCache(self.settings.adapter_cache_mib * 2**20, self.settings.adapter_slots)
+        student.max_free_slots = max(student.max_free_slots, self.settings.adapter_slots)
         from collections import OrderedDict
 
         # (stack adapter id (immutable), part title line) -> the adapter's recitation of that part

@@ -65,6 +65,7 @@ class Student:
         self._slot_of: dict[str, str] = {}  # adapter name -> peft adapter holding it (only where they differ)
         self._free: list[str] = []  # peft adapters kept as empty slots, oldest first
         self.max_free_slots = 4
+        self.load_counts = {"built": 0, "filled": 0}  # adapter loads: new peft modules vs a free slot refilled
         self._thawed = True  # some adapter parameter may require grad (peft's set_adapter, training)
         self._layers_key: tuple | None = None
         self._layers: list | None = None
@@ -273,8 +274,10 @@ class Student:
             raise FileNotFoundError(f"{path} is not an adapter folder (no adapter_config.json)")
         self.release(name)
         if self.peft is not None and self._fill_slot(path, name):  # the slot's modules are in eval mode already
+            self.load_counts["filled"] += 1
             self._activate(name)
             return
+        self.load_counts["built"] += 1
         if self.peft is None:
             self.peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
         else:

@@ -264,7 +264,8 @@ def test_a_prompt_that_cannot_fit_the_window_is_refused_before_the_batch(two_ver
         srv.close()
 
 
-def test_routed_serving_loads_only_routed_adapters_within_the_cache_budget(runtime, tiny_cfg, tmp_path):
+@pytest.mark.parametrize("bound", ["bytes", "count"])
+def test_routed_serving_loads_only_routed_adapters_within_the_cache_budget(runtime, tiny_cfg, tmp_path, bound):
     from core.config import CanarySettings, RoutingSettings
     from core.documents import Passage
     from memory.store import MemoryStore
@@ -288,7 +289,10 @@ def test_routed_serving_loads_only_routed_adapters_within_the_cache_budget(runti
     from student.adapters import adapter_memory_bytes
 
     size = adapter_memory_bytes(store.adapter_dir("a00001"))  # loaded (float32) bytes, whatever the storage
-    srv.cache.budget = int(size * 1.5)  # room for one adapter, not two
+    if bound == "bytes":
+        srv.cache.budget = int(size * 1.5)  # room for one adapter, not two
+    else:
+        srv.cache.max_count = 1  # serving.adapter_slots: 1
     try:
         general = srv.generate("seal-student@prod", "Name a colour.", 2, route_text="Name a colour.")
         assert general.adapters == () and not set(st.adapters()) & {r.id for r in refs}  # nothing loaded
@@ -301,7 +305,13 @@ def test_routed_serving_loads_only_routed_adapters_within_the_cache_budget(runti
             live = set(st.adapters()) & {r.id for r in refs}
             assert live == {want} and srv.cache.ids() == [want] and srv.cache.bytes <= srv.cache.budget
             seen.append(want)
+            if len(seen) == 1:
+                first = next(q for n, q in st.peft.named_parameters() if ".lora_A.a00001." in n)
         assert m.version == 1 and seen[-1] == "a00001"  # evicted, then loaded again (checksums verified on load)
+        # after the first eviction every load filled the evicted adapter's modules instead of building new ones:
+        # four loads of three adapters, one set of LoRA modules
+        assert [n for n in st.peft.peft_config if n.startswith("a0")] == ["a00001"] and st.free_slots() == 0
+        assert any(q is first for n, q in st.peft.named_parameters() if ".lora_A.a00001." in n)
     finally:
         srv.close()
         mem.close()
