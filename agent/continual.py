@@ -160,7 +160,10 @@ class ContinualLearner:
         self._retain = None  # the untouched model's answers to neutral prompts (retention targets), built once
         # recitations for the canary as served, per (adapter id, part title): a stack adapter never changes, so
         # they hold across versions
-        self._recited: dict = {}
+        from memory.recitations import RecitationMemo
+
+        # kept in the memory store for committed stack adapters: the server reads them instead of reciting again
+        self._recited = RecitationMemo(self.memory, persist=lambda a: self.stack.adapter_dir(a).is_dir())
         if self.c.canary.enabled:
             from evaluation.canary import GeneralMonitor
 
@@ -216,8 +219,6 @@ class ContinualLearner:
         and greedy decoding of fixed weights always writes the same, so the monitor's replay of past documents
         reads their recitations again instead of writing them again (an update's cost no longer grows with every
         document learned before it)."""
-        if len(self._recited) > 4096:
-            self._recited.clear()
         return self._recited
 
     def routing(self, m: Manifest | None, names: list[str]):

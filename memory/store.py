@@ -52,6 +52,13 @@ SAMPLES = Table("teacher_samples", META, Column("doc_id", String(64), primary_ke
                 Column("raw", Text, nullable=False), Column("gain", Float), Column("chosen", Integer),
                 Column("trained_into", Integer), Column("created_at", Float, nullable=False))
 
+# What a stack adapter writes out of its document, per part (recite-then-read): greedy decoding of fixed weights
+# always writes the same, so it is written once (by the learner's gate or the first query) and read from here
+# after restarts and cache evictions. Keyed by the adapter id and a hash of the part's title line.
+RECITATIONS = Table("recitations", META, Column("adapter_id", String(64), primary_key=True),
+                    Column("prompt_sha", String(64), primary_key=True), Column("prompt", Text, nullable=False),
+                    Column("text", Text, nullable=False), Column("created_at", Float, nullable=False))
+
 # The recorded schema history of these tables (memory/schema.py); append, never edit.
 MIGRATIONS = [
     Migration(1, "documents, probes, learned versions, the ledger, embeddings, training sequences, updates",
@@ -59,6 +66,7 @@ MIGRATIONS = [
     Migration(2, "teacher samples (online RL)", create(SAMPLES)),
     Migration(3, "general ability per version (canary, drift)", create(GENERAL)),
     Migration(4, "each ledger cell's graded replies (the audit page)", create(LEDGER_ANSWERS)),
+    Migration(5, "stack adapters' recitations of their documents' parts (recite-then-read)", create(RECITATIONS)),
 ]
 
 
@@ -206,6 +214,19 @@ class MemoryStore:
         rows = self._rows(select(*(UPDATES.c[k] for k in self._UPDATE_COLS)).where(UPDATES.c.version == version))
         return dict(zip(self._UPDATE_COLS, rows[0])) | {"info": json.loads(rows[0][7])} if rows else None
 
+    # -- recitations (recite-then-read) ----------------------------------------------------------------------
+    def put_recitation(self, adapter_id: str, prompt: str, text: str) -> None:
+        """First write wins: an adapter is immutable, so a second writer has the same text."""
+        stmt = insert(self.engine, RECITATIONS).values(adapter_id=adapter_id, prompt_sha=_sha(prompt), prompt=prompt,
+                                                      text=text, created_at=time.time())
+        with self.engine.begin() as c:
+            c.execute(stmt.on_conflict_do_nothing())
+
+    def recitation(self, adapter_id: str, prompt: str) -> str | None:
+        rows = self._rows(select(RECITATIONS.c.text).where(RECITATIONS.c.adapter_id == adapter_id,
+                                                           RECITATIONS.c.prompt_sha == _sha(prompt)))
+        return rows[0][0] if rows else None
+
     # -- embeddings (for picking which past documents to replay) ----------------------------------------------
     def put_embedding(self, doc_id: str, vector) -> None:
         import numpy as np
@@ -250,3 +271,9 @@ class MemoryStore:
     def mark_samples_trained(self, doc_ids: list[str], teacher: int) -> None:
         with self.engine.begin() as c:
             c.execute(SAMPLES.update().where(SAMPLES.c.doc_id.in_(doc_ids)).values(trained_into=teacher))
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

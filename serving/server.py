@@ -80,8 +80,11 @@ class StudentServer:
         student.max_free_slots = max(student.max_free_slots, self.settings.adapter_slots)
         from collections import OrderedDict
 
-        # (stack adapter id (immutable), part title line) -> the adapter's recitation of that part
-        self._recited: "OrderedDict[tuple[str, str], str]" = OrderedDict()
+        # (stack adapter id (immutable), part title line) -> the adapter's recitation of that part; with routing
+        # also in the memory store, where the learner's gate already wrote what it measured
+        from memory.recitations import RecitationMemo
+
+        self._recited = RecitationMemo(routing.memory if routing is not None else None)
         self._parts: "OrderedDict[str, tuple]" = OrderedDict()  # doc_id -> ((title line, part) pairs, PartIndex)
         self._recited_lock = threading.Lock()
         self.backend = (VLLMGeneration(vllm, self.record, routing, self.routing_unavailable) if vllm is not None
@@ -286,11 +289,9 @@ class StudentServer:
                 fin = req.future.result()
                 if fin.adapters != (adapter,):
                     return None  # the routing moved under us: answer the usual way
-                text = fin.text
+                text = fin.text.strip()  # as the learner's gate keeps it (the same store entry)
                 with self._recited_lock:
                     self._recited[(adapter, prompt)] = text
-                    while len(self._recited) > 4096:
-                        self._recited.popitem(last=False)
             recited.append(text)
         text = "\n".join(recited)
         return Recitation(adapter, text, m.name)

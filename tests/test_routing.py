@@ -331,3 +331,37 @@ def test_a_long_documents_question_recites_and_reads_only_its_nearest_parts(runt
     assert all("spans the" not in ctx for ctx in read)  # the page never reaches the reader
     assert all(ctx.count("RECITED") == 2 for ctx in read)
     assert len(recited) == len(set(recited)) and len(recited) < len(parts)  # each part recited once, not all
+
+
+def test_recitations_the_gate_wrote_are_served_from_the_store_without_reciting_again(runtime, tiny_cfg, tmp_path,
+                                                                                     tiny_canary):
+    """The learner's gate recites a document as served; the server (a new process in production: here a new
+    server over the same state) reads that recitation from the memory store instead of decoding it again on the
+    query's path, and a candidate's throwaway adapter name is never written down."""
+    from core.config import ServingSettings
+    from serving.server import StudentServer
+    from teacher.passages import recitation_parts
+
+    lr = make_learner(runtime, tiny_cfg, tmp_path, tiny_canary, train={"epochs": 2},
+                      gate={"enabled": False}, routing={"enabled": True, "quantile": 0.98, "min_score": 0.08})
+    lr.cfg = lr.cfg.with_overrides(serving={**lr.cfg.serving.model_dump(), "answer": "recite"})
+    assert lr.learn(DOC).status == "promoted"
+    prod = lr.prod()
+    (adapter,) = [a.id for a in prod.adapters]
+    prompt = recitation_parts(DOC)[0][0]
+    stored = lr.memory.recitation(adapter, prompt)
+    assert stored, "the gate's recitation was not kept in the store"
+    lr.recitations()[("not-a-stack-adapter", prompt)] = "x"
+    assert lr.memory.recitation("not-a-stack-adapter", prompt) is None
+    for n in list(runtime.student.adapters()):
+        runtime.student.drop(n)
+    srv = StudentServer(runtime.student, lr.stack, "tiny", settings=ServingSettings(max_wait_ms=0, answer="recite"),
+                        routing=RoutingCache(lr.memory, lr.c.routing, lr.c.canary))
+    submitted = []
+    real = srv.backend.submit
+    srv.backend.submit = lambda *a, **k: submitted.append(a) or real(*a, **k)
+    try:
+        r = srv.recitation("seal-student@prod", DOC.questions[0].question)
+        assert r is not None and r.adapter == adapter and r.text == stored and submitted == []
+    finally:
+        srv.close()

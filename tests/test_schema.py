@@ -36,8 +36,8 @@ def test_an_old_database_upgrades_in_place_and_keeps_its_rows(target):
 
     store = MemoryStore(target)
     after = set(inspect(store.engine).get_table_names())
-    assert {"general", "ledger_answers", "teacher_samples", "schema_version"} <= after
-    assert current_version(store.engine, "memory") == MIGRATIONS[-1].version == 4
+    assert {"general", "ledger_answers", "teacher_samples", "recitations", "schema_version"} <= after
+    assert current_version(store.engine, "memory") == MIGRATIONS[-1].version == 5
     with store.engine.connect() as conn:
         assert conn.execute(select(LEDGER.c.correct).where(LEDGER.c.doc_id == "d0")).scalar() == 0.5
     store.record_general(1, 10, 12, 0.01)  # the new tables work
@@ -46,7 +46,7 @@ def test_an_old_database_upgrades_in_place_and_keeps_its_rows(target):
     MemoryStore(target).close()  # opening again is a no-op
     with engine.connect() as conn:
         assert conn.execute(select(SCHEMA_VERSION.c.version)
-                            .where(SCHEMA_VERSION.c.component == "memory")).scalar() == 4
+                            .where(SCHEMA_VERSION.c.component == "memory")).scalar() == 5
     engine.dispose()
 
 
@@ -58,7 +58,7 @@ def test_a_database_from_a_newer_release_is_refused_with_the_versions_named(targ
         conn.execute(text("UPDATE schema_version SET version = 99"))
     engine.dispose()
     with pytest.raises(SchemaError, match="memory schema of this database is version 99, newer than this code knows "
-                                          r"\(version 4\)"):
+                                          r"\(version 5\)"):
         MemoryStore(target)
     with pytest.raises(SchemaError, match=r"jobs schema of this database is version 99, newer .*\(version 1\)"):
         JobStore(target)
@@ -69,5 +69,5 @@ def test_a_new_database_records_every_component(tmp_path):
     MemoryStore(target).close()
     JobStore(target).close()
     engine = open_engine(target)
-    assert (current_version(engine, "memory"), current_version(engine, "jobs")) == (4, 1)
+    assert (current_version(engine, "memory"), current_version(engine, "jobs")) == (5, 1)
     engine.dispose()
