@@ -110,8 +110,7 @@ class Student:
         else:
             if name in self.adapters():
                 raise ValueError(f"adapter {name!r} already exists")
-            self._unslot(name)
-            self.peft.add_adapter(name, cfg)
+            self.peft.add_adapter(self.reserve_name(name), cfg)
         self.set_active([name])
 
     def set_active(self, names: list[str]) -> None:
@@ -178,11 +177,21 @@ class Student:
             for p in self.peft.parameters():
                 p.requires_grad_(False)
 
-    def _unslot(self, peft_name: str) -> None:
-        """A name about to be created by peft must not be taken by a free slot."""
-        if peft_name in self._free:
-            self._free.remove(peft_name)
-            self._delete(peft_name)
+    def reserve_name(self, name: str) -> str:
+        """The peft name to create adapter `name` under: `name` itself, after deleting a free slot of that name;
+        a fresh alias when a slot of that name holds another adapter (recorded, so `peft_name` finds it)."""
+        if self.peft is None:
+            return name
+        if name in self._free:
+            self._free.remove(name)
+            self._delete(name)
+        if name not in self.peft.peft_config:
+            return name
+        n = 1
+        while f"{name}~{n}" in self.peft.peft_config:
+            n += 1
+        self._slot_of[name] = f"{name}~{n}"
+        return self._slot_of[name]
 
     @torch.no_grad()
     def release(self, name: str) -> None:
@@ -281,8 +290,7 @@ class Student:
         if self.peft is None:
             self.peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
         else:
-            self._unslot(name)
-            self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self.peft.load_adapter(str(path), adapter_name=self.reserve_name(name), is_trainable=False)
         self._activate(name)
         self.peft.eval()
 

@@ -86,12 +86,13 @@ def fold(student, names: list[str], new_name: str, rank: int | None = None) -> F
     first = peft.peft_config[names[0]]
     cfg = LoraConfig(r=out_rank, lora_alpha=out_rank, lora_dropout=0.0, target_modules=sorted(targets),
                      bias="none", task_type=first.task_type)
-    peft.add_adapter(new_name, cfg)
+    made = student.reserve_name(new_name)
+    peft.add_adapter(made, cfg)
     for mname, mod in _lora_modules(peft):
-        if mname in final and new_name in mod.lora_A:
+        if mname in final and made in mod.lora_A:
             B, A = final[mname]
-            mod.lora_A[new_name].weight.copy_(A.to(mod.lora_A[new_name].weight.dtype))
-            mod.lora_B[new_name].weight.copy_(B.to(mod.lora_B[new_name].weight.dtype))
+            mod.lora_A[made].weight.copy_(A.to(mod.lora_A[made].weight.dtype))
+            mod.lora_B[made].weight.copy_(B.to(mod.lora_B[made].weight.dtype))
     for p in peft.parameters():
         p.requires_grad_(False)
     rel = (err2 / norm2) ** 0.5 if norm2 > 0 else 0.0

@@ -80,7 +80,7 @@ def train_adapter(
         student.set_active([*stack, name])
     params = []
     for n, p in peft.named_parameters():
-        own = "lora_" in n and f".{name}." in n
+        own = "lora_" in n and f".{student.peft_name(name)}." in n
         p.requires_grad_(own)  # peft leaves other adapters trainable when several exist: freeze explicitly
         if own:
             params.append(p)

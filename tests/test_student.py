@@ -222,13 +222,19 @@ def test_a_released_adapters_modules_take_the_next_load_and_answer_exactly_as_a_
     want_b = logits("ref")
     st.drop("ref")
     st.load(pa, "x")
-    assert not torch.equal(logits("x"), base)
+    want_a = logits("x")
+    assert not torch.equal(want_a, base)
     st.release("x")
     assert st.free_slots() == 1 and "x" not in st.adapters()
     assert torch.equal(logits(None), base)  # a free slot adds nothing, active or not
     st.load(pb, "y")
     assert st.free_slots() == 0 and st.peft_name("y") != "y" and st.adapters() == ["y"]
     assert torch.equal(logits("y"), want_b)
+    # the name of the slot that now holds "y" is free again as a name: a new "x" gets modules of its own
+    st.load(pa, "x")
+    assert st.peft_name("x") not in ("x", st.peft_name("y")) and sorted(st.adapters()) == ["x", "y"]
+    assert torch.equal(logits("x"), want_a) and torch.equal(logits("y"), want_b)
+    st.drop("x")
     again = st.save("y", tmp_path / "y-again")  # saved under its own name, same tensors as its file
     from safetensors.torch import load_file
 
