@@ -230,6 +230,7 @@ def test_a_released_adapters_modules_take_the_next_load_and_answer_exactly_as_a_
     st.load(pb, "y")
     assert st.free_slots() == 0 and st.peft_name("y") != "y" and st.adapters() == ["y"]
     assert torch.equal(logits("y"), want_b)
+    assert torch.equal(logits(None), base) and torch.equal(logits("y"), want_b)  # off for one batch, then on again
     # the name of the slot that now holds "y" is free again as a name: a new "x" gets modules of its own
     st.load(pa, "x")
     assert st.peft_name("x") not in ("x", st.peft_name("y")) and sorted(st.adapters()) == ["x", "y"]
