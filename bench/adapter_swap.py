@@ -8,7 +8,8 @@ measures each both ways in one process, with `--live` adapters already loaded (t
   evicted adapter's modules; `Student.release` then `Student.load`), each including the checksum a server
   verifies on load;
 - activate: peft's `set_adapter` (walks every module and parameter) against `Student.use` (points the LoRA
-  layers at the name).
+  layers at the name);
+- the untouched model for a batch of unrouted questions: peft's `disable_adapter()` against `Student.use(None)`.
 
 Answers are checked equal: the logits of a slot-filled adapter and of a freshly built one on the same prompt.
 
@@ -16,7 +17,7 @@ Answers are checked equal: the logits of a slot-filled adapter and of a freshly 
 
 Writes OUT/summary.json and ends with
 RESULT live=N load_built_ms=... load_filled_ms=... load_ratio=... activate_peft_ms=... activate_ms=...
-activate_ratio=... same_logits=true|false
+activate_ratio=... disable_peft_ms=... disable_ms=... same_logits=true|false
 """
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def main(argv=None) -> int:
     rt = open_runtime(cfg)
     st = rt.student
     tmp = Path(tempfile.mkdtemp(prefix="adapter-swap-"))
+    probe = st.tokenizer("The river flows into the sea near the town of", return_tensors="pt")
+    with torch.no_grad():
+        base_logits = st.base(**probe).logits  # the untouched model, before any adapter exists
     st.add_adapter("template", seed=args.seed)
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():  # LoRA starts with B = 0 (no delta): give it one, so equal logits mean something
@@ -100,12 +104,28 @@ def main(argv=None) -> int:
             pass
         fast_act.append(1000 * (time.perf_counter() - t))
 
+    peft_off, fast_off = [], []
+    for r in range(args.repeats):  # the untouched model for a batch (unrouted questions), adapters live
+        t = time.perf_counter()
+        with st.peft.disable_adapter():
+            pass
+        peft_off.append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        with st.use(None):
+            pass
+        fast_off.append(1000 * (time.perf_counter() - t))
+    with torch.no_grad(), st.use(None) as m:
+        off_same = bool(torch.equal(m(**ids).logits, base_logits))
+    same = same and off_same
+
     med = statistics.median
     row = {"live": args.live, "repeats": args.repeats, "adapter_mib": round(sum(f.stat().st_size for f in files) / 2**20, 2),
            "load_built_ms": round(med(built), 1), "load_filled_ms": round(med(filled), 1),
            "load_ratio": round(med(built) / med(filled), 1), "activate_peft_ms": round(med(peft_act), 1),
            "activate_ms": round(med(fast_act), 2), "activate_ratio": round(med(peft_act) / med(fast_act), 1),
-           "same_logits": same, "threads": torch.get_num_threads()}
+           "disable_peft_ms": round(med(peft_off), 1), "disable_ms": round(med(fast_off), 2),
+           "disable_ratio": round(med(peft_off) / med(fast_off), 1), "same_logits": same,
+           "threads": torch.get_num_threads()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(row, indent=2))
     print(f"\nOne adapter swap with {args.live} adapters live (median of {args.repeats}; file {row['adapter_mib']} MiB, "
@@ -115,10 +135,14 @@ def main(argv=None) -> int:
           f"{row['load_ratio']}x |")
     print(f"| activate for a batch | {row['activate_peft_ms']} ms (set_adapter) | {row['activate_ms']} ms | "
           f"{row['activate_ratio']}x |")
-    print(f"\nslot-filled adapter's logits equal a freshly built one's: {same}")
+    print(f"| untouched model for a batch | {row['disable_peft_ms']} ms (disable_adapter) | {row['disable_ms']} ms | "
+          f"{row['disable_ratio']}x |")
+    print(f"\nslot-filled adapter's logits equal a freshly built one's, and adapters off equal the untouched "
+          f"model's: {same}")
     print(f"RESULT live={args.live} load_built_ms={row['load_built_ms']} load_filled_ms={row['load_filled_ms']} "
           f"load_ratio={row['load_ratio']} activate_peft_ms={row['activate_peft_ms']} activate_ms={row['activate_ms']} "
-          f"activate_ratio={row['activate_ratio']} same_logits={str(same).lower()}")
+          f"activate_ratio={row['activate_ratio']} disable_peft_ms={row['disable_peft_ms']} "
+          f"disable_ms={row['disable_ms']} same_logits={str(same).lower()}")
     return 0 if same else 1
 
 
