@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. continual.routing.scorer=bm25")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--complete-only", action="store_true", help="keep only passages with every condition on record")
+    ap.add_argument("--conditions", default=None, help="comma list: keep only these conditions (and with "
+                    "--complete-only, passages complete for them: a condition measured on fewer passages is left out)")
     args = ap.parse_args(argv)
 
     from core.config import apply_sets, load_config
@@ -63,6 +65,13 @@ def main(argv=None) -> int:
 
     base = {(r["doc_id"], r["set"], r["q"]): r for r in records if r["condition"] == "none"}
     golds = {(r["doc_id"], r["set"], r["q"]): r["gold"] for r in records}
+    if args.conditions:
+        wanted = {c.strip() for c in args.conditions.split(",") if c.strip()}
+        missing = wanted - {r["condition"] for r in records}
+        if missing:
+            print(f"{args.run}: no records for {', '.join(sorted(missing))}", file=sys.stderr)
+            return 2
+        records = [r for r in records if r["condition"] in wanted]
     conds = {r["condition"] for r in records}
     by_doc = defaultdict(set)
     for r in records:
@@ -93,9 +102,15 @@ def main(argv=None) -> int:
         out_rows.append(r)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for f in ("units.jsonl", "self_edits.jsonl", "meta.json"):
+    for f in ("self_edits.jsonl", "meta.json"):
         if (args.run / f).is_file():
             shutil.copy(args.run / f, args.out / f)
+    if (args.run / "units.jsonl").is_file():  # the kept passages' units of the kept conditions
+        with (args.run / "units.jsonl").open() as src, (args.out / "units.jsonl").open("w") as dst:
+            for line in src:
+                u = json.loads(line)
+                if u["doc_id"] in keep and u["condition"] in conds:
+                    dst.write(line)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     with (args.out / "records.jsonl").open("w") as f:
         for r in out_rows:
